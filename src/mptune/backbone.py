@@ -1,0 +1,157 @@
+"""The frozen language model, with prompts prepended to its input embeddings.
+
+One wrapper serves both model families:
+- encoder-decoder (T5, flan-T5, T5 v1.1): the prompt is prepended to the encoder input, as in the
+  paper; targets are the decoder's labels.
+- decoder-only (Llama/SmolLM2, GPT-2): the prompt is prepended to the sequence input + target; a
+  target token at position t is predicted from the hidden state at t - 1.
+
+Decisions
+- The backbone never trains: every parameter has requires_grad=False and the model stays in eval
+  mode (no dropout), so the only randomness in training is the data order.
+- Logits are computed only at label positions: the LM head runs on the gathered hidden states
+  [N, d] (N = target tokens in the batch), never on the whole sequence.
+- `Outputs.hidden` holds those same final hidden states (the LM head's input); the hidden-state
+  distillation loss compares them (see `losses`).
+- bf16 autocast is used where the hardware runs bf16 natively (CPUs with AVX512-BF16/AMX, CUDA
+  devices with bf16); the prompts and the loss stay in fp32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Batch:
+    """Token ids of a batch, right-padded.
+
+    input_ids [B, n]: causal: input then target tokens; seq2seq: encoder input.
+    attention_mask [B, n]: 1 on real tokens.
+    labels [B, m]: target token ids, -100 elsewhere (causal: m = n, aligned with input_ids;
+        seq2seq: the decoder's labels).
+    task_ids [B]: index of each example's task in the prompt module.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor
+    task_ids: torch.Tensor
+
+    def to(self, device: torch.device) -> "Batch":
+        return Batch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.labels, self.task_ids)))
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+
+@dataclass
+class Outputs:
+    """Model outputs at the label positions, in batch order (row-major over [B, m]).
+
+    logits [N, V], hidden [N, d], targets [N], rows [N] (the example each label token belongs to).
+    """
+
+    logits: torch.Tensor
+    hidden: torch.Tensor
+    targets: torch.Tensor
+    rows: torch.Tensor
+
+
+def cpu_has_bf16() -> bool:
+    """True when this CPU executes bf16 matrix products natively (AVX512-BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' -> 'bf16' where the hardware supports it natively, else 'fp32'."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_bf16() else "fp32"
+
+
+class Backbone:
+    """A frozen Hugging Face model and its tokenizer; prompts go in, label-position outputs come out."""
+
+    def __init__(self, model: nn.Module, tokenizer, precision: str = "auto", name: str = ""):
+        model.eval()
+        model.requires_grad_(False)
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name or getattr(model.config, "_name_or_path", "")
+        self.is_seq2seq = bool(model.config.is_encoder_decoder)
+        self.device = next(model.parameters()).device
+        self.precision = resolve_precision(precision, self.device)
+        self.lm_head = model.get_output_embeddings()
+        self.scale_decoder = self.is_seq2seq and getattr(
+            model.config, "scale_decoder_outputs", getattr(model.config, "tie_word_embeddings", True))
+
+    @property
+    def dim(self) -> int:
+        """Width d of the input embeddings (and of every prompt row)."""
+        return self.embeddings.shape[1]
+
+    @property
+    def embeddings(self) -> torch.Tensor:
+        """The input embedding matrix [V, d]."""
+        return self.model.get_input_embeddings().weight
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
+    def assert_frozen(self) -> None:
+        """Fail loudly if anything in the backbone would be trained."""
+        trainable = [n for n, p in self.model.named_parameters() if p.requires_grad]
+        assert not trainable, f"backbone parameters require grad: {trainable[:3]}"
+
+    def _with_prompt(self, prompts: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prepend prompts [B, l, d] to the input embeddings: -> embeddings [B, l+n, d], mask [B, l+n]."""
+        embeds = self.model.get_input_embeddings()(batch.input_ids)
+        x = torch.cat([prompts.to(embeds.dtype), embeds], dim=1)
+        ones = batch.attention_mask.new_ones(prompts.shape[:2])
+        return x, torch.cat([ones, batch.attention_mask], dim=1)
+
+    def encode(self, prompts: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Seq2seq only: encoder states [B, l+n, d] and their mask [B, l+n]."""
+        x, mask = self._with_prompt(prompts, batch)
+        with self.autocast():
+            states = self.model.get_encoder()(inputs_embeds=x, attention_mask=mask).last_hidden_state
+        return states, mask
+
+    def forward(self, prompts: torch.Tensor, batch: Batch,
+                encoded: tuple[torch.Tensor, torch.Tensor] | None = None) -> Outputs:
+        """prompts [B, l, d] + batch -> Outputs at the N label positions.
+
+        encoded: precomputed `encode()` result to reuse (seq2seq rank classification).
+        """
+        rows, cols = (batch.labels != -100).nonzero(as_tuple=True)
+        with self.autocast():
+            if self.is_seq2seq:
+                states, mask = encoded if encoded is not None else self.encode(prompts, batch)
+                decoder_input = self.model._shift_right(batch.labels)
+                h = self.model.get_decoder()(input_ids=decoder_input, encoder_hidden_states=states,
+                                             encoder_attention_mask=mask).last_hidden_state
+                hidden = h[rows, cols]
+                head_in = hidden * self.dim**-0.5 if self.scale_decoder else hidden
+            else:
+                x, mask = self._with_prompt(prompts, batch)
+                h = self.model.base_model(inputs_embeds=x, attention_mask=mask).last_hidden_state
+                hidden = h[rows, prompts.shape[1] + cols - 1]
+                head_in = hidden
+            logits = self.lm_head(head_in)
+        return Outputs(logits.float(), hidden.float(), batch.labels[rows, cols], rows)
+
+    def sequence_logprobs(self, outputs: Outputs, batch_size: int) -> torch.Tensor:
+        """Sum of target-token log-probabilities per example: [B]."""
+        logp = torch.log_softmax(outputs.logits, dim=-1).gather(1, outputs.targets[:, None]).squeeze(1)
+        return torch.zeros(batch_size, device=logp.device).index_add_(0, outputs.rows, logp)

@@ -1,0 +1,106 @@
+"""The `mptune` command: one subcommand per stage, plus `run` and `tasks`.
+
+Every setting of `RunConfig` is a flag `--section.field` (help text = the field's docstring),
+applied on top of `--config FILE.yaml`, applied on top of the defaults. User errors print one
+line `mptune: error: ...` and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from mptune.config import RunConfig, flat_fields, load_yaml, with_overrides
+from mptune.errors import MptuneError
+
+STAGES = {
+    "run": "the whole pipeline: teach, distill, adapt (PT, SPoT, MPT), then the comparison table",
+    "teach": "train one teacher prompt per source task (vanilla prompt tuning)",
+    "distill": "distil the teachers into a shared prompt P* and task factors u_k, v_k",
+    "adapt": "train every target with each method in --target.methods, from the saved prompts",
+    "evaluate": "score a saved prompt file on one task's split",
+    "tasks": "list the known tasks with their label words, splits and metric",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mptune", description="Multitask Prompt Tuning (Wang et al., ICLR 2023)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text in STAGES.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == "tasks":
+            continue
+        p.add_argument("--config", metavar="FILE", help="YAML file with settings (flags override it)")
+        if name == "evaluate":
+            p.add_argument("--prompt", required=True, metavar="FILE", help="prompt.safetensors to score")
+            p.add_argument("--task", required=True, help="task to score it on (one of the file's tasks)")
+            p.add_argument("--split", default="test", choices=("dev", "test"), help="split to score")
+        for key, tp, doc in flat_fields():
+            p.add_argument(f"--{key}", dest=f"set:{key}", metavar=type_name(tp), help=doc)
+    return parser
+
+
+def type_name(tp) -> str:
+    text = getattr(tp, "__name__", str(tp))
+    return {"list": "A,B,..."}.get(text, text.upper())
+
+
+def resolve_config(args: argparse.Namespace) -> RunConfig:
+    cfg = load_yaml(args.config) if args.config else RunConfig()
+    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("set:") and v is not None}
+    return with_overrides(cfg, overrides)
+
+
+def list_tasks() -> str:
+    from mptune.tasks import get_task, task_names
+
+    rows = ["| task | family | metric | label words | splits |", "|---|---|---|---|---|"]
+    for name in task_names():
+        t = get_task(name)
+        words = ", ".join(t.choices) if len(t.choices) <= 4 else f"{len(t.choices)} score strings"
+        rows.append(f"| {name} | {t.family} | {t.metric} | {words} | {t.splits_doc} |")
+    rows.append("\nAny classification task NAME also exists as NAME@K: K training examples per class.")
+    return "\n".join(rows)
+
+
+def dispatch(args: argparse.Namespace) -> None:
+    if args.command == "tasks":
+        print(list_tasks())
+        return
+    cfg = resolve_config(args)
+    from mptune import stages
+    from mptune.models import load_backbone
+
+    if args.command in ("run", "teach", "distill", "adapt"):
+        stages.prepare_run_dir(cfg)  # refuse bad settings or a clashing run directory before loading the model
+    backbone = load_backbone(cfg.model.name, cfg.model.precision, cfg.model.device)
+    if args.command == "run":
+        table, markdown = stages.run(cfg, backbone)
+        print(markdown)
+        print(f"results: {cfg.out_dir}/results.md and results.json; seconds per stage: {table['seconds']}")
+    elif args.command == "evaluate":
+        print(json.dumps(stages.evaluate_prompt(cfg, backbone, args.prompt, args.task, args.split)))
+    else:
+        result = getattr(stages, args.command)(cfg, backbone)
+        print(json.dumps(result, indent=2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        args = parser.parse_args(["run", *(argv or [])])
+    try:
+        dispatch(args)
+    except MptuneError as err:
+        print(f"mptune: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mptune: interrupted; finished units are kept and a rerun resumes after them", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

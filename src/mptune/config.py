@@ -1,0 +1,313 @@
+"""Every setting of mptune, as dataclasses: one definition for the Python API, the CLI and YAML.
+
+Each field carries a docstring right below it (as in litgpt); `field_docs` reads them so the CLI
+help for `--teach.steps` is the docstring of `TrainArgs.steps`. Validation lives in
+`__post_init__`, so a bad value fails the same way whether it came from Python, a flag or a file.
+
+`RunConfig` groups the sections; a YAML file mirrors it (`teach: {steps: 100}`), a flag names
+`--section.field`, and unknown keys are errors, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import textwrap
+import typing
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import yaml
+
+from mptune.errors import MptuneError
+from mptune.models import EMBEDDED
+
+METHODS = ("pt", "spot", "mpt")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise MptuneError(message)
+
+
+@dataclass
+class ModelArgs:
+    """The frozen backbone."""
+
+    name: str = EMBEDDED
+    """'smollm2-135m-instruct' (embedded, offline), a local model directory, or a hub id such as google-t5/t5-base."""
+    precision: str = "auto"
+    """'auto' (bf16 autocast where the hardware runs bf16 natively, else fp32), 'bf16' or 'fp32'."""
+    device: str = "cpu"
+    """Torch device: 'cpu' or 'cuda'."""
+    max_input_tokens: int = 128
+    """Longest input kept, in tokens; longer inputs keep their head and their last 24 tokens."""
+
+    def __post_init__(self):
+        _check(self.precision in ("auto", "bf16", "fp32"),
+               f"model.precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}")
+        _check(self.max_input_tokens >= 32, f"model.max_input_tokens must be >= 32, got {self.max_input_tokens}")
+
+
+@dataclass
+class DataArgs:
+    """Where task data comes from and how much of it is used."""
+
+    data_dir: str | None = None
+    """Folder holding glue/ and superglue/ in their official layouts; default: $MPTUNE_DATA_DIR."""
+    split_seed: int = 42
+    """Seed of the train/dev/test split and of k-shot sampling (fixed apart from the run seed, as in the literature)."""
+    eval_examples: int = 400
+    """Most dev/test examples scored per task (a seeded sample; 0 = all)."""
+
+    def __post_init__(self):
+        _check(self.eval_examples >= 0, f"data.eval_examples must be >= 0, got {self.eval_examples}")
+
+
+@dataclass
+class PromptArgs:
+    """Shape and initialisation of every prompt."""
+
+    length: int = 20
+    """Prompt length l (rows prepended to the input); the paper uses 100."""
+    rank: int = 1
+    """Rank r of the task factor u_k v_k^T (the paper's rank-one decomposition is r = 1)."""
+    init: str = "vocab"
+    """Start of teachers and PT: 'vocab' (sampled vocabulary embeddings), 'text' (see init_text) or a .safetensors prompt file."""
+    init_text: str = "Classify the input and answer with the label word."
+    """Text whose token embeddings start the prompt when init is 'text'."""
+    target_factors: str = "mean"
+    """u, v of an MPT target: 'mean' (average of the source tasks' factors) or 'fresh' (u = 1, v = 1/r)."""
+
+    def __post_init__(self):
+        _check(self.length >= 1, f"prompt.length must be >= 1, got {self.length}")
+        _check(self.rank >= 1, f"prompt.rank must be >= 1, got {self.rank}")
+        _check(self.init in ("vocab", "text") or self.init.endswith(".safetensors"),
+               f"prompt.init must be 'vocab', 'text' or a .safetensors file, got {self.init!r}")
+        _check(self.target_factors in ("mean", "fresh"),
+               f"prompt.target_factors must be 'mean' or 'fresh', got {self.target_factors!r}")
+
+
+@dataclass
+class TrainArgs:
+    """The optimisation budget of one stage."""
+
+    steps: int = 100
+    """Optimizer steps."""
+    batch_size: int = 16
+    """Examples per step (a multitask step splits them between its K tasks)."""
+    lr: float = 0.3
+    """AdamW learning rate of the prompt matrices (P, P*); prompt tuning needs a large one."""
+    factor_lr: float = 0.03
+    """AdamW learning rate of the MPT task factors u, v."""
+    weight_decay: float = 1e-5
+    """AdamW weight decay."""
+    warmup_steps: int = 10
+    """Steps of linear warm-up before linear decay to zero."""
+
+    def __post_init__(self):
+        _check(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
+        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        _check(self.lr > 0 and self.factor_lr > 0, f"learning rates must be > 0, got {self.lr}, {self.factor_lr}")
+        _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        _check(0 <= self.warmup_steps < self.steps,
+               f"warmup_steps must be in [0, steps), got {self.warmup_steps} with steps {self.steps}")
+
+
+@dataclass
+class DistillArgs:
+    """MPT's source training: L = L_PLM + lambda (L_logits + L_hidden)."""
+
+    lam: float = 1.0
+    """lambda, the weight of the distillation terms."""
+    temperature: float = 2.0
+    """T that softens teacher and student distributions in L_logits."""
+    kappa: int = 3
+    """Each multitask batch draws K tasks with K uniform in [2, kappa]."""
+    logits: bool = True
+    """Use L_logits (KL(teacher || student))."""
+    hidden: bool = True
+    """Use L_hidden (MSE of final hidden states at the label positions)."""
+
+    def __post_init__(self):
+        _check(self.lam >= 0, f"distill.lam must be >= 0, got {self.lam}")
+        _check(self.temperature > 0, f"distill.temperature must be > 0, got {self.temperature}")
+        _check(self.kappa >= 2, f"distill.kappa must be >= 2, got {self.kappa}")
+
+
+@dataclass
+class AdaptArgs:
+    """Target adaptation and its baselines."""
+
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    """Methods to train on each target: 'pt' (from scratch), 'spot' (from one teacher), 'mpt' (from P*)."""
+    joint: bool = False
+    """MPT*: adapt all targets at once with one shared P* and a u, v per target (mixed-task batches)."""
+    spot_source: str = "best"
+    """Teacher that starts SPoT: a source task name, or 'best' (highest dev score on the target before training)."""
+
+    def __post_init__(self):
+        unknown = [m for m in self.methods if m not in METHODS]
+        _check(not unknown and self.methods, f"adapt.methods must be among {', '.join(METHODS)}, got {self.methods}")
+
+
+@dataclass
+class RunConfig:
+    """The whole pipeline: sources -> teachers -> distilled prompt -> targets -> table."""
+
+    sources: list[str] = field(default_factory=lambda: ["mnli", "qnli", "sst2"])
+    """Source tasks (teachers are trained on these, then distilled into one shared prompt)."""
+    targets: list[str] = field(default_factory=lambda: ["rte", "mrpc@16"])
+    """Target tasks; NAME@K trains on K examples per class."""
+    out_dir: str = "runs/default"
+    """Run directory: every stage writes its prompts, config and metrics under it."""
+    seed: int = 0
+    """Seed of prompt initialisation and data order."""
+    eval_split: str = "test"
+    """Split scored at the end of each stage: 'dev' or 'test'."""
+    model: ModelArgs = field(default_factory=ModelArgs)
+    data: DataArgs = field(default_factory=DataArgs)
+    prompt: PromptArgs = field(default_factory=PromptArgs)
+    teach: TrainArgs = field(default_factory=lambda: TrainArgs(steps=150))
+    distill: TrainArgs = field(default_factory=lambda: TrainArgs(steps=150))
+    mpt: DistillArgs = field(default_factory=DistillArgs)
+    adapt: TrainArgs = field(default_factory=lambda: TrainArgs(steps=100))
+    target: AdaptArgs = field(default_factory=AdaptArgs)
+
+    def __post_init__(self):
+        _check(bool(self.sources), "sources must name at least one task")
+        _check(bool(self.targets), "targets must name at least one task")
+        _check(self.eval_split in ("dev", "test"), f"eval_split must be 'dev' or 'test', got {self.eval_split!r}")
+
+
+# --- docstrings, YAML and flags ----------------------------------------------------------------
+
+@cache
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring written under each field of a dataclass."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+            docs[node.target.id] = " ".join(str(nxt.value.value).split())
+    return docs
+
+
+def _hints(cls: type) -> dict[str, typing.Any]:
+    return typing.get_type_hints(cls)
+
+
+def is_section(tp) -> bool:
+    return dataclasses.is_dataclass(tp)
+
+
+def parse_value(text: str, tp, key: str):
+    """A flag's string as the field's type: int, float, bool, str, str | None or list[str]."""
+    origin = typing.get_origin(tp)
+    try:
+        if tp is bool:
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return text.lower() in ("true", "1", "yes")
+        if tp in (int, float):
+            return tp(text)
+        if origin is list:
+            return [t.strip() for t in text.split(",") if t.strip()]
+        if text.lower() == "none" and type(None) in typing.get_args(tp):
+            return None
+        return text
+    except ValueError:
+        raise MptuneError(f"{key} expects a {getattr(tp, '__name__', tp)}, got {text!r}") from None
+
+
+def _check_type(value, tp, key: str):
+    """Values read from YAML must already have the field's type (ints are accepted for floats)."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) is list:
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    elif tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif args:
+        ok = value is None or isinstance(value, tuple(a for a in args if a is not type(None)))
+    else:
+        ok = isinstance(value, tp)
+    if not ok:
+        raise MptuneError(f"{key} expects {getattr(tp, '__name__', tp)}, got {value!r}")
+    return float(value) if tp is float else value
+
+
+def from_dict(cls: type, data: dict, prefix: str = ""):
+    """Build a (nested) config dataclass from a dict; unknown keys are errors."""
+    if not isinstance(data, dict):
+        raise MptuneError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")
+    hints = _hints(cls)
+    unknown = sorted(set(data) - set(hints))
+    if unknown:
+        raise MptuneError(f"unknown config key {prefix}{unknown[0]}; known keys: {', '.join(hints)}")
+    kwargs = {}
+    for key, value in data.items():
+        tp = hints[key]
+        kwargs[key] = (from_dict(tp, value, f"{prefix}{key}.") if is_section(tp)
+                       else _check_type(value, tp, prefix + key))
+    return cls(**kwargs)
+
+
+def to_dict(config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def load_yaml(path: str | Path) -> RunConfig:
+    """A RunConfig from a YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise MptuneError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise MptuneError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    # a partial section keeps RunConfig's own defaults (teach.steps is 150, not TrainArgs' 100)
+    return from_dict(RunConfig, _merge(to_dict(RunConfig()), data) if isinstance(data, dict) else data)
+
+
+def _merge(base: dict, data: dict) -> dict:
+    """`data` laid over `base`, section by section."""
+    out = dict(base)
+    for key, value in data.items():
+        out[key] = _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return out
+
+
+def save_yaml(config: RunConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+def flat_fields(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, typing.Any, str]]:
+    """(dotted key, type, docstring) of every leaf setting."""
+    out = []
+    docs = field_docs(cls)
+    for name, tp in _hints(cls).items():
+        if is_section(tp):
+            out.extend(flat_fields(tp, f"{prefix}{name}."))
+        else:
+            out.append((prefix + name, tp, docs.get(name, "")))
+    return out
+
+
+def with_overrides(config: RunConfig, overrides: dict[str, str]) -> RunConfig:
+    """Apply 'section.field' -> string overrides; every section is re-validated."""
+    data = to_dict(config)
+    types = {key: tp for key, tp, _ in flat_fields()}
+    for key, text in overrides.items():
+        if key not in types:
+            raise MptuneError(f"unknown setting {key}")
+        *path, leaf = key.split(".")
+        node = data
+        for part in path:
+            node = node[part]
+        node[leaf] = parse_value(text, types[key], key)
+    return from_dict(RunConfig, data)

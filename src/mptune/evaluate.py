@@ -1,0 +1,66 @@
+"""Rank classification: score every label string, predict the most likely one.
+
+Decisions
+- No free generation for classification: each label string (choice) is scored by the sum of its
+  token log-probabilities given prompt + input, and the best-scoring choice is the prediction.
+  An output outside the label set is impossible by construction.
+- Decoder-only models whose choices are distinct single tokens (the common case: "yes", "no",
+  "maybe") need one forward pass per batch: the logits at the answer position are compared
+  directly. Otherwise every example is expanded once per choice; encoder-decoder models run the
+  encoder once per example and only the (short) decoder once per choice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from mptune.backbone import Backbone
+from mptune.data import Encoded, collate, tokenize_targets
+from mptune.metrics import score
+from mptune.tasks import Task
+
+
+def _single_token_choices(choice_ids: list[list[int]]) -> list[int] | None:
+    firsts = [ids[0] for ids in choice_ids if len(ids) == 1]
+    return firsts if len(firsts) == len(choice_ids) and len(set(firsts)) == len(firsts) else None
+
+
+@torch.no_grad()
+def choice_scores(backbone: Backbone, prompt, items: Sequence[Encoded], choices: Sequence[str],
+                  batch_size: int = 32, progress: str | None = None) -> torch.Tensor:
+    """Log-likelihood of every choice for every item: [N, C]. `prompt` maps task ids [B] -> [B, l, d]."""
+    tok, seq2seq = backbone.tokenizer, backbone.is_seq2seq
+    choice_ids = tokenize_targets(tok, choices, seq2seq)
+    single = None if seq2seq else _single_token_choices(choice_ids)
+    pad = tok.pad_token_id
+    out = []
+    for start in tqdm(range(0, len(items), batch_size), desc=progress, disable=progress is None, leave=False):
+        chunk = items[start:start + batch_size]
+        if single is not None:
+            batch = collate([replace(it, target_ids=[single[0]]) for it in chunk], pad, seq2seq).to(backbone.device)
+            logits = backbone.forward(prompt(batch.task_ids), batch).logits  # one label token per example
+            out.append(torch.log_softmax(logits, -1)[:, single])
+            continue
+        base = collate(chunk, pad, seq2seq).to(backbone.device)
+        prompts = prompt(base.task_ids)
+        expanded = [replace(it, target_ids=ids) for it in chunk for ids in choice_ids]
+        batch = collate(expanded, pad, seq2seq).to(backbone.device)
+        encoded = None
+        if seq2seq:
+            states, mask = backbone.encode(prompts, base)
+            encoded = (states.repeat_interleave(len(choices), 0), mask.repeat_interleave(len(choices), 0))
+        outputs = backbone.forward(prompts.repeat_interleave(len(choices), 0), batch, encoded)
+        out.append(backbone.sequence_logprobs(outputs, len(expanded)).view(len(chunk), len(choices)))
+    return torch.cat(out) if out else torch.zeros(0, len(choices))
+
+
+def evaluate_items(backbone: Backbone, prompt, task: Task, items: Sequence[Encoded], labels: Sequence,
+                   batch_size: int = 32, progress: str | None = None) -> dict[str, float]:
+    """The task's metrics for predictions made by rank classification."""
+    scores = choice_scores(backbone, prompt, items, task.choices, batch_size, progress)
+    preds = [task.decode(i) for i in scores.argmax(-1).tolist()]
+    return score(task, preds, list(labels))

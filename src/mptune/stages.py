@@ -1,0 +1,428 @@
+"""The four stages of MPT, each a short explicit loop, and `run` that chains them.
+
+    teach    one soft prompt per source task, loss L_PLM                 -> teach/TASK/
+    distill  P*, u_k, v_k on all sources, L_PLM + lambda (L_logits + L_hidden) -> distill/
+    adapt    each target from scratch (PT), from a teacher (SPoT), from P* (MPT) -> adapt/METHOD/TARGET/
+    evaluate the task metric of a saved prompt on a split
+
+Every unit of work writes `prompt.safetensors`, `metrics.json` and a per-step `log.jsonl` into
+its own folder of the run directory; a unit whose metrics.json exists is done and is loaded
+instead of trained again, so an interrupted run resumes at the first unfinished unit. The run
+directory keeps the resolved `config.yaml`; a second run with a different config on the same
+directory is refused rather than mixing results.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from mptune.backbone import Backbone
+from mptune.checkpoint import PROMPT_FILE, load_prompt, save_prompt
+from mptune.config import RunConfig, TrainArgs, save_yaml, to_dict
+from mptune.data import Encoded, collate, encode, multitask_batches
+from mptune.errors import MptuneError
+from mptune.evaluate import evaluate_items
+from mptune.losses import distill_kl, hidden_mse, plm_loss
+from mptune.prompts import (MultitaskPrompt, SoftPrompt, mpt_target_parameters, num_parameters,
+                            target_from_source, text_init, vocab_init)
+from mptune.tasks import Task, get_task, resolve_data_dir
+
+SPOT_PROBE_EXAMPLES = 100
+"""Dev examples used to pick the best teacher for SPoT (spot_source = 'best')."""
+
+
+# --- data --------------------------------------------------------------------------------------
+
+@dataclass
+class TaskData:
+    """One task's tokenised train split and evaluation split."""
+
+    task: Task
+    train: list[Encoded]
+    eval: list[Encoded]
+    eval_labels: list
+
+
+def load_tasks(cfg: RunConfig, backbone: Backbone, names: list[str], split: str) -> list[TaskData]:
+    """Tokenise train and `split` of each task once; task ids follow the order of `names`."""
+    data_dir = resolve_data_dir(cfg.data.data_dir)
+    out = []
+    for task_id, name in enumerate(names):
+        task = get_task(name)
+        train = task.load(data_dir, "train", cfg.data.split_seed)
+        evals = task.load(data_dir, split, cfg.data.split_seed)
+        if cfg.data.eval_examples and len(evals) > cfg.data.eval_examples:
+            evals = random.Random(cfg.data.split_seed).sample(evals, cfg.data.eval_examples)
+        for part, rows in (("train", train), (split, evals)):
+            if not rows:
+                raise MptuneError(f"task {name} has an empty {part} split")
+        enc = lambda rows: encode(rows, backbone.tokenizer, backbone.is_seq2seq,  # noqa: E731
+                                  cfg.model.max_input_tokens, task_id)
+        out.append(TaskData(task, enc(train), enc(evals), [e.label for e in evals]))
+    return out
+
+
+# --- prompts and optimisation ------------------------------------------------------------------
+
+def initial_prompt(cfg: RunConfig, backbone: Backbone) -> torch.Tensor:
+    """The starting l x d matrix of teachers, PT and P*: [l, d]."""
+    p = cfg.prompt
+    if p.init == "vocab":
+        return vocab_init(backbone.embeddings, p.length, torch.Generator().manual_seed(cfg.seed))
+    if p.init == "text":
+        ids = backbone.tokenizer(p.init_text, add_special_tokens=False)["input_ids"]
+        return text_init(backbone.embeddings, ids, p.length)
+    module, _ = load_prompt(p.init, backbone.dim)
+    start = module.task_prompts()[0].detach()
+    if start.shape[0] != p.length:
+        raise MptuneError(f"prompt.init {p.init} has length {start.shape[0]}, but prompt.length is {p.length}")
+    return start
+
+
+def make_optimizer(module: torch.nn.Module, args: TrainArgs):
+    """AdamW with lr for prompt matrices and factor_lr for u, v; linear warm-up then linear decay."""
+    factors = [p for n, p in module.named_parameters() if n in ("u", "v")]
+    matrices = [p for n, p in module.named_parameters() if n not in ("u", "v")]
+    groups = [{"params": matrices, "lr": args.lr}] + ([{"params": factors, "lr": args.factor_lr}] if factors else [])
+    opt = torch.optim.AdamW(groups, weight_decay=args.weight_decay)
+
+    def schedule(step: int) -> float:
+        if step < args.warmup_steps:
+            return (step + 1) / args.warmup_steps
+        return max(0.0, (args.steps - step) / max(1, args.steps - args.warmup_steps))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+
+
+def batch_stream(data: list[TaskData], args: TrainArgs, kappa: int, seed: int):
+    """Training batches over one or several tasks (K-of-kappa mixing when there are several)."""
+    rng = random.Random(seed)
+    pairs = multitask_batches([len(d.train) for d in data], args.batch_size, kappa, rng)
+    for chosen in pairs:
+        yield [data[t].train[i] for t, i in chosen]
+
+
+class StepLog:
+    """Appends one JSON line per step and tracks training throughput."""
+
+    def __init__(self, path: Path):
+        self.file = path.open("w")
+        self.start = time.perf_counter()
+        self.examples = 0
+
+    def write(self, step: int, examples: int, lr: float, **terms: torch.Tensor) -> dict:
+        self.examples += examples
+        elapsed = time.perf_counter() - self.start
+        row = {"step": step, **{k: round(v.item(), 5) for k, v in terms.items()},
+               "lr": lr, "examples_per_s": round(self.examples / elapsed, 2)}
+        self.file.write(json.dumps(row) + "\n")
+        return row
+
+    def close(self) -> dict:
+        self.file.close()
+        elapsed = time.perf_counter() - self.start
+        return {"train_seconds": round(elapsed, 1), "train_examples_per_s": round(self.examples / elapsed, 2)}
+
+
+def check_finite(loss: torch.Tensor, stage: str, step: int) -> None:
+    if not math.isfinite(loss.item()):
+        raise MptuneError(f"{stage}: loss is {loss.item()} at step {step}; lower the learning rate")
+
+
+# --- the two training loops --------------------------------------------------------------------
+
+def train_plm(backbone: Backbone, prompt: torch.nn.Module, data: list[TaskData], args: TrainArgs,
+              kappa: int, seed: int, folder: Path, desc: str) -> dict:
+    """Prompt tuning with the task loss only: L = L_PLM. Used by teach and adapt."""
+    backbone.assert_frozen()
+    torch.manual_seed(seed)
+    opt, sched = make_optimizer(prompt, args)
+    batches = batch_stream(data, args, kappa, seed)
+    log = StepLog(folder / "log.jsonl")
+    bar = tqdm(range(1, args.steps + 1), desc=desc, dynamic_ncols=True)
+    for step in bar:
+        batch = collate(next(batches), backbone.tokenizer.pad_token_id, backbone.is_seq2seq).to(backbone.device)
+        out = backbone.forward(prompt(batch.task_ids), batch)
+        loss = plm_loss(out.logits, out.targets)
+        check_finite(loss, desc, step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(prompt.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        row = log.write(step, len(batch), sched.get_last_lr()[0], loss=loss)
+        bar.set_postfix(loss=f"{row['loss']:.3f}", ex_s=row["examples_per_s"])
+    return log.close()
+
+
+def train_distill(cfg: RunConfig, backbone: Backbone, student: MultitaskPrompt, teachers: SoftPrompt,
+                  data: list[TaskData], folder: Path) -> dict:
+    """MPT source training: L = L_PLM + lambda * (L_logits + L_hidden) against per-task teachers."""
+    args, mpt = cfg.distill, cfg.mpt
+    backbone.assert_frozen()
+    torch.manual_seed(cfg.seed)
+    opt, sched = make_optimizer(student, args)
+    batches = batch_stream(data, args, mpt.kappa, cfg.seed)
+    log = StepLog(folder / "log.jsonl")
+    zero = torch.zeros(())
+    bar = tqdm(range(1, args.steps + 1), desc="distill", dynamic_ncols=True)
+    for step in bar:
+        batch = collate(next(batches), backbone.tokenizer.pad_token_id, backbone.is_seq2seq).to(backbone.device)
+        with torch.no_grad():
+            teacher = backbone.forward(teachers(batch.task_ids), batch)
+        out = backbone.forward(student(batch.task_ids), batch)
+        ce = plm_loss(out.logits, out.targets)
+        kl = distill_kl(out.logits, teacher.logits, mpt.temperature) if mpt.logits else zero
+        mse = hidden_mse(out.hidden, teacher.hidden) if mpt.hidden else zero
+        loss = ce + mpt.lam * (kl + mse)
+        check_finite(loss, "distill", step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        row = log.write(step, len(batch), sched.get_last_lr()[0], loss=loss, ce=ce, kl=kl, mse=mse)
+        bar.set_postfix(ce=f"{row['ce']:.3f}", kl=f"{row['kl']:.3f}", mse=f"{row['mse']:.3f}")
+    return log.close()
+
+
+# --- run directory -----------------------------------------------------------------------------
+
+def prepare_run_dir(cfg: RunConfig) -> Path:
+    """Create the run directory and record the config; refuse a directory holding another config."""
+    for name in [*cfg.sources, *cfg.targets]:  # a typo must not leave a config.yaml that blocks the fix
+        get_task(name)
+    resolve_data_dir(cfg.data.data_dir)
+    out = Path(cfg.out_dir)
+    saved = out / "config.yaml"
+    if saved.exists():
+        import yaml
+
+        if yaml.safe_load(saved.read_text()) != json.loads(json.dumps(to_dict(cfg))):
+            raise MptuneError(f"{out} holds a run with a different config ({saved}); "
+                              f"choose another --out_dir or rerun with the saved config")
+        return out
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        save_yaml(cfg, saved)
+    except OSError as err:
+        raise MptuneError(f"cannot write the run directory {out}: {err.strerror}") from None
+    return out
+
+
+def done(folder: Path) -> dict | None:
+    """The metrics of a finished unit of work, or None."""
+    path = folder / "metrics.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def finish(folder: Path, module: torch.nn.Module, tasks: list[str], metrics: dict) -> dict:
+    """Save a unit's prompt, then its metrics (written last: their presence marks the unit done)."""
+    save_prompt(module, tasks, folder / PROMPT_FILE)
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def eval_tasks(cfg: RunConfig, backbone: Backbone, prompt, data: list[TaskData]) -> dict[str, dict]:
+    """Metrics of a prompt module on every task's evaluation split (task ids as in `data`)."""
+    start = time.perf_counter()
+    scores = {d.task.name: evaluate_items(backbone, prompt, d.task, d.eval, d.eval_labels,
+                                          progress=f"eval {d.task.name}") for d in data}
+    n = sum(len(d.eval) for d in data)
+    scores["_eval_examples_per_s"] = round(n / (time.perf_counter() - start), 2)
+    return scores
+
+
+# --- stages ------------------------------------------------------------------------------------
+
+def teach(cfg: RunConfig, backbone: Backbone) -> dict[str, dict]:
+    """Train one teacher prompt per source task by vanilla prompt tuning."""
+    out = prepare_run_dir(cfg)
+    results = {}
+    for name in cfg.sources:
+        folder = out / "teach" / name
+        if (metrics := done(folder)) is None:
+            data = load_tasks(cfg, backbone, [name], cfg.eval_split)
+            folder.mkdir(parents=True, exist_ok=True)
+            prompt = SoftPrompt(initial_prompt(cfg, backbone))
+            metrics = train_plm(backbone, prompt, data, cfg.teach, 2, cfg.seed, folder, f"teach {name}")
+            metrics.update(scores=eval_tasks(cfg, backbone, prompt, data), parameters=num_parameters(prompt))
+            finish(folder, prompt, [name], metrics)
+        results[name] = metrics
+    return results
+
+
+def load_teachers(cfg: RunConfig, backbone: Backbone) -> SoftPrompt:
+    """All teacher prompts as one module [S, l, d], rows in the order of cfg.sources."""
+    rows = []
+    for name in cfg.sources:
+        path = Path(cfg.out_dir) / "teach" / name / PROMPT_FILE
+        if not path.exists():
+            raise MptuneError(f"no teacher for source {name} at {path}: run `mptune teach` first")
+        rows.append(load_prompt(path, backbone.dim)[0].prompt[0])
+    return SoftPrompt(torch.stack(rows))
+
+
+def distill(cfg: RunConfig, backbone: Backbone) -> dict:
+    """Distil the teachers into one shared prompt P* and task factors u_k, v_k."""
+    out = prepare_run_dir(cfg)
+    folder = out / "distill"
+    if (metrics := done(folder)) is not None:
+        return metrics
+    teachers = load_teachers(cfg, backbone)
+    data = load_tasks(cfg, backbone, cfg.sources, cfg.eval_split)
+    folder.mkdir(parents=True, exist_ok=True)
+    student = MultitaskPrompt(initial_prompt(cfg, backbone), len(cfg.sources), cfg.prompt.rank)
+    metrics = train_distill(cfg, backbone, student, teachers, data, folder)
+    metrics.update(scores=eval_tasks(cfg, backbone, student, data), parameters=num_parameters(student))
+    return finish(folder, student, cfg.sources, metrics)
+
+
+def load_distilled(cfg: RunConfig, backbone: Backbone) -> MultitaskPrompt:
+    path = Path(cfg.out_dir) / "distill" / PROMPT_FILE
+    if not path.exists():
+        raise MptuneError(f"no distilled prompt at {path}: run `mptune distill` first")
+    module, _ = load_prompt(path, backbone.dim)
+    if not isinstance(module, MultitaskPrompt):
+        raise MptuneError(f"{path} holds a plain soft prompt, not a distilled multitask prompt")
+    return module
+
+
+def spot_init(cfg: RunConfig, backbone: Backbone, target: TaskData) -> tuple[SoftPrompt, str]:
+    """SPoT's start: the chosen teacher, or the teacher that scores best on the target's dev split."""
+    teachers = load_teachers(cfg, backbone)
+    if cfg.target.spot_source != "best":
+        if cfg.target.spot_source not in cfg.sources:
+            raise MptuneError(f"target.spot_source {cfg.target.spot_source!r} is not one of the sources "
+                              f"{', '.join(cfg.sources)}")
+        pick = cfg.sources.index(cfg.target.spot_source)
+    else:
+        dev = load_tasks(cfg, backbone, [target.task.name], "dev")[0]
+        probe, labels = dev.eval[:SPOT_PROBE_EXAMPLES], dev.eval_labels[:SPOT_PROBE_EXAMPLES]
+        task = target.task
+        values = [evaluate_items(backbone, lambda ids, k=k: teachers.prompt[k].expand(len(ids), -1, -1),
+                                 task, probe, labels)[task.metric] for k in range(len(cfg.sources))]
+        pick = max(range(len(values)), key=values.__getitem__)
+    return SoftPrompt(teachers.prompt[pick]), cfg.sources[pick]
+
+
+def adapt_one(cfg: RunConfig, backbone: Backbone, method: str, target: TaskData) -> dict:
+    """Train one target with one method; all methods share this code path and loss."""
+    folder = Path(cfg.out_dir) / "adapt" / method / target.task.name
+    if (metrics := done(folder)) is not None:
+        return metrics
+    info = {}
+    if method == "pt":
+        prompt = SoftPrompt(initial_prompt(cfg, backbone))
+    elif method == "spot":
+        prompt, info["spot_source"] = spot_init(cfg, backbone, target)
+    else:
+        prompt = target_from_source(load_distilled(cfg, backbone), 1, cfg.prompt.target_factors)
+    folder.mkdir(parents=True, exist_ok=True)
+    data = [TaskData(target.task, target.train, target.eval, target.eval_labels)]
+    metrics = train_plm(backbone, prompt, data, cfg.adapt, 2, cfg.seed, folder, f"{method} {target.task.name}")
+    metrics.update(info, scores=eval_tasks(cfg, backbone, prompt, data), parameters=num_parameters(prompt))
+    return finish(folder, prompt, [target.task.name], metrics)
+
+
+def adapt_joint(cfg: RunConfig, backbone: Backbone, targets: list[TaskData]) -> dict:
+    """MPT*: all targets at once, one shared P* and a u, v per target, mixed-task batches."""
+    folder = Path(cfg.out_dir) / "adapt" / "mpt-joint"
+    if (metrics := done(folder)) is not None:
+        return metrics
+    prompt = target_from_source(load_distilled(cfg, backbone), len(targets), cfg.prompt.target_factors)
+    folder.mkdir(parents=True, exist_ok=True)
+    metrics = train_plm(backbone, prompt, targets, cfg.adapt, cfg.mpt.kappa, cfg.seed, folder, "mpt-joint")
+    metrics.update(scores=eval_tasks(cfg, backbone, prompt, targets), parameters=num_parameters(prompt))
+    return finish(folder, prompt, [t.task.name for t in targets], metrics)
+
+
+def adapt(cfg: RunConfig, backbone: Backbone) -> dict[str, dict[str, dict]]:
+    """Every method on every target: results[method][target] = metrics."""
+    prepare_run_dir(cfg)
+    results: dict[str, dict[str, dict]] = {}
+    targets = [load_tasks(cfg, backbone, [name], cfg.eval_split)[0] for name in cfg.targets]
+    for method in cfg.target.methods:
+        if method == "mpt" and cfg.target.joint:
+            joint = adapt_joint(cfg, backbone, load_tasks(cfg, backbone, cfg.targets, cfg.eval_split))
+            results["mpt"] = {t: {**joint, "scores": {t: joint["scores"][t]}} for t in cfg.targets}
+            continue
+        results[method] = {t.task.name: adapt_one(cfg, backbone, method, t) for t in targets}
+    return results
+
+
+def evaluate_prompt(cfg: RunConfig, backbone: Backbone, prompt_path: str, task_name: str,
+                    split: str) -> dict[str, float]:
+    """The metric of a saved prompt on one task's split; the task must be one of the file's rows."""
+    module, tasks = load_prompt(prompt_path, backbone.dim)
+    base = task_name.split("@")[0]
+    row = next((i for i, t in enumerate(tasks) if t == task_name or t.split("@")[0] == base), None)
+    if row is None:
+        raise MptuneError(f"prompt file {prompt_path} was trained for {', '.join(tasks)}, not {task_name}")
+    data = load_tasks(cfg, backbone, [task_name], split)[0]
+    return evaluate_items(backbone, lambda ids: module(torch.full_like(ids, row)), data.task, data.eval,
+                          data.eval_labels, progress=f"eval {task_name}")
+
+
+# --- the whole pipeline ------------------------------------------------------------------------
+
+def results_table(cfg: RunConfig, results: dict[str, dict[str, dict]], backbone_dim: int) -> tuple[dict, str]:
+    """Scores per target and method with trainable parameters, as a dict and a markdown table."""
+    methods = [m for m in cfg.target.methods if m in results]
+    header = "| target | metric | " + " | ".join(m.upper() for m in methods) + " |"
+    lines = [header, "|" + "---|" * (len(methods) + 2)]
+    table: dict = {"targets": {}, "average": {}, "parameters": {}}
+    for name in cfg.targets:
+        metric = get_task(name).metric
+        row = {m: results[m][name]["scores"][name][metric] for m in methods}
+        table["targets"][name] = {"metric": metric, **row}
+        lines.append(f"| {name} | {metric} | " + " | ".join(f"{row[m]:.1f}" for m in methods) + " |")
+    for m in methods:
+        table["average"][m] = sum(table["targets"][t][m] for t in cfg.targets) / len(cfg.targets)
+    lines.append("| **average** | | " + " | ".join(f"**{table['average'][m]:.1f}**" for m in methods) + " |")
+    l, r, tau = cfg.prompt.length, cfg.prompt.rank, len(cfg.targets)
+    params = {"pt": l * backbone_dim, "spot": l * backbone_dim,
+              "mpt": (mpt_target_parameters(l, backbone_dim, tau, r) if cfg.target.joint
+                      else mpt_target_parameters(l, backbone_dim, 1, r))}
+    table["parameters"] = {m: params[m] for m in methods}
+    scope = f"all {tau} targets" if cfg.target.joint else "per target"
+    lines.append("| trainable parameters | | " + " | ".join(
+        f"{params[m]:,}" + (f" ({scope})" if m == "mpt" else " per target") for m in methods) + " |")
+    return table, "\n".join(lines) + "\n"
+
+
+def run(cfg: RunConfig, backbone: Backbone) -> tuple[dict, str]:
+    """teach -> distill -> adapt (PT, SPoT, MPT) -> results table (results.json, results.md)."""
+    out = prepare_run_dir(cfg)
+    timings = {}
+    start = time.perf_counter()
+    stage_results = {}
+    for name, stage in (("teach", teach), ("distill", distill), ("adapt", adapt)):
+        if name == "distill" and "mpt" not in cfg.target.methods:
+            continue
+        t0 = time.perf_counter()
+        stage_results[name] = stage(cfg, backbone)
+        timings[name] = round(time.perf_counter() - t0, 1)
+    table, markdown = results_table(cfg, stage_results["adapt"], backbone.dim)
+    timings["total"] = round(time.perf_counter() - start, 1)
+    table["seconds"] = timings
+    table["throughput_examples_per_s"] = throughput(stage_results)
+    (out / "results.json").write_text(json.dumps(table, indent=2))
+    (out / "results.md").write_text(markdown)
+    return table, markdown
+
+
+def throughput(stage_results: dict) -> dict[str, float]:
+    """Mean training examples/s of each stage (over the units it trained in this or earlier runs)."""
+    units = {"teach": list(stage_results.get("teach", {}).values()),
+             "distill": [stage_results["distill"]] if "distill" in stage_results else [],
+             "adapt": [m for per in stage_results.get("adapt", {}).values() for m in per.values()]}
+    return {k: round(sum(u["train_examples_per_s"] for u in v) / len(v), 2) for k, v in units.items() if v}

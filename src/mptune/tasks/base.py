@@ -1,0 +1,73 @@
+"""What a task is: examples in text-to-text form, their label words, splits and a metric.
+
+Design decisions
+- A task turns raw rows into `Example`s: one `input_text` for the model and one `target_text`
+  (the verbalized label). The same text serves encoder-decoder models (input to the encoder,
+  target to the decoder) and decoder-only models (target appended after the input).
+- Classification tasks list their label words in `choices`; evaluation scores every choice
+  (rank classification) instead of generating. Label words are short, mostly single tokens,
+  and shared across related tasks ("yes"/"no"/"maybe" for every entailment-style task) so a
+  prompt learned on one source task can transfer to a target that asks a similar question.
+- The input ends with a cue ("Answer:") so a decoder-only model reads the label word next.
+- Splits follow the prompt-transfer literature (ATTEMPT, MPT): see `tasks/splits.py`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+
+@dataclass(frozen=True)
+class Example:
+    """One example in text-to-text form."""
+
+    input_text: str
+    """The model input, ending with the answer cue, e.g. 'premise: ...\\nhypothesis: ...\\nAnswer:'."""
+    target_text: str
+    """The gold output text (the label word for classification, the answer for QA)."""
+    label: int | float | str
+    """The gold label the metric compares against: class index, score, or answer string."""
+    task: str = ""
+    """Name of the task this example belongs to."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """A named task: how to read its rows, its label words and its metric."""
+
+    name: str
+    """Registry name, lower case (e.g. 'sst2', 'rte', 'cb')."""
+    family: str
+    """Benchmark family: 'glue', 'superglue', 'kshot', 'custom', ..."""
+    choices: tuple[str, ...]
+    """Label words by class index for classification; empty for generation tasks."""
+    metric: str
+    """Name of the headline metric in `mptune.metrics.METRICS` (e.g. 'accuracy', 'f1')."""
+    load_split: Callable[[Path, str, int], list[Example]]
+    """(data_dir, split, seed) -> examples of split 'train', 'dev' or 'test' (labelled)."""
+    splits_doc: str = ""
+    """One line on where each split comes from (shown by `mptune tasks`)."""
+    extra_metrics: tuple[str, ...] = field(default_factory=tuple)
+    """Further metrics reported next to the headline metric."""
+    regression: bool = False
+    """True when `choices` are numeric bins of a real-valued label (STS-B); see `decode`."""
+
+    @property
+    def is_classification(self) -> bool:
+        return bool(self.choices)
+
+    def decode(self, index: int) -> int | float:
+        """The prediction for choice `index`: the class index, or the choice's number for regression."""
+        return float(self.choices[index]) if self.regression else index
+
+    def load(self, data_dir: Path | str, split: str, seed: int = 0) -> list[Example]:
+        """Examples of one split ('train', 'dev' or 'test'), each tagged with this task's name."""
+        rows = self.load_split(Path(data_dir), split, seed)
+        return [Example(e.input_text, e.target_text, e.label, self.name) for e in rows]
+
+
+def label_index(choices: Sequence[str], word: str) -> int:
+    """Class index of a label word."""
+    return list(choices).index(word)

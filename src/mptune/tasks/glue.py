@@ -1,0 +1,192 @@
+"""GLUE tasks read from the official GLUE TSV files under `<data_dir>/glue/<DIR>/`.
+
+Design decisions
+- Files are parsed with `csv` using `quoting=csv.QUOTE_NONE`: GLUE TSVs contain unbalanced
+  quote characters that the default dialect would glue across lines.
+- Columns are found by header name, so the 9,999-row MNLI/QQP/QNLI samples (official columns,
+  some left empty) and the full official files read the same way. CoLA train/dev have no
+  header; they are read by position (source, label, original mark, sentence). MRPC headers
+  start with a byte-order mark, so files are opened as 'utf-8-sig'.
+- Every data row must have as many fields as the header (or 4 for CoLA); a row that does not,
+  a missing column, an unknown label or a missing file raises `MptuneError` naming the file.
+- Text fields are whitespace-normalised; labels map to class indices in the official label
+  order, and `target_text` is the shared label word (see `tasks/base.py`).
+- STS-B is regression: the label is the gold score, the 26 choices are the bins 0.0 ... 5.0,
+  and `target_text` is the score rounded (half up) to the nearest 0.2.
+- Official test files are unlabelled and never read; splits follow `tasks/splits.py`.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from mptune.errors import MptuneError
+from mptune.tasks.base import Example, Task
+from mptune.tasks.splits import describe, select
+
+ENTAIL = "premise: {0}\nhypothesis: {1}\nDoes the premise entail the hypothesis?\nAnswer:"
+PARAPHRASE = "sentence1: {0}\nsentence2: {1}\nDo they mean the same thing?\nAnswer:"
+YES_NO = ("yes", "no")
+NO_YES = ("no", "yes")
+BINARY = {"0": 0, "1": 1}
+STSB_CHOICES = tuple(f"{i / 5:.1f}" for i in range(26))
+
+
+@dataclass(frozen=True)
+class GlueSpec:
+    """How to read one GLUE task."""
+
+    name: str
+    dir: str
+    columns: tuple[str | int, ...]
+    """Text columns then the label column: header names, or positions for headerless files."""
+    template: str
+    choices: tuple[str, ...]
+    labels: dict[str, int] | None
+    """Raw label -> class index; None for regression (STS-B)."""
+    metric: str
+    official_train: int
+    extra_metrics: tuple[str, ...] = ()
+    width: int | None = None
+    """Fields per row of a headerless file (CoLA); None when the file has a header."""
+    validation: str = "dev.tsv"
+    optional_validation: bool = False
+    """True when the official validation file may be absent (train sample only on disk)."""
+    mismatched: str | None = None
+
+
+def normalize(text: str) -> str:
+    """Collapse runs of whitespace to single spaces and strip the ends."""
+    return " ".join(text.split())
+
+
+def read_tsv(path: Path, columns: Sequence[str | int], width: int | None = None) -> list[tuple[int, list[str]]]:
+    """Rows of a TSV as (line number, values of `columns`).
+
+    `columns` are header names, or positions when `width` (fields per row) is given for a
+    headerless file.
+    """
+    if not path.is_file():
+        raise MptuneError(f"Data file {path} does not exist; expected the official GLUE TSV there.")
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
+        if width is None:
+            header = next(reader, None) or []
+            missing = [c for c in columns if c not in header]
+            if missing:
+                raise MptuneError(
+                    f"{path} has no column(s) {', '.join(map(str, missing))} in its header "
+                    f"{header!r}; expected the official GLUE columns."
+                )
+            index = [header.index(c) for c in columns]
+            width = len(header)
+        else:
+            index = list(columns)
+        rows = []
+        for fields in reader:
+            if not fields:
+                continue
+            if len(fields) != width:
+                raise MptuneError(
+                    f"{path} line {reader.line_num} has {len(fields)} tab-separated fields; "
+                    f"expected {width}."
+                )
+            rows.append((reader.line_num, [fields[i] for i in index]))
+    return rows
+
+
+def stsb_bin(score: float) -> str:
+    """The STS-B choice nearest to `score`: rounded half up to a multiple of 0.2, one decimal."""
+    return f"{math.floor(round(score * 5, 6) + 0.5) / 5:.1f}"
+
+
+def parse_label(spec: GlueSpec, raw: str, path: Path, line: int) -> int | float:
+    """Class index (or STS-B score) of a raw label; MptuneError naming file and line if unknown."""
+    if spec.labels is not None:
+        if raw in spec.labels:
+            return spec.labels[raw]
+        expected = ", ".join(spec.labels)
+    else:
+        try:
+            score = float(raw)
+        except ValueError:
+            score = math.nan
+        if 0.0 <= score <= 5.0:
+            return score
+        expected = "a similarity score from 0 to 5"
+    raise MptuneError(f"{path} line {line} has unknown label {raw!r}; expected {expected}.")
+
+
+def read_examples(path: Path, spec: GlueSpec) -> list[Example]:
+    """All labelled examples of one GLUE TSV file."""
+    examples = []
+    for line, values in read_tsv(path, spec.columns, spec.width):
+        label = parse_label(spec, values[-1], path, line)
+        text = spec.template.format(*(normalize(v) for v in values[:-1]))
+        target = stsb_bin(label) if spec.labels is None else spec.choices[label]
+        examples.append(Example(text, target, label, spec.name))
+    return examples
+
+
+def make_task(spec: GlueSpec) -> Task:
+    """A `Task` whose splits follow `tasks/splits.py`."""
+
+    def load_split(data_dir: Path, split: str, seed: int) -> list[Example]:
+        root = Path(data_dir) / "glue" / spec.dir
+
+        def loader(name: str | None, optional: bool):
+            if name is None or (optional and not (root / name).is_file()):
+                return None
+            return lambda: read_examples(root / name, spec)
+
+        return select(
+            split, seed, spec.official_train,
+            train=loader("train.tsv", False),
+            validation=loader(spec.validation, spec.optional_validation),
+            mismatched=loader(spec.mismatched, True),
+        )
+
+    if spec.mismatched:
+        doc = ("train: official train (392,702; a 9,999-row sample offline); dev: validation_mismatched; "
+               "test: validation_matched; without those files dev and test are 1,000 each held out of train (seeded)")
+    else:
+        doc = describe(spec.official_train, offline_test=spec.optional_validation)
+    return Task(
+        name=spec.name, family="glue", choices=spec.choices, metric=spec.metric,
+        load_split=load_split, splits_doc=doc, extra_metrics=spec.extra_metrics,
+        regression=spec.labels is None,
+    )
+
+
+SPECS = (
+    GlueSpec("cola", "CoLA", (3, 1), "sentence: {0}\nIs this sentence grammatical?\nAnswer:",
+             NO_YES, BINARY, "matthews", 8_551, width=4),
+    GlueSpec("sst2", "SST-2", ("sentence", "label"),
+             "sentence: {0}\nIs the sentiment positive or negative?\nAnswer:",
+             ("negative", "positive"), BINARY, "accuracy", 67_349),
+    GlueSpec("mrpc", "MRPC", ("#1 String", "#2 String", "Quality"), PARAPHRASE,
+             NO_YES, BINARY, "accuracy", 3_668, extra_metrics=("f1",)),
+    GlueSpec("qqp", "QQP", ("question1", "question2", "is_duplicate"), PARAPHRASE,
+             NO_YES, BINARY, "accuracy", 363_846, extra_metrics=("f1",), optional_validation=True),
+    GlueSpec("stsb", "STS-B", ("sentence1", "sentence2", "score"),
+             "sentence1: {0}\nsentence2: {1}\nHow similar are they from 0 to 5?\nAnswer:",
+             STSB_CHOICES, None, "pearson", 5_749, extra_metrics=("spearman",)),
+    GlueSpec("mnli", "MNLI", ("sentence1", "sentence2", "gold_label"), ENTAIL,
+             ("yes", "maybe", "no"), {"entailment": 0, "neutral": 1, "contradiction": 2},
+             "accuracy", 392_702, validation="dev_matched.tsv", optional_validation=True,
+             mismatched="dev_mismatched.tsv"),
+    GlueSpec("qnli", "QNLI", ("question", "sentence", "label"),
+             "question: {0}\nsentence: {1}\nDoes the sentence answer the question?\nAnswer:",
+             YES_NO, {"entailment": 0, "not_entailment": 1}, "accuracy", 104_743,
+             optional_validation=True),
+    GlueSpec("rte", "RTE", ("sentence1", "sentence2", "label"), ENTAIL,
+             YES_NO, {"entailment": 0, "not_entailment": 1}, "accuracy", 2_490),
+    GlueSpec("wnli", "WNLI", ("sentence1", "sentence2", "label"), ENTAIL,
+             NO_YES, BINARY, "accuracy", 635),
+)
+
+TASKS: dict[str, Task] = {spec.name: make_task(spec) for spec in SPECS}

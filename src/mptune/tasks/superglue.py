@@ -1,0 +1,167 @@
+"""SuperGLUE tasks read from the official JSONL files under `<data_dir>/superglue/<DIR>/`.
+
+Design decisions
+- One JSON object per line; a line that is not a JSON object, a missing field, an unknown label
+  or a missing file raises `MptuneError` naming the file (and the line).
+- Labels map to class indices in the official label order; `target_text` is the shared label
+  word (CB uses the same "yes"/"maybe"/"no" words as MNLI, BoolQ/WSC/MultiRC "no"/"yes").
+- MultiRC becomes one binary example per (paragraph, question, answer); its headline metric is
+  F1 over all answers (F1a). Paragraph HTML tags such as <br> become spaces. Splits work on
+  these answer rows, as the prompt-transfer literature does with the Hugging Face rows, so one
+  question's answers can fall on both sides of the held-out dev split.
+- BoolQ's official train (9,427 rows) is often absent offline: `train.jsonl` is used when
+  present, otherwise the 32-example `FewGLUE_32dev/train.jsonl`. The split rule still follows
+  the official size (< 10K: dev/test are halves of the official validation set).
+- Official test files are unlabelled and never read; splits follow `tasks/splits.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+from mptune.errors import MptuneError
+from mptune.tasks.base import Example, Task
+from mptune.tasks.glue import normalize
+from mptune.tasks.splits import describe, select
+
+TAG = re.compile(r"<[^>]*>")
+BOOL = {False: 0, True: 1}
+Row = dict[str, Any]
+
+
+def read_jsonl(path: Path) -> list[tuple[int, Row]]:
+    """Rows of a JSONL file as (line number, object)."""
+    if not path.is_file():
+        raise MptuneError(f"Data file {path} does not exist; expected the official SuperGLUE JSONL there.")
+    rows = []
+    with path.open(encoding="utf-8") as fh:
+        for line, text in enumerate(fh, 1):
+            if not text.strip():
+                continue
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise MptuneError(f"{path} line {line} is not valid JSON ({exc.msg}).") from None
+            if not isinstance(row, dict):
+                raise MptuneError(f"{path} line {line} is not a JSON object.")
+            rows.append((line, row))
+    return rows
+
+
+def get(row: Row, key: str, path: Path, line: int) -> Any:
+    """row[key]; MptuneError naming file, line and field when it is missing."""
+    if key not in row:
+        raise MptuneError(f"{path} line {line} has no field {key!r}; expected the official SuperGLUE fields.")
+    return row[key]
+
+
+def label_of(row: Row, labels: dict, path: Path, line: int) -> int:
+    """Class index of row['label']; MptuneError naming file and line if unknown."""
+    raw = get(row, "label", path, line)
+    if type(raw) in {type(k) for k in labels} and raw in labels:
+        return labels[raw]
+    expected = ", ".join(json.dumps(k) for k in labels)
+    raise MptuneError(f"{path} line {line} has unknown label {raw!r}; expected one of {expected}.")
+
+
+def pair_task(premise: str, hypothesis: str, labels: dict, template: str) -> Callable:
+    """Row reader for premise/hypothesis style tasks."""
+
+    def read(row: Row, path: Path, line: int) -> list[tuple[str, int]]:
+        label = label_of(row, labels, path, line)
+        text = template.format(normalize(str(get(row, premise, path, line))),
+                               normalize(str(get(row, hypothesis, path, line))))
+        return [(text, label)]
+
+    return read
+
+
+ENTAIL = "premise: {0}\nhypothesis: {1}\nDoes the premise entail the hypothesis?\nAnswer:"
+RTE_LABELS = {"entailment": 0, "not_entailment": 1}
+
+
+def read_boolq(row: Row, path: Path, line: int) -> list[tuple[str, int]]:
+    """BoolQ: passage and question; the question gets one trailing '?'."""
+    question = normalize(str(get(row, "question", path, line))).rstrip("?")
+    passage = normalize(str(get(row, "passage", path, line)))
+    return [(f"passage: {passage}\nquestion: {question}?\nAnswer:", label_of(row, BOOL, path, line))]
+
+
+def read_copa(row: Row, path: Path, line: int) -> list[tuple[str, int]]:
+    """COPA: premise, 'cause'/'effect' question and two numbered alternatives."""
+    f = [normalize(str(get(row, k, path, line))) for k in ("premise", "question", "choice1", "choice2")]
+    text = f"premise: {f[0]}\nWhat was the {f[1]}?\n1: {f[2]}\n2: {f[3]}\nAnswer:"
+    return [(text, label_of(row, {0: 0, 1: 1}, path, line))]
+
+
+def read_wsc(row: Row, path: Path, line: int) -> list[tuple[str, int]]:
+    """WSC: does the pronoun (span2) refer to the candidate (span1)?"""
+    target = get(row, "target", path, line)
+    if not isinstance(target, dict):
+        raise MptuneError(f"{path} line {line} field 'target' is not an object with span texts.")
+    span1 = normalize(str(get(target, "span1_text", path, line)))
+    span2 = normalize(str(get(target, "span2_text", path, line)))
+    text = normalize(str(get(row, "text", path, line)))
+    return [(f"text: {text}\nDoes '{span2}' refer to '{span1}'?\nAnswer:", label_of(row, BOOL, path, line))]
+
+
+def read_multirc(row: Row, path: Path, line: int) -> list[tuple[str, int]]:
+    """MultiRC: one example per (paragraph, question, answer)."""
+    passage = get(row, "passage", path, line)
+    if not isinstance(passage, dict):
+        raise MptuneError(f"{path} line {line} field 'passage' is not an object with text and questions.")
+    paragraph = normalize(TAG.sub(" ", str(get(passage, "text", path, line))))
+    out = []
+    for q in get(passage, "questions", path, line):
+        question = normalize(TAG.sub(" ", str(get(q, "question", path, line))))
+        for a in get(q, "answers", path, line):
+            answer = normalize(TAG.sub(" ", str(get(a, "text", path, line))))
+            text = (f"paragraph: {paragraph}\nquestion: {question}\nanswer: {answer}\n"
+                    "Is the answer correct?\nAnswer:")
+            out.append((text, label_of(a, {0: 0, 1: 1}, path, line)))
+    return out
+
+
+def make_task(name: str, folder: str, choices: tuple[str, ...], read: Callable, official_train: int,
+              metric: str = "accuracy", extra_metrics: tuple[str, ...] = (),
+              fallback_train: str | None = None) -> Task:
+    """A `Task` reading `<data_dir>/superglue/<folder>/{train,val}.jsonl`."""
+
+    def examples(path: Path) -> list[Example]:
+        out = []
+        for line, row in read_jsonl(path):
+            for text, label in read(row, path, line):
+                out.append(Example(text, choices[label], label, name))
+        return out
+
+    def load_split(data_dir: Path, split: str, seed: int) -> list[Example]:
+        root = Path(data_dir) / "superglue" / folder
+        train = root / "train.jsonl"
+        if fallback_train and not train.is_file() and (root / fallback_train).is_file():
+            train = root / fallback_train
+        return select(split, seed, official_train, lambda: examples(train), lambda: examples(root / "val.jsonl"))
+
+    doc = describe(official_train)
+    if fallback_train:
+        doc = doc.replace(f"({official_train:,})", f"({official_train:,}; {fallback_train} when train.jsonl is absent)")
+    return Task(name=name, family="superglue", choices=choices, metric=metric, load_split=load_split,
+                splits_doc=doc, extra_metrics=extra_metrics)
+
+
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in (
+        make_task("boolq", "BoolQ", ("no", "yes"), read_boolq, 9_427,
+                  fallback_train="FewGLUE_32dev/train.jsonl"),
+        make_task("cb", "CB", ("yes", "no", "maybe"),
+                  pair_task("premise", "hypothesis", {"entailment": 0, "contradiction": 1, "neutral": 2}, ENTAIL),
+                  250, extra_metrics=("macro_f1",)),
+        make_task("copa", "COPA", ("1", "2"), read_copa, 400),
+        make_task("multirc", "MultiRC", ("no", "yes"), read_multirc, 27_243, metric="f1"),
+        make_task("rte_sg", "RTE", ("yes", "no"), pair_task("premise", "hypothesis", RTE_LABELS, ENTAIL), 2_490),
+        make_task("wsc", "WSC", ("no", "yes"), read_wsc, 554),
+    )
+}

@@ -1,0 +1,301 @@
+"""The `mptune` command end to end on tiny saved models and tiny GLUE data: every stage, resume, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mptune.checkpoint import load_prompt
+from mptune.cli import main
+from mptune.prompts import MultitaskPrompt, SoftPrompt
+
+SOURCES, TARGETS = ["rte", "mrpc"], ["cola", "wnli"]
+LENGTH, DIM = 4, 32  # prompt length in these tests; hidden size of the tiny models
+
+
+def flags(out_dir: Path, model: Path, data_dir: Path, *extra: str) -> list[str]:
+    """Settings of a tiny run: tiny budgets, tiny prompt, the tiny data and model."""
+    argv = ["--model.name", str(model), "--model.precision", "fp32", "--data.data_dir", str(data_dir),
+            "--sources", ",".join(SOURCES), "--targets", ",".join(TARGETS), "--prompt.length", str(LENGTH),
+            "--out_dir", str(out_dir)]
+    for stage in ("teach", "distill", "adapt"):
+        argv += [f"--{stage}.steps", "3", f"--{stage}.batch_size", "4", f"--{stage}.warmup_steps", "0"]
+    return argv + list(extra)
+
+
+def cli(capsys, *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_user_error(code: int, err: str, *words: str, one_line: bool = True) -> None:
+    """Exit status 2 and one error line `mptune: error: ...` naming `words`, last on stderr, no traceback.
+
+    one_line: stderr holds nothing else (errors found before the model is loaded; loading it prints
+    a progress bar).
+    """
+    assert code == 2
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert lines and lines[-1].startswith("mptune: error: "), err
+    assert sum("error" in line for line in lines) == 1, err
+    if one_line:
+        assert len(lines) == 1, err
+    for w in words:
+        assert w in lines[-1]
+
+
+def assert_unit(folder: Path, steps: int = 3) -> dict:
+    """A finished unit: prompt, metrics and a per-step log."""
+    for name in ("prompt.safetensors", "metrics.json", "log.jsonl"):
+        assert (folder / name).is_file(), folder / name
+    log = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in log] == list(range(1, steps + 1))
+    return json.loads((folder / "metrics.json").read_text())
+
+
+def unit_mtimes(out_dir: Path) -> dict[str, int]:
+    return {str(p.relative_to(out_dir)): p.stat().st_mtime_ns
+            for p in out_dir.rglob("*") if p.name in ("metrics.json", "prompt.safetensors", "log.jsonl")}
+
+
+@pytest.fixture
+def llama_dir(saved_models) -> Path:
+    return saved_models["llama"]
+
+
+# --- every stage on its own --------------------------------------------------------------------
+
+def test_stages_one_by_one_then_run_resumes(tmp_path, capsys, llama_dir, data_dir):
+    out = tmp_path / "run"
+    argv = flags(out, llama_dir, data_dir)
+
+    code, stdout, err = cli(capsys, "teach", *argv)
+    assert code == 0, err
+    assert set(json.loads(stdout)) == set(SOURCES)
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["sources"] == SOURCES and saved["teach"]["steps"] == 3 and saved["prompt"]["length"] == LENGTH
+    for name in SOURCES:
+        metrics = assert_unit(out / "teach" / name)
+        assert metrics["parameters"] == LENGTH * DIM
+        assert 0 <= metrics["scores"][name]["accuracy"] <= 100
+        module, tasks = load_prompt(out / "teach" / name / "prompt.safetensors", DIM)
+        assert isinstance(module, SoftPrompt) and tasks == [name] and module.length == LENGTH
+
+    code, stdout, err = cli(capsys, "distill", *argv)
+    assert code == 0, err
+    metrics = assert_unit(out / "distill")
+    assert set(SOURCES) <= set(metrics["scores"])
+    log = json.loads((out / "distill" / "log.jsonl").read_text().splitlines()[0])
+    assert {"loss", "ce", "kl", "mse"} <= set(log)
+    module, tasks = load_prompt(out / "distill" / "prompt.safetensors", DIM)
+    assert isinstance(module, MultitaskPrompt) and tasks == SOURCES and module.num_tasks == 2
+
+    code, stdout, err = cli(capsys, "adapt", *argv)
+    assert code == 0, err
+    results = json.loads(stdout)
+    assert set(results) == {"pt", "spot", "mpt"}
+    for method in ("pt", "spot", "mpt"):
+        for target in TARGETS:
+            metrics = assert_unit(out / "adapt" / method / target)
+            assert target in metrics["scores"]
+    assert json.loads((out / "adapt" / "spot" / "cola" / "metrics.json").read_text())["spot_source"] in SOURCES
+    assert json.loads((out / "adapt" / "mpt" / "cola" / "metrics.json").read_text())["parameters"] == \
+        LENGTH * DIM + LENGTH + DIM
+    assert not (out / "results.md").exists()
+
+    prompt = out / "adapt" / "mpt" / "cola" / "prompt.safetensors"
+    code, stdout, err = cli(capsys, "evaluate", "--prompt", str(prompt), "--task", "cola", *argv)
+    assert code == 0, err
+    assert set(json.loads(stdout)) == {"matthews"}
+    code, stdout, err = cli(capsys, "evaluate", "--prompt", str(out / "teach" / "rte" / "prompt.safetensors"),
+                            "--task", "rte", "--split", "dev", *argv)
+    assert code == 0, err
+    assert 0 <= json.loads(stdout)["accuracy"] <= 100
+
+    # `run` on the same directory and config finds every unit done and only writes the table
+    before = unit_mtimes(out)
+    code, stdout, err = cli(capsys, "run", *argv)
+    assert code == 0, err
+    assert unit_mtimes(out) == before
+    assert (out / "results.md").is_file() and (out / "results.json").is_file()
+
+
+def test_run_writes_table_and_resumes(tmp_path, capsys, llama_dir, data_dir):
+    out = tmp_path / "run"
+    argv = flags(out, llama_dir, data_dir)
+    code, stdout, err = cli(capsys, "run", *argv)
+    assert code == 0, err
+    assert (out / "config.yaml").is_file()
+    for name in SOURCES:
+        assert_unit(out / "teach" / name)
+    assert_unit(out / "distill")
+    for method in ("pt", "spot", "mpt"):
+        for target in TARGETS:
+            assert_unit(out / "adapt" / method / target)
+
+    markdown = (out / "results.md").read_text()
+    assert "| target | metric | PT | SPOT | MPT |" in markdown
+    assert "| cola | matthews |" in markdown and "| wnli | accuracy |" in markdown and "**average**" in markdown
+    assert markdown in stdout
+    table = json.loads((out / "results.json").read_text())
+    assert set(table["targets"]) == set(TARGETS)
+    assert set(table["targets"]["cola"]) == {"metric", "pt", "spot", "mpt"}
+    assert table["parameters"] == {"pt": LENGTH * DIM, "spot": LENGTH * DIM, "mpt": LENGTH * DIM + LENGTH + DIM}
+    assert set(table["seconds"]) >= {"teach", "distill", "adapt", "total"}
+    for method in ("pt", "spot", "mpt"):
+        scores = [table["targets"][t][method] for t in TARGETS]
+        assert table["average"][method] == pytest.approx(sum(scores) / len(scores))
+
+    # a rerun skips every finished unit
+    before = unit_mtimes(out)
+    code, _, err = cli(capsys, "run", *argv)
+    assert code == 0, err
+    assert unit_mtimes(out) == before
+    assert json.loads((out / "results.json").read_text())["targets"] == table["targets"]
+
+    # an interrupted unit (no metrics.json) is trained again; the others are not
+    (out / "adapt" / "pt" / "wnli" / "metrics.json").unlink()
+    code, _, err = cli(capsys, "run", *argv)
+    assert code == 0, err
+    after = unit_mtimes(out)
+    changed = {k for k in before if after.get(k) != before[k]}
+    assert changed == {f"adapt/pt/wnli/{n}" for n in ("metrics.json", "prompt.safetensors", "log.jsonl")}
+
+
+def test_joint_target_adaptation(tmp_path, capsys, llama_dir, data_dir):
+    out = tmp_path / "joint"
+    code, stdout, err = cli(capsys, "run", *flags(out, llama_dir, data_dir, "--target.joint", "true",
+                                                  "--target.methods", "pt,mpt"))
+    assert code == 0, err
+    metrics = assert_unit(out / "adapt" / "mpt-joint")
+    assert set(TARGETS) <= set(metrics["scores"])
+    assert metrics["parameters"] == LENGTH * DIM + (LENGTH + DIM) * len(TARGETS)
+    module, tasks = load_prompt(out / "adapt" / "mpt-joint" / "prompt.safetensors", DIM)
+    assert isinstance(module, MultitaskPrompt) and tasks == TARGETS and module.num_tasks == 2
+    assert not (out / "adapt" / "mpt" / "cola").exists() and not (out / "adapt" / "spot").exists()
+    table = json.loads((out / "results.json").read_text())
+    assert table["parameters"]["mpt"] == metrics["parameters"]
+    assert "| target | metric | PT | MPT |" in (out / "results.md").read_text()
+    assert "all 2 targets" in (out / "results.md").read_text()
+
+
+def test_seq2seq_run(tmp_path, capsys, saved_models, data_dir):
+    out = tmp_path / "t5"
+    code, stdout, err = cli(capsys, "run", *flags(out, saved_models["t5"], data_dir))
+    assert code == 0, err
+    for name in SOURCES:
+        assert_unit(out / "teach" / name)
+    assert_unit(out / "distill")
+    for method in ("pt", "spot", "mpt"):
+        for target in TARGETS:
+            assert_unit(out / "adapt" / method / target)
+    assert "| target | metric | PT | SPOT | MPT |" in (out / "results.md").read_text()
+
+
+def test_config_file_with_flag_overrides(tmp_path, capsys, llama_dir, data_dir):
+    out = tmp_path / "from-yaml"
+    settings = {"sources": ["rte"], "targets": ["wnli"], "out_dir": str(out), "seed": 3,
+                "model": {"name": str(llama_dir), "precision": "fp32"}, "data": {"data_dir": str(data_dir)},
+                "prompt": {"length": 2}, "teach": {"steps": 2, "batch_size": 4, "warmup_steps": 0}}
+    path = tmp_path / "settings.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    code, _, err = cli(capsys, "teach", "--config", str(path), "--seed", "5", "--teach.steps", "4")
+    assert code == 0, err
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["seed"] == 5 and saved["teach"]["steps"] == 4 and saved["prompt"]["length"] == 2
+    assert saved["teach"]["batch_size"] == 4 and saved["distill"]["steps"] == 150
+    assert_unit(out / "teach" / "rte", steps=4)
+
+
+# --- user errors: status 2, one line, no traceback ---------------------------------------------
+
+def test_different_config_on_same_dir_is_refused(tmp_path, capsys, llama_dir, data_dir):
+    out = tmp_path / "run"
+    code, _, err = cli(capsys, "teach", *flags(out, llama_dir, data_dir, "--sources", "rte"))
+    assert code == 0, err
+    saved = (out / "config.yaml").read_text()
+    code, _, err = cli(capsys, "teach", *flags(out, llama_dir, data_dir, "--sources", "rte", "--seed", "1"))
+    assert_user_error(code, err, "different config", str(out))
+    assert (out / "config.yaml").read_text() == saved
+    code, _, err = cli(capsys, "run", *flags(out, llama_dir, data_dir, "--prompt.length", "5"))
+    assert_user_error(code, err, "different config")
+
+
+def test_unknown_task(tmp_path, capsys, llama_dir, data_dir):
+    out = tmp_path / "run"
+    code, _, err = cli(capsys, "run", *flags(out, llama_dir, data_dir, "--targets", "cola,nosuchtask"))
+    assert_user_error(code, err, "nosuchtask")
+    # the typo leaves nothing behind that would block the corrected command
+    assert not (out / "config.yaml").exists()
+    code, _, err = cli(capsys, "teach", *flags(out, llama_dir, data_dir, "--sources", "rte"))
+    assert code == 0, err
+
+
+def test_missing_data_dir(tmp_path, capsys, llama_dir):
+    missing = tmp_path / "no-data"
+    code, _, err = cli(capsys, "teach", *flags(tmp_path / "run", llama_dir, missing))
+    assert_user_error(code, err, str(missing))
+    assert not (tmp_path / "run" / "config.yaml").exists()
+
+
+def test_missing_model_dir(tmp_path, capsys, data_dir):
+    code, _, err = cli(capsys, "teach", *flags(tmp_path / "run", tmp_path / "no-model", data_dir))
+    assert code == 2 and "Traceback" not in err
+    assert "cannot load model" in err
+
+
+def test_bad_setting_values(tmp_path, capsys, llama_dir, data_dir):
+    code, _, err = cli(capsys, "teach", *flags(tmp_path / "run", llama_dir, data_dir, "--mpt.kappa", "1"))
+    assert_user_error(code, err, "kappa")
+    code, _, err = cli(capsys, "teach", *flags(tmp_path / "run", llama_dir, data_dir, "--teach.steps", "many"))
+    assert_user_error(code, err, "teach.steps")
+    code, _, err = cli(capsys, "teach", "--config", str(tmp_path / "none.yaml"))
+    assert_user_error(code, err, "none.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("teach:\n  stepz: 3\n")
+    code, _, err = cli(capsys, "teach", "--config", str(bad))
+    assert_user_error(code, err, "teach.stepz")
+
+
+def test_unknown_flag_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["teach", "--teach.stepz", "3"])
+    assert exit_info.value.code == 2
+    assert "--teach.stepz" in capsys.readouterr().err
+
+
+def test_evaluate_errors(tmp_path, capsys, llama_dir, data_dir):
+    out = tmp_path / "run"
+    argv = flags(out, llama_dir, data_dir, "--sources", "rte")
+    assert cli(capsys, "teach", *argv)[0] == 0
+    prompt = out / "teach" / "rte" / "prompt.safetensors"
+    code, _, err = cli(capsys, "evaluate", "--prompt", str(prompt), "--task", "cola", *argv)
+    assert_user_error(code, err, "rte", "cola", one_line=False)
+    missing = tmp_path / "none.safetensors"
+    code, _, err = cli(capsys, "evaluate", "--prompt", str(missing), "--task", "rte", *argv)
+    assert_user_error(code, err, str(missing), one_line=False)
+
+
+# --- help and the task list --------------------------------------------------------------------
+
+def test_tasks_command(capsys):
+    code, out, err = cli(capsys, "tasks")
+    assert code == 0
+    assert "| task | family | metric | label words | splits |" in out
+    for name in ("rte", "mrpc", "cola", "wnli", "sst2", "cb"):
+        assert f"| {name} |" in out
+    assert "NAME@K" in out
+
+
+def test_help_shows_field_docstrings(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["teach", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--teach.steps" in out and "Optimizer steps." in out and "--mpt.kappa" in out

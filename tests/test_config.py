@@ -1,0 +1,170 @@
+"""Settings: defaults, validation, YAML round trips, flag overrides and field docstrings."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import yaml
+
+from mptune.config import (AdaptArgs, DataArgs, DistillArgs, ModelArgs, PromptArgs, RunConfig, TrainArgs,
+                           field_docs, flat_fields, from_dict, load_yaml, parse_value, save_yaml, to_dict,
+                           with_overrides)
+from mptune.errors import MptuneError
+
+SECTIONS = (ModelArgs, DataArgs, PromptArgs, TrainArgs, DistillArgs, AdaptArgs, RunConfig)
+
+
+def test_defaults_validate():
+    cfg = RunConfig()
+    for cls in SECTIONS:
+        cls()
+    assert cfg.teach.steps == 150 and cfg.adapt.steps == 100
+    assert cfg.target.methods == ["pt", "spot", "mpt"]
+    assert cfg.prompt.rank == 1 and cfg.mpt.kappa >= 2
+
+
+@pytest.mark.parametrize("build,match", [
+    (lambda: TrainArgs(steps=0), "steps"),
+    (lambda: TrainArgs(batch_size=0), "batch_size"),
+    (lambda: TrainArgs(lr=0), "learning rates"),
+    (lambda: TrainArgs(factor_lr=-1), "learning rates"),
+    (lambda: TrainArgs(weight_decay=-0.1), "weight_decay"),
+    (lambda: TrainArgs(steps=5, warmup_steps=5), "warmup_steps"),
+    (lambda: DistillArgs(lam=-0.5), "lam"),
+    (lambda: DistillArgs(temperature=0), "temperature"),
+    (lambda: DistillArgs(kappa=1), "kappa"),
+    (lambda: AdaptArgs(methods=["pt", "lora"]), "methods"),
+    (lambda: AdaptArgs(methods=[]), "methods"),
+    (lambda: ModelArgs(precision="fp16"), "precision"),
+    (lambda: ModelArgs(max_input_tokens=8), "max_input_tokens"),
+    (lambda: PromptArgs(length=0), "length"),
+    (lambda: PromptArgs(rank=0), "rank"),
+    (lambda: PromptArgs(init="zeros"), "init"),
+    (lambda: PromptArgs(target_factors="median"), "target_factors"),
+    (lambda: DataArgs(eval_examples=-1), "eval_examples"),
+    (lambda: RunConfig(sources=[]), "sources"),
+    (lambda: RunConfig(targets=[]), "targets"),
+    (lambda: RunConfig(eval_split="train"), "eval_split"),
+])
+def test_bad_values_raise(build, match):
+    with pytest.raises(MptuneError, match=match):
+        build()
+
+
+def test_prompt_init_accepts_a_file():
+    assert PromptArgs(init="runs/x/teach/rte/prompt.safetensors").init.endswith(".safetensors")
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = RunConfig(sources=["rte", "mrpc"], targets=["cola@8"], seed=3, out_dir=str(tmp_path / "run"),
+                    model=ModelArgs(precision="fp32", max_input_tokens=64),
+                    data=DataArgs(data_dir="/some/where", eval_examples=0),
+                    prompt=PromptArgs(length=7, rank=2, init="text"),
+                    teach=TrainArgs(steps=5, batch_size=4, lr=0.5, warmup_steps=1),
+                    mpt=DistillArgs(lam=0.25, temperature=3.0, kappa=4, hidden=False),
+                    target=AdaptArgs(methods=["mpt"], joint=True, spot_source="rte"))
+    path = tmp_path / "config.yaml"
+    save_yaml(cfg, path)
+    assert load_yaml(path) == cfg
+    assert yaml.safe_load(path.read_text())["prompt"]["length"] == 7
+
+
+def test_yaml_partial_file_uses_defaults(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("teach:\n  steps: 20\nsources: [rte]\nmpt:\n  temperature: 1\ndistill:\n  batch_size: 4\n")
+    cfg = load_yaml(path)
+    assert cfg.teach.steps == 20 and cfg.teach.batch_size == TrainArgs().batch_size
+    # a partial section keeps the run's own defaults for the other fields (distill.steps is 150)
+    assert cfg.distill.batch_size == 4 and cfg.distill.steps == RunConfig().distill.steps == 150
+    assert cfg.sources == ["rte"]
+    assert cfg.mpt.temperature == 1.0 and isinstance(cfg.mpt.temperature, float)
+    assert cfg.adapt == RunConfig().adapt
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert load_yaml(empty) == RunConfig()
+
+
+@pytest.mark.parametrize("text,key", [
+    ("bogus: 1\n", "bogus"),
+    ("teach:\n  stepz: 3\n", "teach.stepz"),
+    ("model:\n  name: x\n  colour: red\n", "model.colour"),
+])
+def test_unknown_yaml_key_is_named(tmp_path, text, key):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(MptuneError, match=rf"unknown config key {key}\b"):
+        load_yaml(path)
+
+
+@pytest.mark.parametrize("text,match", [
+    ("teach:\n  steps: many\n", "teach.steps"),
+    ("teach:\n  steps: 2.5\n", "teach.steps"),
+    ("mpt:\n  logits: 1\n", "mpt.logits"),
+    ("sources: rte\n", "sources"),
+    ("teach: 3\n", "teach"),
+    ("teach:\n  steps: 0\n", "steps"),
+    ("a: [1, 2\n", "not valid YAML"),
+])
+def test_bad_yaml_values(tmp_path, text, match):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(MptuneError, match=match):
+        load_yaml(path)
+
+
+def test_missing_yaml_file(tmp_path):
+    with pytest.raises(MptuneError, match="does not exist"):
+        load_yaml(tmp_path / "none.yaml")
+
+
+def test_overrides():
+    cfg = with_overrides(RunConfig(), {
+        "sources": "rte, mrpc,cola", "targets": "wnli", "teach.steps": "3", "teach.warmup_steps": "0", "adapt.lr": "0.5",
+        "mpt.hidden": "false", "target.joint": "True", "data.data_dir": "/tmp/d", "prompt.length": "4",
+        "target.methods": "pt,mpt"})
+    assert cfg.sources == ["rte", "mrpc", "cola"] and cfg.targets == ["wnli"]
+    assert cfg.teach.steps == 3 and cfg.adapt.lr == 0.5 and cfg.mpt.hidden is False and cfg.target.joint is True
+    assert cfg.data.data_dir == "/tmp/d" and cfg.prompt.length == 4 and cfg.target.methods == ["pt", "mpt"]
+    assert with_overrides(cfg, {"data.data_dir": "none"}).data.data_dir is None
+    assert with_overrides(RunConfig(), {}) == RunConfig()
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"teach.stepz": "3"}, "unknown setting teach.stepz"),
+    ({"teach.steps": "three"}, "teach.steps"),
+    ({"target.joint": "maybe"}, "target.joint"),
+    ({"teach.steps": "0"}, "steps"),
+    ({"mpt.kappa": "1"}, "kappa"),
+    ({"model.precision": "fp8"}, "precision"),
+    ({"target.methods": "pt,bogus"}, "methods"),
+])
+def test_bad_overrides(overrides, match):
+    with pytest.raises(MptuneError, match=match):
+        with_overrides(RunConfig(), overrides)
+
+
+@pytest.mark.parametrize("text,value", [("true", True), ("1", True), ("YES", True), ("false", False),
+                                        ("0", False), ("no", False)])
+def test_parse_bool(text, value):
+    assert parse_value(text, bool, "k") is value
+
+
+def test_every_field_has_a_docstring():
+    fields = flat_fields()
+    keys = [k for k, _, _ in fields]
+    assert len(keys) == len(set(keys))
+    assert {"teach.steps", "mpt.kappa", "prompt.length", "target.joint", "model.name"} <= set(keys)
+    for key, _, doc in fields:
+        assert doc.strip(), f"{key} has no docstring"
+    assert field_docs(TrainArgs)["steps"] == "Optimizer steps."
+    for cls in SECTIONS:
+        names = {f.name for f in dataclasses.fields(cls) if not dataclasses.is_dataclass(f.type)}
+        docs = field_docs(cls)
+        leaves = {n for n in names if n in docs}
+        assert leaves or cls is RunConfig
+
+
+def test_from_dict_and_to_dict_agree():
+    cfg = RunConfig(sources=["rte"], targets=["mrpc"])
+    assert from_dict(RunConfig, to_dict(cfg)) == cfg
