@@ -30,7 +30,7 @@ def test_defaults_validate():
     (lambda: TrainArgs(lr=0), "learning rates"),
     (lambda: TrainArgs(factor_lr=-1), "learning rates"),
     (lambda: TrainArgs(weight_decay=-0.1), "weight_decay"),
-    (lambda: TrainArgs(steps=5, warmup_steps=5), "warmup_steps"),
+    (lambda: TrainArgs(steps=5, warmup_steps=-1), "warmup_steps"),
     (lambda: DistillArgs(lam=-0.5), "lam"),
     (lambda: DistillArgs(temperature=0), "temperature"),
     (lambda: DistillArgs(kappa=1), "kappa"),

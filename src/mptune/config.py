@@ -105,15 +105,14 @@ class TrainArgs:
     weight_decay: float = 1e-5
     """AdamW weight decay."""
     warmup_steps: int = 10
-    """Steps of linear warm-up before linear decay to zero."""
+    """Steps of linear warm-up before linear decay to zero (capped at half the steps)."""
 
     def __post_init__(self):
         _check(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
         _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         _check(self.lr > 0 and self.factor_lr > 0, f"learning rates must be > 0, got {self.lr}, {self.factor_lr}")
         _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
-        _check(0 <= self.warmup_steps < self.steps,
-               f"warmup_steps must be in [0, steps), got {self.warmup_steps} with steps {self.steps}")
+        _check(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
 
 
 @dataclass
@@ -254,7 +253,10 @@ def from_dict(cls: type, data: dict, prefix: str = ""):
         tp = hints[key]
         kwargs[key] = (from_dict(tp, value, f"{prefix}{key}.") if is_section(tp)
                        else _check_type(value, tp, prefix + key))
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except MptuneError as err:
+        raise MptuneError(f"{prefix}{err}" if prefix and not str(err).startswith(prefix) else str(err)) from None
 
 
 def to_dict(config) -> dict:

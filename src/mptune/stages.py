@@ -94,10 +94,12 @@ def make_optimizer(module: torch.nn.Module, args: TrainArgs):
     groups = [{"params": matrices, "lr": args.lr}] + ([{"params": factors, "lr": args.factor_lr}] if factors else [])
     opt = torch.optim.AdamW(groups, weight_decay=args.weight_decay)
 
+    warmup = min(args.warmup_steps, args.steps // 2)
+
     def schedule(step: int) -> float:
-        if step < args.warmup_steps:
-            return (step + 1) / args.warmup_steps
-        return max(0.0, (args.steps - step) / max(1, args.steps - args.warmup_steps))
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (args.steps - step) / max(1, args.steps - warmup))
 
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
 
@@ -314,6 +316,12 @@ def spot_init(cfg: RunConfig, backbone: Backbone, target: TaskData) -> tuple[Sof
     return SoftPrompt(teachers.prompt[pick]), cfg.sources[pick]
 
 
+def single(data: TaskData) -> TaskData:
+    """The same task data with every task id set to 0 (for a one-task prompt module)."""
+    relabel = lambda items: [Encoded(e.input_ids, e.target_ids, 0) for e in items]  # noqa: E731
+    return TaskData(data.task, relabel(data.train), relabel(data.eval), data.eval_labels)
+
+
 def adapt_one(cfg: RunConfig, backbone: Backbone, method: str, target: TaskData) -> dict:
     """Train one target with one method; all methods share this code path and loss."""
     folder = Path(cfg.out_dir) / "adapt" / method / target.task.name
@@ -327,7 +335,7 @@ def adapt_one(cfg: RunConfig, backbone: Backbone, method: str, target: TaskData)
     else:
         prompt = target_from_source(load_distilled(cfg, backbone), 1, cfg.prompt.target_factors)
     folder.mkdir(parents=True, exist_ok=True)
-    data = [TaskData(target.task, target.train, target.eval, target.eval_labels)]
+    data = [single(target)]
     metrics = train_plm(backbone, prompt, data, cfg.adapt, 2, cfg.seed, folder, f"{method} {target.task.name}")
     metrics.update(info, scores=eval_tasks(cfg, backbone, prompt, data), parameters=num_parameters(prompt))
     return finish(folder, prompt, [target.task.name], metrics)
@@ -349,10 +357,10 @@ def adapt(cfg: RunConfig, backbone: Backbone) -> dict[str, dict[str, dict]]:
     """Every method on every target: results[method][target] = metrics."""
     prepare_run_dir(cfg)
     results: dict[str, dict[str, dict]] = {}
-    targets = [load_tasks(cfg, backbone, [name], cfg.eval_split)[0] for name in cfg.targets]
+    targets = load_tasks(cfg, backbone, cfg.targets, cfg.eval_split)  # task ids 0..tau-1, for MPT*
     for method in cfg.target.methods:
         if method == "mpt" and cfg.target.joint:
-            joint = adapt_joint(cfg, backbone, load_tasks(cfg, backbone, cfg.targets, cfg.eval_split))
+            joint = adapt_joint(cfg, backbone, targets)
             results["mpt"] = {t: {**joint, "scores": {t: joint["scores"][t]}} for t in cfg.targets}
             continue
         results[method] = {t.task.name: adapt_one(cfg, backbone, method, t) for t in targets}
