@@ -276,10 +276,10 @@ def test_evaluate_errors(tmp_path, capsys, llama_dir, data_dir):
     assert cli(capsys, "teach", *argv)[0] == 0
     prompt = out / "teach" / "rte" / "prompt.safetensors"
     code, _, err = cli(capsys, "evaluate", "--prompt", str(prompt), "--task", "cola", *argv)
-    assert_user_error(code, err, "rte", "cola", one_line=False)
+    assert_user_error(code, err, "rte", "cola")
     missing = tmp_path / "none.safetensors"
     code, _, err = cli(capsys, "evaluate", "--prompt", str(missing), "--task", "rte", *argv)
-    assert_user_error(code, err, str(missing), one_line=False)
+    assert_user_error(code, err, str(missing))
 
 
 # --- help and the task list --------------------------------------------------------------------

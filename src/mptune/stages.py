@@ -367,14 +367,21 @@ def adapt(cfg: RunConfig, backbone: Backbone) -> dict[str, dict[str, dict]]:
     return results
 
 
-def evaluate_prompt(cfg: RunConfig, backbone: Backbone, prompt_path: str, task_name: str,
-                    split: str) -> dict[str, float]:
-    """The metric of a saved prompt on one task's split; the task must be one of the file's rows."""
-    module, tasks = load_prompt(prompt_path, backbone.dim)
+def prompt_row(prompt_path: str, task_name: str, dim: int | None = None):
+    """(module, row) of the task's prompt in a saved file; NAME@K matches a file trained on NAME."""
+    module, tasks = load_prompt(prompt_path, dim)
+    get_task(task_name)
     base = task_name.split("@")[0]
     row = next((i for i, t in enumerate(tasks) if t == task_name or t.split("@")[0] == base), None)
     if row is None:
         raise MptuneError(f"prompt file {prompt_path} was trained for {', '.join(tasks)}, not {task_name}")
+    return module, row
+
+
+def evaluate_prompt(cfg: RunConfig, backbone: Backbone, prompt_path: str, task_name: str,
+                    split: str) -> dict[str, float]:
+    """The metric of a saved prompt on one task's split; the task must be one of the file's rows."""
+    module, row = prompt_row(prompt_path, task_name, backbone.dim)
     data = load_tasks(cfg, backbone, [task_name], split)[0]
     return evaluate_items(backbone, lambda ids: module(torch.full_like(ids, row)), data.task, data.eval,
                           data.eval_labels, progress=f"eval {task_name}")
