@@ -19,7 +19,7 @@ def test_defaults_validate():
     cfg = RunConfig()
     for cls in SECTIONS:
         cls()
-    assert cfg.teach.steps == 150 and cfg.adapt.steps == 100
+    assert cfg.teach.steps == 100 and cfg.adapt.steps == 40
     assert cfg.target.methods == ["pt", "spot", "mpt"]
     assert cfg.prompt.rank == 1 and cfg.mpt.kappa >= 2
 

@@ -59,7 +59,7 @@ class DataArgs:
     """Folder holding glue/ and superglue/ in their official layouts; default: $MPTUNE_DATA_DIR."""
     split_seed: int = 42
     """Seed of the train/dev/test split and of k-shot sampling (fixed apart from the run seed, as in the literature)."""
-    eval_examples: int = 400
+    eval_examples: int = 200
     """Most dev/test examples scored per task (a seeded sample; 0 = all)."""
 
     def __post_init__(self):
@@ -156,9 +156,9 @@ class AdaptArgs:
 class RunConfig:
     """The whole pipeline: sources -> teachers -> distilled prompt -> targets -> table."""
 
-    sources: list[str] = field(default_factory=lambda: ["mnli", "qnli", "sst2"])
+    sources: list[str] = field(default_factory=lambda: ["sst2", "qnli", "qqp"])
     """Source tasks (teachers are trained on these, then distilled into one shared prompt)."""
-    targets: list[str] = field(default_factory=lambda: ["rte", "mrpc@16"])
+    targets: list[str] = field(default_factory=lambda: ["sst2@16", "rte"])
     """Target tasks; NAME@K trains on K examples per class."""
     out_dir: str = "runs/default"
     """Run directory: every stage writes its prompts, config and metrics under it."""
@@ -169,10 +169,10 @@ class RunConfig:
     model: ModelArgs = field(default_factory=ModelArgs)
     data: DataArgs = field(default_factory=DataArgs)
     prompt: PromptArgs = field(default_factory=PromptArgs)
-    teach: TrainArgs = field(default_factory=lambda: TrainArgs(steps=150))
-    distill: TrainArgs = field(default_factory=lambda: TrainArgs(steps=150))
+    teach: TrainArgs = field(default_factory=lambda: TrainArgs(steps=100, batch_size=8))
+    distill: TrainArgs = field(default_factory=lambda: TrainArgs(steps=150, batch_size=8))
     mpt: DistillArgs = field(default_factory=DistillArgs)
-    adapt: TrainArgs = field(default_factory=lambda: TrainArgs(steps=100))
+    adapt: TrainArgs = field(default_factory=lambda: TrainArgs(steps=40, batch_size=8))
     target: AdaptArgs = field(default_factory=AdaptArgs)
 
     def __post_init__(self):
