@@ -74,9 +74,9 @@ def test_yaml_partial_file_uses_defaults(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("teach:\n  steps: 20\nsources: [rte]\nmpt:\n  temperature: 1\ndistill:\n  batch_size: 4\n")
     cfg = load_yaml(path)
-    assert cfg.teach.steps == 20 and cfg.teach.batch_size == TrainArgs().batch_size
-    # a partial section keeps the run's own defaults for the other fields (distill.steps is 150)
-    assert cfg.distill.batch_size == 4 and cfg.distill.steps == RunConfig().distill.steps == 150
+    # a partial section keeps the run's own defaults for its other fields, not TrainArgs' defaults
+    assert cfg.teach.steps == 20 and cfg.teach.batch_size == RunConfig().teach.batch_size != TrainArgs().batch_size
+    assert cfg.distill.batch_size == 4 and cfg.distill.steps == RunConfig().distill.steps != TrainArgs().steps
     assert cfg.sources == ["rte"]
     assert cfg.mpt.temperature == 1.0 and isinstance(cfg.mpt.temperature, float)
     assert cfg.adapt == RunConfig().adapt
