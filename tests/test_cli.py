@@ -184,6 +184,15 @@ def test_joint_target_adaptation(tmp_path, capsys, llama_dir, data_dir):
     assert "| target | metric | PT | MPT |" in (out / "results.md").read_text()
     assert "all 2 targets" in (out / "results.md").read_text()
 
+    # the merged l x d prompts score exactly like P* o u v^T
+    merged = out / "adapt" / "mpt-joint" / "merged.safetensors"
+    soft, merged_tasks = load_prompt(merged, DIM)
+    assert isinstance(soft, SoftPrompt) and merged_tasks == TARGETS
+    base = flags(out, llama_dir, data_dir, "--target.joint", "true", "--target.methods", "pt,mpt")
+    scores = [json.loads(cli(capsys, "evaluate", "--prompt", str(path), "--task", TARGETS[1], *base)[1])
+              for path in (merged, out / "adapt" / "mpt-joint" / "prompt.safetensors")]
+    assert scores[0] == scores[1]
+
 
 def test_seq2seq_run(tmp_path, capsys, saved_models, data_dir):
     out = tmp_path / "t5"

@@ -35,6 +35,8 @@ from mptune.prompts import (MultitaskPrompt, SoftPrompt, mpt_target_parameters, 
                             target_from_source, text_init, vocab_init)
 from mptune.tasks import Task, get_task, resolve_data_dir
 
+MERGED_FILE = "merged.safetensors"
+"""A trained multitask prompt merged into plain l x d prompts, one per task row."""
 SPOT_PROBE_EXAMPLES = 100
 """Dev examples used to pick the best teacher for SPoT (spot_source = 'best')."""
 
@@ -227,8 +229,13 @@ def done(folder: Path) -> dict | None:
 
 
 def finish(folder: Path, module: torch.nn.Module, tasks: list[str], metrics: dict) -> dict:
-    """Save a unit's prompt, then its metrics (written last: their presence marks the unit done)."""
+    """Save a unit's prompt (and, for P* o u v^T, its merged l x d form), then its metrics.
+
+    metrics.json is written last: its presence marks the unit done.
+    """
     save_prompt(module, tasks, folder / PROMPT_FILE)
+    if isinstance(module, MultitaskPrompt):
+        save_prompt(module.merged(), tasks, folder / MERGED_FILE)
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
