@@ -135,6 +135,16 @@ def tiny_llama(tokenizer, seed: int = SEED):
     return LlamaForCausalLM(config).eval()
 
 
+def tiny_gpt2(tokenizer, seed: int = SEED):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=4, n_positions=512,
+                        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                        bos_token_id=tokenizer.eos_token_id, embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0)
+    return GPT2LMHeadModel(config).eval()
+
+
 def tiny_t5(tokenizer, seed: int = SEED):
     from transformers import T5Config, T5ForConditionalGeneration
 
@@ -159,7 +169,12 @@ def t5_backbone(tokenizer) -> Backbone:
     return Backbone(tiny_t5(tokenizer), tokenizer, precision="fp32", name="tiny-t5")
 
 
-@pytest.fixture(params=["llama", "t5"])
+@pytest.fixture(scope="session")
+def gpt2_backbone(tokenizer) -> Backbone:
+    return Backbone(tiny_gpt2(tokenizer), tokenizer, precision="fp32")
+
+
+@pytest.fixture(params=["llama", "t5", "gpt2"])
 def backbone(request) -> Backbone:
     """Each tiny backbone in turn (tests that apply to both model families)."""
     return request.getfixturevalue(f"{request.param}_backbone")
