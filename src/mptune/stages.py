@@ -240,14 +240,13 @@ def finish(folder: Path, module: torch.nn.Module, tasks: list[str], metrics: dic
     return metrics
 
 
-def eval_tasks(cfg: RunConfig, backbone: Backbone, prompt, data: list[TaskData]) -> dict[str, dict]:
-    """Metrics of a prompt module on every task's evaluation split (task ids as in `data`)."""
+def eval_tasks(backbone: Backbone, prompt, data: list[TaskData]) -> dict:
+    """{'scores': metrics per task, 'eval_examples_per_s': rate} of a prompt module (task ids as in `data`)."""
     start = time.perf_counter()
     scores = {d.task.name: evaluate_items(backbone, prompt, d.task, d.eval, d.eval_labels,
                                           progress=f"eval {d.task.name}") for d in data}
-    n = sum(len(d.eval) for d in data)
-    scores["_eval_examples_per_s"] = round(n / (time.perf_counter() - start), 2)
-    return scores
+    rate = sum(len(d.eval) for d in data) / (time.perf_counter() - start)
+    return {"scores": scores, "eval_examples_per_s": round(rate, 2)}
 
 
 # --- stages ------------------------------------------------------------------------------------
@@ -263,7 +262,7 @@ def teach(cfg: RunConfig, backbone: Backbone) -> dict[str, dict]:
             folder.mkdir(parents=True, exist_ok=True)
             prompt = SoftPrompt(initial_prompt(cfg, backbone))
             metrics = train_plm(backbone, prompt, data, cfg.teach, 2, cfg.seed, folder, f"teach {name}")
-            metrics.update(scores=eval_tasks(cfg, backbone, prompt, data), parameters=num_parameters(prompt))
+            metrics.update(eval_tasks(backbone, prompt, data), parameters=num_parameters(prompt))
             finish(folder, prompt, [name], metrics)
         results[name] = metrics
     return results
@@ -291,7 +290,7 @@ def distill(cfg: RunConfig, backbone: Backbone) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     student = MultitaskPrompt(initial_prompt(cfg, backbone), len(cfg.sources), cfg.prompt.rank)
     metrics = train_distill(cfg, backbone, student, teachers, data, folder)
-    metrics.update(scores=eval_tasks(cfg, backbone, student, data), parameters=num_parameters(student))
+    metrics.update(eval_tasks(backbone, student, data), parameters=num_parameters(student))
     return finish(folder, student, cfg.sources, metrics)
 
 
@@ -344,7 +343,7 @@ def adapt_one(cfg: RunConfig, backbone: Backbone, method: str, target: TaskData)
     folder.mkdir(parents=True, exist_ok=True)
     data = [single(target)]
     metrics = train_plm(backbone, prompt, data, cfg.adapt, 2, cfg.seed, folder, f"{method} {target.task.name}")
-    metrics.update(info, scores=eval_tasks(cfg, backbone, prompt, data), parameters=num_parameters(prompt))
+    metrics.update(info, **eval_tasks(backbone, prompt, data), parameters=num_parameters(prompt))
     return finish(folder, prompt, [target.task.name], metrics)
 
 
@@ -356,7 +355,7 @@ def adapt_joint(cfg: RunConfig, backbone: Backbone, targets: list[TaskData]) -> 
     prompt = target_from_source(load_distilled(cfg, backbone), len(targets), cfg.prompt.target_factors)
     folder.mkdir(parents=True, exist_ok=True)
     metrics = train_plm(backbone, prompt, targets, cfg.adapt, cfg.mpt.kappa, cfg.seed, folder, "mpt-joint")
-    metrics.update(scores=eval_tasks(cfg, backbone, prompt, targets), parameters=num_parameters(prompt))
+    metrics.update(eval_tasks(backbone, prompt, targets), parameters=num_parameters(prompt))
     return finish(folder, prompt, [t.task.name for t in targets], metrics)
 
 
