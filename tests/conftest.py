@@ -1,13 +1,15 @@
 """Shared fixtures: a tiny word-level tokenizer, tiny random Llama and T5 backbones, tiny GLUE data.
 
-Nothing here downloads anything. The data tree mirrors the official GLUE layout for the small
-tasks RTE, MRPC, CoLA and WNLI (dev/test are halves of dev.tsv, so a few dozen rows suffice);
-the tokenizer's vocabulary is built from the words of that data, the task templates and the
-label words, so every label word is one token (causal) or word + </s> (seq2seq).
+Nothing here downloads anything, and MPTUNE_OFFLINE=1 keeps task loaders off the hub. The data
+tree mirrors the official GLUE layout for the small tasks RTE, MRPC, CoLA and WNLI (dev/test are
+halves of dev.tsv, so a few dozen rows suffice); the tokenizer's vocabulary is built from the
+words of that data, the task templates and the label words, so every label word is one token
+(causal) or word + </s> (seq2seq).
 """
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -16,6 +18,9 @@ import torch
 
 from mptune.backbone import Backbone
 
+# Tests never touch the network: a task without local files raises its missing-file error instead
+# of reading the hub copy (tests of the hub route clear this and fake `hub.load_from_hub`).
+os.environ["MPTUNE_OFFLINE"] = "1"
 # The tiny models are far faster on one thread, and the suite must not fight other jobs for cores
 # (with two threads on a busy 2-core machine a 32-wide matmul takes milliseconds instead of microseconds).
 torch.set_num_threads(1)
@@ -193,6 +198,12 @@ def saved_models(tmp_path_factory, tokenizer) -> dict[str, Path]:
 
 
 # --- data --------------------------------------------------------------------------------------
+
+@pytest.fixture
+def llama_dir(saved_models) -> Path:
+    """The tiny Llama and its tokenizer saved to disk (for the CLI, which loads models by name)."""
+    return saved_models["llama"]
+
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:

@@ -64,11 +64,6 @@ def unit_mtimes(out_dir: Path) -> dict[str, int]:
             for p in out_dir.rglob("*") if p.name in ("metrics.json", "prompt.safetensors", "log.jsonl")}
 
 
-@pytest.fixture
-def llama_dir(saved_models) -> Path:
-    return saved_models["llama"]
-
-
 # --- every stage on its own --------------------------------------------------------------------
 
 def test_stages_one_by_one_then_run_resumes(tmp_path, capsys, llama_dir, data_dir):

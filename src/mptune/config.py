@@ -106,6 +106,8 @@ class TrainArgs:
     """AdamW weight decay."""
     warmup_steps: int = 10
     """Steps of linear warm-up before linear decay to zero (capped at half the steps)."""
+    checkpoint_every: int = 25
+    """Save the training state every this many steps, so a killed run resumes mid-stage (0 = never)."""
 
     def __post_init__(self):
         _check(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
@@ -113,6 +115,7 @@ class TrainArgs:
         _check(self.lr > 0 and self.factor_lr > 0, f"learning rates must be > 0, got {self.lr}, {self.factor_lr}")
         _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         _check(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        _check(self.checkpoint_every >= 0, f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
 
 
 @dataclass

@@ -33,6 +33,7 @@ from mptune.evaluate import evaluate_items
 from mptune.losses import distill_kl, hidden_mse, plm_loss
 from mptune.prompts import (MultitaskPrompt, SoftPrompt, mpt_target_parameters, num_parameters,
                             target_from_source, text_init, vocab_init)
+from mptune.resume import clear_state, restore_state, save_state, skip
 from mptune.tasks import Task, get_task, resolve_data_dir
 
 MERGED_FILE = "merged.safetensors"
@@ -115,10 +116,15 @@ def batch_stream(data: list[TaskData], args: TrainArgs, kappa: int, seed: int):
 
 
 class StepLog:
-    """Appends one JSON line per step and tracks training throughput."""
+    """Appends one JSON line per step and tracks training throughput.
 
-    def __init__(self, path: Path):
+    A resumed unit keeps the lines of its first `kept_steps` steps and appends after them.
+    """
+
+    def __init__(self, path: Path, kept_steps: int = 0):
+        kept = path.read_text().splitlines()[:kept_steps] if kept_steps and path.exists() else []
         self.file = path.open("w")
+        self.file.writelines(line + "\n" for line in kept)
         self.start = time.perf_counter()
         self.examples = 0
 
@@ -149,9 +155,10 @@ def train_plm(backbone: Backbone, prompt: torch.nn.Module, data: list[TaskData],
     backbone.assert_frozen()
     torch.manual_seed(seed)
     opt, sched = make_optimizer(prompt, args)
-    batches = batch_stream(data, args, kappa, seed)
-    log = StepLog(folder / "log.jsonl")
-    bar = tqdm(range(1, args.steps + 1), desc=desc, dynamic_ncols=True)
+    start = restore_state(folder, prompt, opt, sched)
+    batches = skip(batch_stream(data, args, kappa, seed), start)
+    log = StepLog(folder / "log.jsonl", start)
+    bar = tqdm(range(start + 1, args.steps + 1), desc=desc, initial=start, total=args.steps, dynamic_ncols=True)
     for step in bar:
         batch = collate(next(batches), backbone.tokenizer.pad_token_id, backbone.is_seq2seq).to(backbone.device)
         out = backbone.forward(prompt(batch.task_ids), batch)
@@ -164,6 +171,8 @@ def train_plm(backbone: Backbone, prompt: torch.nn.Module, data: list[TaskData],
         sched.step()
         row = log.write(step, len(batch), sched.get_last_lr()[0], loss=loss)
         bar.set_postfix(loss=f"{row['loss']:.3f}", ex_s=row["examples_per_s"])
+        if args.checkpoint_every and step % args.checkpoint_every == 0 and step < args.steps:
+            save_state(folder, step, prompt, opt, sched)
     return log.close()
 
 
@@ -174,10 +183,12 @@ def train_distill(cfg: RunConfig, backbone: Backbone, student: MultitaskPrompt, 
     backbone.assert_frozen()
     torch.manual_seed(cfg.seed)
     opt, sched = make_optimizer(student, args)
-    batches = batch_stream(data, args, mpt.kappa, cfg.seed)
-    log = StepLog(folder / "log.jsonl")
+    start = restore_state(folder, student, opt, sched)
+    batches = skip(batch_stream(data, args, mpt.kappa, cfg.seed), start)
+    log = StepLog(folder / "log.jsonl", start)
     zero = torch.zeros(())
-    bar = tqdm(range(1, args.steps + 1), desc="distill", dynamic_ncols=True)
+    bar = tqdm(range(start + 1, args.steps + 1), desc="distill", initial=start, total=args.steps,
+               dynamic_ncols=True)
     for step in bar:
         batch = collate(next(batches), backbone.tokenizer.pad_token_id, backbone.is_seq2seq).to(backbone.device)
         with torch.no_grad():
@@ -195,6 +206,8 @@ def train_distill(cfg: RunConfig, backbone: Backbone, student: MultitaskPrompt, 
         sched.step()
         row = log.write(step, len(batch), sched.get_last_lr()[0], loss=loss, ce=ce, kl=kl, mse=mse)
         bar.set_postfix(ce=f"{row['ce']:.3f}", kl=f"{row['kl']:.3f}", mse=f"{row['mse']:.3f}")
+        if args.checkpoint_every and step % args.checkpoint_every == 0 and step < args.steps:
+            save_state(folder, step, student, opt, sched)
     return log.close()
 
 
@@ -237,6 +250,7 @@ def finish(folder: Path, module: torch.nn.Module, tasks: list[str], metrics: dic
     if isinstance(module, MultitaskPrompt):
         save_prompt(module.merged(), tasks, folder / MERGED_FILE)
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    clear_state(folder)
     return metrics
 
 
