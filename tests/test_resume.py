@@ -143,3 +143,17 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, llama_dir, data_dir
     a, _ = load_prompt(clean / "teach" / "rte" / "prompt.safetensors")
     b, _ = load_prompt(killed / "teach" / "rte" / "prompt.safetensors")
     assert torch.equal(a.prompt, b.prompt)
+
+
+def test_second_run_on_the_same_directory_is_refused(tmp_path, llama_dir, data_dir, capsys):
+    import fcntl
+
+    from test_cli import assert_user_error, cli, flags
+
+    out = tmp_path / "run"
+    argv = flags(out, llama_dir, data_dir, "--sources", "rte")
+    assert cli(capsys, "teach", *argv)[0] == 0
+    with open(out / ".lock", "w") as other:  # another process holding the run directory
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        code, _, err = cli(capsys, "teach", *flags(tmp_path / "run", llama_dir, data_dir, "--sources", "rte"))
+    assert_user_error(code, err, "another mptune process", str(out))

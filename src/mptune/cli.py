@@ -99,8 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mptune: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("mptune: interrupted; finished units are kept and a rerun resumes after them", file=sys.stderr)
+        print("mptune: interrupted; a rerun resumes from the last step checkpoint", file=sys.stderr)
         return 130
+    finally:
+        if "mptune.stages" in sys.modules:  # release the run directory held by this command
+            sys.modules["mptune.stages"].unlock_run_dirs()
     return 0
 
 

@@ -14,6 +14,7 @@ directory is refused rather than mixing results.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import random
@@ -220,6 +221,8 @@ def prepare_run_dir(cfg: RunConfig) -> Path:
     resolve_data_dir(cfg.data.data_dir)
     out = Path(cfg.out_dir)
     saved = out / "config.yaml"
+    if out.exists():
+        lock_run_dir(out)
     if saved.exists():
         import yaml
 
@@ -229,10 +232,34 @@ def prepare_run_dir(cfg: RunConfig) -> Path:
         return out
     try:
         out.mkdir(parents=True, exist_ok=True)
+        lock_run_dir(out)
         save_yaml(cfg, saved)
     except OSError as err:
         raise MptuneError(f"cannot write the run directory {out}: {err.strerror}") from None
     return out
+
+
+_LOCKS: dict[Path, object] = {}
+
+
+def lock_run_dir(out: Path) -> None:
+    """Hold an exclusive lock on the run directory for this process's lifetime (released on any exit)."""
+    key = out.resolve()
+    if key in _LOCKS:
+        return
+    handle = open(out / ".lock", "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise MptuneError(f"another mptune process is using {out}; wait for it or choose another --out_dir") from None
+    _LOCKS[key] = handle
+
+
+def unlock_run_dirs() -> None:
+    """Release every run directory this process holds (the CLI calls it when a command ends)."""
+    while _LOCKS:
+        _LOCKS.popitem()[1].close()
 
 
 def done(folder: Path) -> dict | None:
