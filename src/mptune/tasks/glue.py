@@ -14,6 +14,10 @@ Design decisions
 - STS-B is regression: the label is the gold score, the 26 choices are the bins 0.0 ... 5.0,
   and `target_text` is the score rounded (half up) to the nearest 0.2.
 - Official test files are unlabelled and never read; splits follow `tasks/splits.py`.
+- Without any local file of a task, the nyu-mll/glue hub copy is read instead (`tasks/hub.py`):
+  each hub row is turned back into the official TSV values and parsed by the same code.
+- `read_tsv` also reads comma-separated files (`delimiter=','`, standard CSV quoting) for the
+  other tasks' official CSVs and users' own files; `what` names the source in its messages.
 """
 
 from __future__ import annotations
@@ -22,14 +26,16 @@ import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from mptune.errors import MptuneError
+from mptune.tasks import hub
 from mptune.tasks.base import Example, Task
 from mptune.tasks.splits import describe, select
 
 ENTAIL = "premise: {0}\nhypothesis: {1}\nDoes the premise entail the hypothesis?\nAnswer:"
 PARAPHRASE = "sentence1: {0}\nsentence2: {1}\nDo they mean the same thing?\nAnswer:"
+SENTIMENT = "sentence: {0}\nIs the sentiment positive or negative?\nAnswer:"
 YES_NO = ("yes", "no")
 NO_YES = ("no", "yes")
 BINARY = {"0": 0, "1": 1}
@@ -57,6 +63,10 @@ class GlueSpec:
     optional_validation: bool = False
     """True when the official validation file may be absent (train sample only on disk)."""
     mismatched: str | None = None
+    hub_columns: tuple[str, ...] = ()
+    """Field names of `columns` in the hub copy (text fields then the label)."""
+    source: str = "official GLUE"
+    """Names the expected files in error messages ('expected the official GLUE TSV there')."""
 
 
 def normalize(text: str) -> str:
@@ -64,23 +74,28 @@ def normalize(text: str) -> str:
     return " ".join(text.split())
 
 
-def read_tsv(path: Path, columns: Sequence[str | int], width: int | None = None) -> list[tuple[int, list[str]]]:
-    """Rows of a TSV as (line number, values of `columns`).
+def read_tsv(path: Path, columns: Sequence[str | int], width: int | None = None, *,
+             delimiter: str = "\t", what: str = "official GLUE") -> list[tuple[int, list[str]]]:
+    """Rows of a TSV (or, with `delimiter=','`, a quoted CSV) as (line number, values of `columns`).
 
     `columns` are header names, or positions when `width` (fields per row) is given for a
-    headerless file.
+    headerless file. `what` names the expected source in error messages.
     """
+    kind = "TSV" if delimiter == "\t" else "CSV"
     if not path.is_file():
-        raise MptuneError(f"Data file {path} does not exist; expected the official GLUE TSV there.")
+        raise MptuneError(f"Data file {path} does not exist; expected the {what} {kind} there.")
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     with path.open(encoding="utf-8-sig", newline="") as fh:
-        reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
+        reader = csv.reader(fh, delimiter=delimiter, quoting=quoting)
         if width is None:
-            header = next(reader, None) or []
+            header = next(reader, None)
+            if header is None:
+                raise MptuneError(f"{path} is empty; expected the {what} {kind} with a header row.")
             missing = [c for c in columns if c not in header]
             if missing:
                 raise MptuneError(
                     f"{path} has no column(s) {', '.join(map(str, missing))} in its header "
-                    f"{header!r}; expected the official GLUE columns."
+                    f"{header!r}; expected the {what} columns."
                 )
             index = [header.index(c) for c in columns]
             width = len(header)
@@ -91,8 +106,9 @@ def read_tsv(path: Path, columns: Sequence[str | int], width: int | None = None)
             if not fields:
                 continue
             if len(fields) != width:
+                sep = "tab" if delimiter == "\t" else "comma"
                 raise MptuneError(
-                    f"{path} line {reader.line_num} has {len(fields)} tab-separated fields; "
+                    f"{path} line {reader.line_num} has {len(fields)} {sep}-separated fields; "
                     f"expected {width}."
                 )
             rows.append((reader.line_num, [fields[i] for i in index]))
@@ -121,34 +137,45 @@ def parse_label(spec: GlueSpec, raw: str, path: Path, line: int) -> int | float:
     raise MptuneError(f"{path} line {line} has unknown label {raw!r}; expected {expected}.")
 
 
+def example_from_values(spec: GlueSpec, values: Sequence[str], where: Path | str, line: int) -> Example:
+    """The example of one row given as the values of `spec.columns` (texts, then the raw label)."""
+    label = parse_label(spec, values[-1], where, line)
+    text = spec.template.format(*(normalize(v) for v in values[:-1]))
+    target = stsb_bin(label) if spec.labels is None else spec.choices[label]
+    return Example(text, target, label, spec.name)
+
+
 def read_examples(path: Path, spec: GlueSpec) -> list[Example]:
-    """All labelled examples of one GLUE TSV file."""
-    examples = []
-    for line, values in read_tsv(path, spec.columns, spec.width):
-        label = parse_label(spec, values[-1], path, line)
-        text = spec.template.format(*(normalize(v) for v in values[:-1]))
-        target = stsb_bin(label) if spec.labels is None else spec.choices[label]
-        examples.append(Example(text, target, label, spec.name))
-    return examples
+    """All labelled examples of one TSV file of `spec` (GLUE, or another task in the GLUE format)."""
+    rows = read_tsv(path, spec.columns, spec.width, what=spec.source)
+    return [example_from_values(spec, values, path, line) for line, values in rows]
+
+
+def hub_values(spec: GlueSpec, row: dict, where: str, line: int) -> list[str]:
+    """A hub row as the official TSV values: texts, then the raw label (class index -> official name)."""
+    *texts, label = hub.fields(row, spec.hub_columns, where, line)
+    names = {index: raw for raw, index in spec.labels.items()} if spec.labels is not None else {}
+    return [str(t) for t in texts] + [names.get(label, str(label))]
+
+
+def hub_reader(spec: GlueSpec) -> Callable[[dict, str, int], list[Example]]:
+    """Row reader of the hub copy: hub row -> official values -> the same example as the TSV row."""
+    return lambda row, where, line: [example_from_values(spec, hub_values(spec, row, where, line), where, line)]
 
 
 def make_task(spec: GlueSpec) -> Task:
     """A `Task` whose splits follow `tasks/splits.py`."""
+    files = {"train": ("train.tsv", "train"), "validation": (spec.validation, "validation")}
+    optional = {"validation"} if spec.optional_validation else set()
+    if spec.mismatched:
+        files = {**files, "validation": (spec.validation, "validation_matched"),
+                 "mismatched": (spec.mismatched, "validation_mismatched")}
+        optional |= {"mismatched"}
 
     def load_split(data_dir: Path, split: str, seed: int) -> list[Example]:
         root = Path(data_dir) / "glue" / spec.dir
-
-        def loader(name: str | None, optional: bool):
-            if name is None or (optional and not (root / name).is_file()):
-                return None
-            return lambda: read_examples(root / name, spec)
-
-        return select(
-            split, seed, spec.official_train,
-            train=loader("train.tsv", False),
-            validation=loader(spec.validation, spec.optional_validation),
-            mismatched=loader(spec.mismatched, True),
-        )
+        found = hub.loaders(spec.name, root, files, lambda path: read_examples(path, spec), hub_reader(spec), optional)
+        return select(split, seed, spec.official_train, found["train"], found["validation"], found.get("mismatched"))
 
     if spec.mismatched:
         doc = ("train: official train (392,702; a 9,999-row sample offline); dev: validation_mismatched; "
@@ -164,29 +191,32 @@ def make_task(spec: GlueSpec) -> Task:
 
 SPECS = (
     GlueSpec("cola", "CoLA", (3, 1), "sentence: {0}\nIs this sentence grammatical?\nAnswer:",
-             NO_YES, BINARY, "matthews", 8_551, width=4),
-    GlueSpec("sst2", "SST-2", ("sentence", "label"),
-             "sentence: {0}\nIs the sentiment positive or negative?\nAnswer:",
-             ("negative", "positive"), BINARY, "accuracy", 67_349),
+             NO_YES, BINARY, "matthews", 8_551, width=4, hub_columns=("sentence", "label")),
+    GlueSpec("sst2", "SST-2", ("sentence", "label"), SENTIMENT,
+             ("negative", "positive"), BINARY, "accuracy", 67_349, hub_columns=("sentence", "label")),
     GlueSpec("mrpc", "MRPC", ("#1 String", "#2 String", "Quality"), PARAPHRASE,
-             NO_YES, BINARY, "accuracy", 3_668, extra_metrics=("f1",)),
+             NO_YES, BINARY, "accuracy", 3_668, extra_metrics=("f1",),
+             hub_columns=("sentence1", "sentence2", "label")),
     GlueSpec("qqp", "QQP", ("question1", "question2", "is_duplicate"), PARAPHRASE,
-             NO_YES, BINARY, "accuracy", 363_846, extra_metrics=("f1",), optional_validation=True),
+             NO_YES, BINARY, "accuracy", 363_846, extra_metrics=("f1",), optional_validation=True,
+             hub_columns=("question1", "question2", "label")),
     GlueSpec("stsb", "STS-B", ("sentence1", "sentence2", "score"),
              "sentence1: {0}\nsentence2: {1}\nHow similar are they from 0 to 5?\nAnswer:",
-             STSB_CHOICES, None, "pearson", 5_749, extra_metrics=("spearman",)),
+             STSB_CHOICES, None, "pearson", 5_749, extra_metrics=("spearman",),
+             hub_columns=("sentence1", "sentence2", "label")),
     GlueSpec("mnli", "MNLI", ("sentence1", "sentence2", "gold_label"), ENTAIL,
              ("yes", "maybe", "no"), {"entailment": 0, "neutral": 1, "contradiction": 2},
              "accuracy", 392_702, validation="dev_matched.tsv", optional_validation=True,
-             mismatched="dev_mismatched.tsv"),
+             mismatched="dev_mismatched.tsv", hub_columns=("premise", "hypothesis", "label")),
     GlueSpec("qnli", "QNLI", ("question", "sentence", "label"),
              "question: {0}\nsentence: {1}\nDoes the sentence answer the question?\nAnswer:",
              YES_NO, {"entailment": 0, "not_entailment": 1}, "accuracy", 104_743,
-             optional_validation=True),
+             optional_validation=True, hub_columns=("question", "sentence", "label")),
     GlueSpec("rte", "RTE", ("sentence1", "sentence2", "label"), ENTAIL,
-             YES_NO, {"entailment": 0, "not_entailment": 1}, "accuracy", 2_490),
+             YES_NO, {"entailment": 0, "not_entailment": 1}, "accuracy", 2_490,
+             hub_columns=("sentence1", "sentence2", "label")),
     GlueSpec("wnli", "WNLI", ("sentence1", "sentence2", "label"), ENTAIL,
-             NO_YES, BINARY, "accuracy", 635),
+             NO_YES, BINARY, "accuracy", 635, hub_columns=("sentence1", "sentence2", "label")),
 )
 
 TASKS: dict[str, Task] = {spec.name: make_task(spec) for spec in SPECS}

@@ -13,6 +13,13 @@ carved out of the labelled official files:
   1,000 of the same seeded shuffle, train = the rest.
 - MNLI with both official validation files: train = official train, dev = validation_mismatched,
   test = validation_matched.
+- Tasks whose labelled held-out file is an official TEST set (Yelp-2) pass it as the validation
+  set above: dev = 1,000 held out of train, test = the official test set.
+- Tasks with labelled official dev AND test sets (SciTail, PAWS) use them as they are
+  (`select_given`), as the prompt-transfer literature does.
+- Users' own tasks (`select_given`): every given file keeps its role; a missing dev or test set
+  is held out of train, min(1,000, 10% of train) examples each (seeded). At 10,000 rows and more
+  this is the large-task rule above.
 
 Design decisions
 - The small/large decision uses the size of the OFFICIAL train set (a constant per task), never
@@ -104,8 +111,37 @@ def select(
     return {"train": rest, "dev": dev, "test": test}[split]
 
 
-def describe(official_train_size: int, offline_test: bool = False) -> str:
-    """A one-line `splits_doc` for a task split by `select`."""
+def held_out_size(n_train: int) -> int:
+    """Rows held out of a train set of `n_train` rows for each missing part: min(1,000, 10%)."""
+    return min(HELD_OUT, n_train // 10)
+
+
+def select_given(split: str, seed: int, train: Loader, dev: Loader | None = None, test: Loader | None = None,
+                 train_name: str = "the train file") -> list:
+    """Examples of one split when the files say which part they are (see the module docstring).
+
+    Given loaders are used as they are; a missing dev or test part is held out of train.
+    `train_name` names the train file in the error raised when it is too small to hold out from.
+    """
+    check_split(split)
+    given = {"dev": dev, "test": test}
+    if split != "train" and given[split] is not None:
+        return given[split]()
+    missing = [part for part, loader in given.items() if loader is None]
+    if not missing:
+        return train()
+    rows = train()
+    size = held_out_size(len(rows))
+    if size == 0:
+        raise MptuneError(f"{train_name} has only {len(rows)} examples, too few to hold out "
+                          f"{' and '.join(missing)} (10% each); give at least 10 or a {missing[0]} file.")
+    *held, rest = partition(rows, [size] * len(missing), seed)
+    return rest if split == "train" else dict(zip(missing, held))[split]
+
+
+def describe(official_train_size: int, offline_test: bool = False,
+             validation: str = "official validation") -> str:
+    """A one-line `splits_doc` for a task split by `select` (`validation`: what its validation file is)."""
     if official_train_size < SMALL_TRAIN_LIMIT:
         return (f"train: official train ({official_train_size:,}); "
                 "dev/test: official validation split in halves (seeded)")
@@ -113,4 +149,4 @@ def describe(official_train_size: int, offline_test: bool = False) -> str:
         return ("train: official train minus the held-out rows (seeded); dev: 1,000 held out of train; "
                 "test: official validation, or 1,000 more held out of train when that file is absent")
     return ("train: official train minus 1,000 (seeded); dev: those 1,000; "
-            "test: official validation")
+            f"test: {validation}")

@@ -12,7 +12,15 @@ Design decisions
 - BoolQ's official train (9,427 rows) is often absent offline: `train.jsonl` is used when
   present, otherwise the 32-example `FewGLUE_32dev/train.jsonl`. The split rule still follows
   the official size (< 10K: dev/test are halves of the official validation set).
+- WiC asks whether the target word means the same in both sentences ("no"/"yes"); the word's
+  character offsets (start1/end1, start2/end2) are not used.
 - Official test files are unlabelled and never read; splits follow `tasks/splits.py`.
+- Without any local file of a task, the aps/super_glue hub copy is read instead (`tasks/hub.py`):
+  a `hub_row` function turns each hub row back into the official JSON object (class indices to
+  the official label values; MultiRC's flat answer rows and WSC's flat spans to the nested
+  form), which the same row reader then parses.
+- `read_jsonl`, `get` and `label_of` also serve the other JSONL tasks (WinoGrande, users' own
+  files): `what` names the expected source in messages, `key` the label field.
 """
 
 from __future__ import annotations
@@ -20,9 +28,10 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from mptune.errors import MptuneError
+from mptune.tasks import hub
 from mptune.tasks.base import Example, Task
 from mptune.tasks.glue import normalize
 from mptune.tasks.splits import describe, select
@@ -32,10 +41,10 @@ BOOL = {False: 0, True: 1}
 Row = dict[str, Any]
 
 
-def read_jsonl(path: Path) -> list[tuple[int, Row]]:
-    """Rows of a JSONL file as (line number, object)."""
+def read_jsonl(path: Path, what: str = "official SuperGLUE") -> list[tuple[int, Row]]:
+    """Rows of a JSONL file as (line number, object); `what` names the expected source in messages."""
     if not path.is_file():
-        raise MptuneError(f"Data file {path} does not exist; expected the official SuperGLUE JSONL there.")
+        raise MptuneError(f"Data file {path} does not exist; expected the {what} JSONL there.")
     rows = []
     with path.open(encoding="utf-8") as fh:
         for line, text in enumerate(fh, 1):
@@ -51,16 +60,17 @@ def read_jsonl(path: Path) -> list[tuple[int, Row]]:
     return rows
 
 
-def get(row: Row, key: str, path: Path, line: int) -> Any:
+def get(row: Row, key: str, path: Path, line: int, what: str = "official SuperGLUE") -> Any:
     """row[key]; MptuneError naming file, line and field when it is missing."""
     if key not in row:
-        raise MptuneError(f"{path} line {line} has no field {key!r}; expected the official SuperGLUE fields.")
+        raise MptuneError(f"{path} line {line} has no field {key!r}; expected the {what} fields.")
     return row[key]
 
 
-def label_of(row: Row, labels: dict, path: Path, line: int) -> int:
-    """Class index of row['label']; MptuneError naming file and line if unknown."""
-    raw = get(row, "label", path, line)
+def label_of(row: Row, labels: dict, path: Path, line: int, key: str = "label",
+             what: str = "official SuperGLUE") -> int:
+    """Class index of row[key]; MptuneError naming file and line if unknown."""
+    raw = get(row, key, path, line, what)
     if type(raw) in {type(k) for k in labels} and raw in labels:
         return labels[raw]
     expected = ", ".join(json.dumps(k) for k in labels)
@@ -108,6 +118,13 @@ def read_wsc(row: Row, path: Path, line: int) -> list[tuple[str, int]]:
     return [(f"text: {text}\nDoes '{span2}' refer to '{span1}'?\nAnswer:", label_of(row, BOOL, path, line))]
 
 
+def read_wic(row: Row, path: Path, line: int) -> list[tuple[str, int]]:
+    """WiC: does the target word mean the same thing in both sentences?"""
+    word, s1, s2 = (normalize(str(get(row, k, path, line))) for k in ("word", "sentence1", "sentence2"))
+    text = f"sentence1: {s1}\nsentence2: {s2}\nDoes '{word}' mean the same thing in both sentences?\nAnswer:"
+    return [(text, label_of(row, BOOL, path, line))]
+
+
 def read_multirc(row: Row, path: Path, line: int) -> list[tuple[str, int]]:
     """MultiRC: one example per (paragraph, question, answer)."""
     passage = get(row, "passage", path, line)
@@ -125,24 +142,55 @@ def read_multirc(row: Row, path: Path, line: int) -> list[tuple[str, int]]:
     return out
 
 
+def relabel(names: Sequence[Any]) -> Callable[[Row], Row]:
+    """Hub row -> official row for tasks whose hub label is an index into the official `names`."""
+
+    def convert(row: Row) -> Row:
+        label = row.get("label")
+        return {**row, "label": names[label]} if isinstance(label, int) and 0 <= label < len(names) else row
+
+    return convert
+
+
+def pick(row: Row, **names: str) -> Row:
+    """{official field: row[hub field]} for the hub fields present (absent ones fail later, by name)."""
+    return {official: row[field] for official, field in names.items() if field in row}
+
+
+def hub_multirc(row: Row) -> Row:
+    """A flat hub MultiRC row (paragraph, question, answer, label) as a one-answer official row."""
+    question = {**pick(row, question="question"), "answers": [pick(row, text="answer", label="label")]}
+    return {"passage": {**pick(row, text="paragraph"), "questions": [question]}}
+
+
+def hub_wsc(row: Row) -> Row:
+    """A flat hub WSC row (text, span1_text, span2_text, label index) as an official row."""
+    target = pick(row, span1_text="span1_text", span2_text="span2_text")
+    return {**relabel((False, True))(row), "target": target}
+
+
 def make_task(name: str, folder: str, choices: tuple[str, ...], read: Callable, official_train: int,
               metric: str = "accuracy", extra_metrics: tuple[str, ...] = (),
-              fallback_train: str | None = None) -> Task:
-    """A `Task` reading `<data_dir>/superglue/<folder>/{train,val}.jsonl`."""
+              fallback_train: str | None = None, hub_row: Callable[[Row], Row] = dict) -> Task:
+    """A `Task` reading `<data_dir>/superglue/<folder>/{train,val}.jsonl` (or the hub copy via `hub_row`)."""
+
+    def to_examples(row: Row, where: Path | str, line: int) -> list[Example]:
+        return [Example(text, choices[label], label, name) for text, label in read(row, where, line)]
 
     def examples(path: Path) -> list[Example]:
-        out = []
-        for line, row in read_jsonl(path):
-            for text, label in read(row, path, line):
-                out.append(Example(text, choices[label], label, name))
-        return out
+        return [ex for line, row in read_jsonl(path) for ex in to_examples(row, path, line)]
+
+    def from_hub(row: Row, where: str, line: int) -> list[Example]:
+        return to_examples(hub_row(row), where, line)
 
     def load_split(data_dir: Path, split: str, seed: int) -> list[Example]:
         root = Path(data_dir) / "superglue" / folder
-        train = root / "train.jsonl"
-        if fallback_train and not train.is_file() and (root / fallback_train).is_file():
-            train = root / fallback_train
-        return select(split, seed, official_train, lambda: examples(train), lambda: examples(root / "val.jsonl"))
+        train = "train.jsonl"
+        if fallback_train and not (root / train).is_file() and (root / fallback_train).is_file():
+            train = fallback_train
+        files = {"train": (train, "train"), "validation": ("val.jsonl", "validation")}
+        found = hub.loaders(name, root, files, examples, from_hub)
+        return select(split, seed, official_train, found["train"], found["validation"])
 
     doc = describe(official_train)
     if fallback_train:
@@ -151,17 +199,19 @@ def make_task(name: str, folder: str, choices: tuple[str, ...], read: Callable, 
                 splits_doc=doc, extra_metrics=extra_metrics)
 
 
+CB_LABELS = {"entailment": 0, "contradiction": 1, "neutral": 2}
 TASKS: dict[str, Task] = {
     t.name: t
     for t in (
         make_task("boolq", "BoolQ", ("no", "yes"), read_boolq, 9_427,
-                  fallback_train="FewGLUE_32dev/train.jsonl"),
-        make_task("cb", "CB", ("yes", "no", "maybe"),
-                  pair_task("premise", "hypothesis", {"entailment": 0, "contradiction": 1, "neutral": 2}, ENTAIL),
-                  250, extra_metrics=("macro_f1",)),
+                  fallback_train="FewGLUE_32dev/train.jsonl", hub_row=relabel((False, True))),
+        make_task("cb", "CB", ("yes", "no", "maybe"), pair_task("premise", "hypothesis", CB_LABELS, ENTAIL),
+                  250, extra_metrics=("macro_f1",), hub_row=relabel(tuple(CB_LABELS))),
         make_task("copa", "COPA", ("1", "2"), read_copa, 400),
-        make_task("multirc", "MultiRC", ("no", "yes"), read_multirc, 27_243, metric="f1"),
-        make_task("rte_sg", "RTE", ("yes", "no"), pair_task("premise", "hypothesis", RTE_LABELS, ENTAIL), 2_490),
-        make_task("wsc", "WSC", ("no", "yes"), read_wsc, 554),
+        make_task("multirc", "MultiRC", ("no", "yes"), read_multirc, 27_243, metric="f1", hub_row=hub_multirc),
+        make_task("rte_sg", "RTE", ("yes", "no"), pair_task("premise", "hypothesis", RTE_LABELS, ENTAIL), 2_490,
+                  hub_row=relabel(tuple(RTE_LABELS))),
+        make_task("wic", "WiC", ("no", "yes"), read_wic, 5_428, hub_row=relabel((False, True))),
+        make_task("wsc", "WSC", ("no", "yes"), read_wsc, 554, hub_row=hub_wsc),
     )
 }
