@@ -303,3 +303,23 @@ def test_help_shows_field_docstrings(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "--teach.steps" in out and "Optimizer steps." in out and "--mpt.kappa" in out
+
+
+def test_custom_task_from_yaml_as_a_target(tmp_path, capsys, llama_dir, data_dir, monkeypatch):
+    from mptune.tasks import registry
+
+    monkeypatch.setattr(registry, "TASKS", dict(registry.TASKS))
+    rows = [("the movie was good", "yes"), ("the movie was bad", "no")] * 15
+    (tmp_path / "mine.csv").write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in rows))
+    (tmp_path / "mine.yaml").write_text("name: mine\ntrain: mine.csv\ntext_columns: [text]\n"
+                                        "label_column: label\nlabel_words: {no: no, yes: yes}\n")
+    out = tmp_path / "custom"
+    argv = flags(out, llama_dir, data_dir, "--targets", "mine", "--target.methods", "pt",
+                 "--data.custom_tasks", str(tmp_path / "mine.yaml"))
+    code, _, err = cli(capsys, "run", *argv)
+    assert code == 0, err
+    assert "mine" in json.loads((out / "results.json").read_text())["targets"]
+    prompt = out / "adapt" / "pt" / "mine" / "prompt.safetensors"
+    code, stdout, err = cli(capsys, "evaluate", "--prompt", str(prompt), "--task", "mine", *argv)
+    assert code == 0, err
+    assert "accuracy" in json.loads(stdout)

@@ -75,6 +75,7 @@ def dispatch(args: argparse.Namespace) -> None:
     if args.command in ("run", "teach", "distill", "adapt"):
         stages.prepare_run_dir(cfg)  # refuse bad settings or a clashing run directory before loading the model
     if args.command == "evaluate":
+        stages.register_custom_tasks(cfg)
         stages.prompt_row(args.prompt, args.task)  # refuse a bad prompt file or task before loading the model
     backbone = load_backbone(cfg.model.name, cfg.model.precision, cfg.model.device)
     if args.command == "run":

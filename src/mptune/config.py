@@ -56,7 +56,9 @@ class DataArgs:
     """Where task data comes from and how much of it is used."""
 
     data_dir: str | None = None
-    """Folder holding glue/ and superglue/ in their official layouts; default: $MPTUNE_DATA_DIR."""
+    """Folder holding the task files in their official layouts (glue/, superglue/, ...); default: $MPTUNE_DATA_DIR."""
+    custom_tasks: list[str] = field(default_factory=list)
+    """YAML files declaring your own CSV/JSONL tasks (see tasks/custom.py); their names can then be sources or targets."""
     split_seed: int = 42
     """Seed of the train/dev/test split and of k-shot sampling (fixed apart from the run seed, as in the literature)."""
     eval_examples: int = 200

@@ -36,6 +36,7 @@ from mptune.prompts import (MultitaskPrompt, SoftPrompt, mpt_target_parameters, 
                             target_from_source, text_init, vocab_init)
 from mptune.resume import clear_state, restore_state, save_state, skip
 from mptune.tasks import Task, get_task, resolve_data_dir
+from mptune.tasks.custom import load_custom_yaml, register_custom
 
 MERGED_FILE = "merged.safetensors"
 """A trained multitask prompt merged into plain l x d prompts, one per task row."""
@@ -214,8 +215,15 @@ def train_distill(cfg: RunConfig, backbone: Backbone, student: MultitaskPrompt, 
 
 # --- run directory -----------------------------------------------------------------------------
 
+def register_custom_tasks(cfg: RunConfig) -> None:
+    """Add the user's own tasks (data.custom_tasks YAML files) to the task registry."""
+    for path in cfg.data.custom_tasks:
+        register_custom(load_custom_yaml(path))
+
+
 def prepare_run_dir(cfg: RunConfig) -> Path:
     """Create the run directory and record the config; refuse a directory holding another config."""
+    register_custom_tasks(cfg)
     for name in [*cfg.sources, *cfg.targets]:  # a typo must not leave a config.yaml that blocks the fix
         get_task(name)
     resolve_data_dir(cfg.data.data_dir)
@@ -428,6 +436,7 @@ def prompt_row(prompt_path: str, task_name: str, dim: int | None = None):
 def evaluate_prompt(cfg: RunConfig, backbone: Backbone, prompt_path: str, task_name: str,
                     split: str) -> dict[str, float]:
     """The metric of a saved prompt on one task's split; the task must be one of the file's rows."""
+    register_custom_tasks(cfg)
     module, row = prompt_row(prompt_path, task_name, backbone.dim)
     data = load_tasks(cfg, backbone, [task_name], split)[0]
     return evaluate_items(backbone, lambda ids: module(torch.full_like(ids, row)), data.task, data.eval,

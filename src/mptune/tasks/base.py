@@ -40,7 +40,7 @@ class Task:
     name: str
     """Registry name, lower case (e.g. 'sst2', 'rte', 'cb')."""
     family: str
-    """Benchmark family: 'glue', 'superglue', 'kshot', 'custom', ..."""
+    """Benchmark family: 'glue', 'superglue', 'others' (`tasks/others.py`), 'kshot', 'custom', ..."""
     choices: tuple[str, ...]
     """Label words by class index for classification; empty for generation tasks."""
     metric: str

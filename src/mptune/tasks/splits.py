@@ -134,19 +134,20 @@ def select_given(split: str, seed: int, train: Loader, dev: Loader | None = None
     size = held_out_size(len(rows))
     if size == 0:
         raise MptuneError(f"{train_name} has only {len(rows)} examples, too few to hold out "
-                          f"{' and '.join(missing)} (10% each); give at least 10 or a {missing[0]} file.")
+                          f"{' and '.join(missing)} (10% each); give at least 10 examples, or {' and '.join(missing)} "
+                          f"file{'s' if len(missing) > 1 else ''}.")
     *held, rest = partition(rows, [size] * len(missing), seed)
     return rest if split == "train" else dict(zip(missing, held))[split]
 
 
 def describe(official_train_size: int, offline_test: bool = False,
-             validation: str = "official validation") -> str:
-    """A one-line `splits_doc` for a task split by `select` (`validation`: what its validation file is)."""
+             validation: str = "official validation", train: str = "official train") -> str:
+    """A one-line `splits_doc` for a task split by `select` (`train`, `validation`: what its files are)."""
     if official_train_size < SMALL_TRAIN_LIMIT:
-        return (f"train: official train ({official_train_size:,}); "
+        return (f"train: {train} ({official_train_size:,}); "
                 "dev/test: official validation split in halves (seeded)")
     if offline_test:
         return ("train: official train minus the held-out rows (seeded); dev: 1,000 held out of train; "
                 "test: official validation, or 1,000 more held out of train when that file is absent")
-    return ("train: official train minus 1,000 (seeded); dev: those 1,000; "
+    return (f"train: {train} minus 1,000 (seeded); dev: those 1,000; "
             f"test: {validation}")

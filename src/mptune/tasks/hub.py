@@ -1,0 +1,116 @@
+"""The Hugging Face Hub copy of every built-in task, used when its official files are absent.
+
+Design decisions
+- Local official files come first. A task reads the hub copy only when NONE of its official
+  files is under the data directory and the hub is allowed: $MPTUNE_OFFLINE, $HF_HUB_OFFLINE and
+  $HF_DATASETS_OFFLINE are all unset or false ('1', 'true', 'yes', 'on' mean offline, as in
+  huggingface_hub). A partial local tree is never topped up from the hub: the missing file
+  raises the usual `MptuneError`, so one run never mixes two copies of a task.
+- `HUB_IDS` names each task's canonical hub repository and config (the maintained ids, not the
+  legacy aliases 'glue'/'super_glue'). `load_from_hub` takes a `revision` to pin a commit or tag;
+  the tasks read the default branch (no commit hashes are pinned here).
+- Hub splits play the part of the official files ('train' for train.tsv, 'validation' for
+  dev.tsv or val.jsonl, ...), so `tasks/splits.py` cuts them exactly like the local files.
+- Each task maps a hub row back to its official row format and then reuses its local row
+  parser, so a hub example is byte-identical to the one read from the official file.
+- `datasets` is an optional dependency: it is imported inside `load_from_hub`, and its absence
+  is an `MptuneError` with the install hint.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Collection, Iterable
+
+from mptune.errors import MptuneError
+from mptune.tasks.base import Example
+
+Row = dict[str, Any]
+Loader = Callable[[], list[Example]]
+RowReader = Callable[[Row, str, int], list[Example]]
+"""(hub row, where it came from, 1-based row number) -> examples."""
+
+OFFLINE_VARS = ("MPTUNE_OFFLINE", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+TRUE = {"1", "true", "yes", "on"}
+
+GLUE = "nyu-mll/glue"
+SUPERGLUE = "aps/super_glue"
+HUB_IDS: dict[str, tuple[str, str | None]] = {
+    **{name: (GLUE, name) for name in ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli")},
+    **{name: (SUPERGLUE, name) for name in ("boolq", "cb", "copa", "multirc", "wic")},
+    "rte_sg": (SUPERGLUE, "rte"),
+    "wsc": (SUPERGLUE, "wsc.fixed"),
+    "winogrande": ("allenai/winogrande", "winogrande_xl"),
+    "yelp_polarity": ("fancyzhx/yelp_polarity", None),
+    "scitail": ("allenai/scitail", "tsv_format"),
+    "paws": ("google-research-datasets/paws", "labeled_final"),
+}
+"""Task name -> (hub dataset id, config) of its canonical hub copy."""
+
+
+def hub_allowed() -> bool:
+    """False when any of `OFFLINE_VARS` is set to a true value."""
+    return not any(os.environ.get(var, "").strip().lower() in TRUE for var in OFFLINE_VARS)
+
+
+def use_hub(task: str, local_files: Iterable[Path]) -> bool:
+    """True when `task` has a hub copy, the hub is allowed and none of `local_files` exists."""
+    return task in HUB_IDS and hub_allowed() and not any(p.is_file() for p in local_files)
+
+
+def load_from_hub(dataset_id: str, config: str | None, split: str, revision: str | None = None) -> Iterable[Row]:
+    """Rows (dicts) of one split of a hub dataset, via `datasets.load_dataset`."""
+    try:
+        import datasets
+    except ImportError:
+        raise MptuneError(
+            f"Reading {dataset_id} from the Hugging Face Hub needs the `datasets` package; "
+            "install it with `pip install datasets`, or put the official files in the data directory."
+        ) from None
+    try:
+        return datasets.load_dataset(dataset_id, config, split=split, revision=revision)
+    except Exception as exc:  # network, auth or schema problems: all fixable by the user
+        raise MptuneError(
+            f"Could not load split {split!r} of {dataset_id} ({config}) from the Hugging Face Hub "
+            f"({type(exc).__name__}: {exc})."
+        ) from exc
+
+
+def fields(row: Row, keys: Iterable[str], where: str, line: int) -> list[Any]:
+    """row[key] for each key; MptuneError naming the row when one is missing."""
+    missing = [k for k in keys if k not in row]
+    if missing:
+        raise MptuneError(f"{where} row {line} has no field(s) {', '.join(missing)}; the hub copy's schema changed.")
+    return [row[k] for k in keys]
+
+
+def hub_split(task: str, split: str, read_row: RowReader, root: Path) -> Loader:
+    """A loader of the examples of one hub split of `task` (`root`: the absent local folder)."""
+    dataset_id, config = HUB_IDS[task]
+    where = f"{dataset_id} ({config}) {split} split"
+
+    def load() -> list[Example]:
+        try:
+            rows = load_from_hub(dataset_id, config, split)
+        except MptuneError as exc:
+            raise MptuneError(f"Task {task!r} has no data files under {root} and its hub copy could not "
+                              f"be read: {exc}") from None
+        return [ex for line, row in enumerate(rows, 1) for ex in read_row(row, where, line)]
+
+    return load
+
+
+def loaders(task: str, root: Path, files: dict[str, tuple[str, str]], read_file: Callable[[Path], list[Example]],
+            read_row: RowReader, optional: Collection[str] = ()) -> dict[str, Loader | None]:
+    """Loaders by role: the local files under `root`, or the hub splits when `use_hub` says so.
+
+    `files` maps a role ('train', 'validation', ...) to (local file name, hub split name). A role
+    in `optional` loads None when its local file is absent (MNLI's validation files offline).
+    """
+    paths = {role: root / name for role, (name, _) in files.items()}
+    if use_hub(task, paths.values()):
+        return {role: hub_split(task, split, read_row, root) for role, (_, split) in files.items()}
+    return {role: None if role in optional and not path.is_file() else partial(read_file, path)
+            for role, path in paths.items()}
