@@ -4,7 +4,7 @@ Nothing here downloads anything, and MPTUNE_OFFLINE=1 keeps task loaders off the
 tree mirrors the official GLUE layout for the small tasks RTE, MRPC, CoLA and WNLI (dev/test are
 halves of dev.tsv, so a few dozen rows suffice); the tokenizer's vocabulary is built from the
 words of that data, the task templates and the label words, so every label word is one token
-(causal) or word + </s> (seq2seq).
+(causal) or word + </s> (seq2seq). `write_tiny_squad` writes SQuAD-format data in the same words.
 """
 
 from __future__ import annotations
@@ -83,6 +83,30 @@ def write_tiny_glue(root: Path, n_train: int = 24, n_dev: int = 12, seed: int = 
 
 TINY_TASKS = ("rte", "mrpc", "cola", "wnli")
 
+QA_QUESTION = "Who {verb} {object} ?"
+"""Questions of the tiny SQuAD-format data (`write_tiny_squad`); the answer is the sentence's subject."""
+
+
+def write_tiny_squad(root: Path, n_train: int, n_dev: int, seed: int = 0) -> Path:
+    """A data dir with squad/{train,dev}-v1.1.json in the SQuAD v1.1 layout, in the tiny vocabulary."""
+    import json
+
+    rng = random.Random(seed)
+    for split, n in (("train", n_train), ("dev", n_dev)):
+        paragraphs = []
+        for i in range(n):
+            subject, verb, obj = rng.choice(_SUBJECTS), rng.choice(_VERBS), rng.choice(_OBJECTS)
+            context = f"{subject.capitalize()} {verb} {obj} {rng.choice(_ADVERBS)}. {_sentence(rng)}"
+            question = QA_QUESTION.format(verb=verb, object=obj)
+            answers = [{"text": subject.capitalize(), "answer_start": 0}] * (1 if split == "train" else 3)
+            paragraphs.append({"context": context, "qas": [{"id": f"{split}{i}", "question": question,
+                                                            "answers": answers}]})
+        doc = {"version": "1.1", "data": [{"title": "Tiny", "paragraphs": paragraphs}]}
+        folder = root / "squad"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{split}-v1.1.json").write_text(json.dumps(doc), encoding="utf-8")
+    return root
+
 
 # --- tokenizer ---------------------------------------------------------------------------------
 
@@ -94,11 +118,12 @@ def _pre_tokenizer():
 
 def _vocabulary_texts() -> list[str]:
     from mptune.config import PromptArgs
-    from mptune.tasks import glue, superglue
+    from mptune.tasks import generation, glue, superglue
 
     texts = [w for group in (_SUBJECTS, _VERBS, _OBJECTS, _ADVERBS) for w in group]
     texts += [s.capitalize() for s in _SUBJECTS] + ["indeed", "*"]
     texts += [spec.template for spec in glue.SPECS] + [superglue.ENTAIL, PromptArgs().init_text]
+    texts += [*generation.TEMPLATES, QA_QUESTION]
     texts += [c for spec in glue.SPECS for c in spec.choices if spec.labels is not None]
     texts += ["maybe", "positive", "negative", "yes", "no"]
     return texts

@@ -72,6 +72,6 @@ def test_score_uses_task_metrics():
     assert list(score(get_task("cola"), [0, 1], [0, 1])) == ["matthews"]
     assert list(score(get_task("multirc"), [0, 1], [0, 1])) == ["f1"]
     assert list(score(get_task("rte"), [0, 1], [0, 1])) == ["accuracy"]
-    bad = Task("x", "custom", ("a", "b"), "bleu", lambda d, s, n: [])
-    with pytest.raises(MptuneError, match="unknown metric 'bleu'"):
+    bad = Task("x", "custom", ("a", "b"), "meteor", lambda d, s, n: [])
+    with pytest.raises(MptuneError, match="unknown metric 'meteor'"):
         score(bad, [0], [0])

@@ -102,7 +102,8 @@ def texts(examples) -> list[tuple[str, str]]:
 
 def test_registry_and_hub_table_cover_the_new_tasks():
     assert set(NEW) <= set(task_names())
-    assert set(hub.HUB_IDS) == set(task_names())  # every built-in task has a hub copy
+    # every built-in task has a hub copy, except WebNLG (see tasks/generation.py)
+    assert set(hub.HUB_IDS) == set(task_names()) - {"webnlg"}
     assert hub.HUB_IDS["winogrande"] == ("allenai/winogrande", "winogrande_xl")
     assert hub.HUB_IDS["wic"] == ("aps/super_glue", "wic") and hub.HUB_IDS["rte"] == ("nyu-mll/glue", "rte")
 

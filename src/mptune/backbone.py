@@ -142,14 +142,16 @@ class Backbone:
                 h = self.model.get_decoder()(input_ids=decoder_input, encoder_hidden_states=states,
                                              encoder_attention_mask=mask).last_hidden_state
                 hidden = h[rows, cols]
-                head_in = hidden * self.dim**-0.5 if self.scale_decoder else hidden
             else:
                 x, mask = self._with_prompt(prompts, batch)
                 h = self.model.base_model(inputs_embeds=x, attention_mask=mask).last_hidden_state
                 hidden = h[rows, prompts.shape[1] + cols - 1]
-                head_in = hidden
-            logits = self.lm_head(head_in)
+            logits = self.head(hidden)
         return Outputs(logits.float(), hidden.float(), batch.labels[rows, cols], rows)
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits [N, V] of final hidden states [N, d] (T5's tied head first scales them by d^-0.5)."""
+        return self.lm_head(hidden * self.dim**-0.5 if self.scale_decoder else hidden)
 
     def sequence_logprobs(self, outputs: Outputs, batch_size: int) -> torch.Tensor:
         """Sum of target-token log-probabilities per example: [B]."""

@@ -59,8 +59,10 @@ def list_tasks() -> str:
     for name in task_names():
         t = get_task(name)
         words = ", ".join(t.choices) if len(t.choices) <= 4 else f"{len(t.choices)} score strings"
+        words = words or "(generated text)"
         rows.append(f"| {name} | {t.family} | {t.metric} | {words} | {t.splits_doc} |")
-    rows.append("\nAny classification task NAME also exists as NAME@K: K training examples per class.")
+    rows.append("\nAny task NAME also exists as NAME@K: K training examples per class "
+                "(2K examples for regression and generation tasks).")
     return "\n".join(rows)
 
 

@@ -6,7 +6,9 @@ Decisions
 - Over-long inputs keep their head and their last `TAIL` tokens, so the question and the
   answer cue at the end of every input survive truncation.
 - Decoder-only models read input then target as one sequence; the target is tokenised with a
-  leading space, so the label word is the same token it would be in running text.
+  leading space, so the label word is the same token it would be in running text. Targets of
+  generation tasks end with the end token (`append_eos`), so greedy generation learns to stop;
+  classification targets stay the bare label word (rank classification never generates).
 - Samplers are plain generators over index lists driven by `random.Random(seed)`: the same seed
   gives the same batches, and the whole data position is the generator's state.
 - Multitask batches follow the paper: draw K uniformly from [2, kappa] (capped at the number of
@@ -53,10 +55,16 @@ def tokenize_targets(tokenizer, texts: Sequence[str], is_seq2seq: bool) -> list[
 
 
 def encode(examples: Sequence[Example], tokenizer, is_seq2seq: bool, max_input_tokens: int,
-           task_id: int = 0) -> list[Encoded]:
-    """Tokenise a split once: inputs (truncated) and targets."""
+           task_id: int = 0, append_eos: bool = False) -> list[Encoded]:
+    """Tokenise a split once: inputs (truncated) and targets.
+
+    append_eos: end causal targets with the tokenizer's end token, so generation learns to stop
+    (generation tasks; seq2seq targets already end with it).
+    """
     inputs = tokenizer([e.input_text for e in examples], add_special_tokens=is_seq2seq)["input_ids"]
     targets = tokenize_targets(tokenizer, [e.target_text for e in examples], is_seq2seq)
+    if append_eos and not is_seq2seq:
+        targets = [t + [tokenizer.eos_token_id] for t in targets]
     return [Encoded(truncate(i, max_input_tokens), t, task_id) for i, t in zip(inputs, targets)]
 
 

@@ -1,4 +1,4 @@
-"""Rank classification: score every label string, predict the most likely one.
+"""Evaluation: rank classification for classification tasks, greedy generation for the others.
 
 Decisions
 - No free generation for classification: each label string (choice) is scored by the sum of its
@@ -8,6 +8,10 @@ Decisions
   "maybe") need one forward pass per batch: the logits at the answer position are compared
   directly. Otherwise every example is expanded once per choice; encoder-decoder models run the
   encoder once per example and only the (short) decoder once per choice.
+- Generation tasks (no choices) are scored on greedy generations (`mptune.generate`, at most
+  `task.max_new_tokens` tokens), decoded without special tokens and stripped. An empty
+  generation scores 0 on every metric, and the metrics report how many there were
+  ("empty_generations"), which tells an untrained prompt that stops at once from a weak one.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from tqdm.auto import tqdm
 
 from mptune.backbone import Backbone
 from mptune.data import Encoded, collate, tokenize_targets
+from mptune.generate import generate
 from mptune.metrics import score
 from mptune.tasks import Task
 
@@ -58,9 +63,22 @@ def choice_scores(backbone: Backbone, prompt, items: Sequence[Encoded], choices:
     return torch.cat(out) if out else torch.zeros(0, len(choices))
 
 
+def generated_texts(backbone: Backbone, prompt, items: Sequence[Encoded], max_new_tokens: int,
+                    batch_size: int = 32, progress: str | None = None) -> list[str]:
+    """Greedy generations decoded to text (special tokens skipped, whitespace stripped)."""
+    ids = generate(backbone, prompt, items, max_new_tokens, batch_size, progress=progress)
+    return [text.strip() for text in backbone.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+
 def evaluate_items(backbone: Backbone, prompt, task: Task, items: Sequence[Encoded], labels: Sequence,
                    batch_size: int = 32, progress: str | None = None) -> dict[str, float]:
-    """The task's metrics for predictions made by rank classification."""
+    """The task's metrics: rank classification, or generation for tasks without choices.
+
+    Generation tasks also report "empty_generations", the number of empty predictions.
+    """
+    if not task.is_classification:
+        texts = generated_texts(backbone, prompt, items, task.max_new_tokens, batch_size, progress)
+        return {**score(task, texts, list(labels)), "empty_generations": sum(not t for t in texts)}
     scores = choice_scores(backbone, prompt, items, task.choices, batch_size, progress)
     preds = [task.decode(i) for i in scores.argmax(-1).tolist()]
     return score(task, preds, list(labels))

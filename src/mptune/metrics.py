@@ -8,12 +8,29 @@ Design decisions
 - Degenerate inputs give 0.0, never NaN: constant predictions or labels for pearson/spearman,
   no predicted or gold positives for f1, a single class for matthews.
 - Mismatched lengths or empty inputs raise `MptuneError`.
+
+Generation metrics (predictions are generated strings; a label is a gold string or a tuple of
+gold strings, every one of them acceptable):
+- `squad_em` / `squad_f1` follow the official SQuAD v1.1 evaluation script: answers are
+  normalised (lower case, punctuation removed, articles a/an/the removed, whitespace collapsed),
+  F1 is over the bags of normalised tokens, and each prediction scores its best gold answer.
+  One deliberate difference: an empty prediction scores 0 (the script gives EM 1 against a gold
+  answer that normalises to nothing, such as "The"), so an empty generation always counts as wrong.
+- `bleu` is sacrebleu's corpus BLEU with its defaults (13a tokenisation, exponential smoothing),
+  every gold string of a label being one reference of that segment (a variable number of
+  references per segment is allowed).
+- `rouge_l` is rouge-score's ROUGE-L F-measure (with its Porter stemmer), best reference per
+  prediction, averaged. It is not the e2e-metrics implementation (which weights recall, beta 1.2),
+  so E2E numbers are close to but not exactly the challenge's ROUGE-L.
 """
 
 from __future__ import annotations
 
 import math
+import re
+import string
 import warnings
+from collections import Counter
 from typing import Callable, Sequence
 
 import numpy as np
@@ -24,13 +41,18 @@ from mptune.errors import MptuneError
 from mptune.tasks.base import Task
 
 
+def _check_sizes(n_preds: int, n_labels: int) -> None:
+    """MptuneError unless there is one prediction per label and at least one label."""
+    if n_preds != n_labels:
+        raise MptuneError(f"Got {n_preds} predictions for {n_labels} labels; expected one per label.")
+    if n_labels == 0:
+        raise MptuneError("Cannot score an empty set of predictions.")
+
+
 def _arrays(preds: Sequence, labels: Sequence) -> tuple[np.ndarray, np.ndarray]:
     """Predictions and labels as equal-length, non-empty arrays."""
     p, y = np.asarray(list(preds)), np.asarray(list(labels))
-    if len(p) != len(y):
-        raise MptuneError(f"Got {len(p)} predictions for {len(y)} labels; expected one per label.")
-    if len(y) == 0:
-        raise MptuneError("Cannot score an empty set of predictions.")
+    _check_sizes(len(p), len(y))
     return p, y
 
 
@@ -86,6 +108,74 @@ def spearman(preds: Sequence, labels: Sequence) -> float:
     return _correlation(stats.spearmanr, preds, labels)
 
 
+# --- generation ---------------------------------------------------------------------------------
+
+def _texts(preds: Sequence, labels: Sequence) -> tuple[list[str], list[tuple[str, ...]]]:
+    """Predictions as strings, labels as tuples of gold strings (a single gold becomes a 1-tuple)."""
+    preds, labels = list(preds), list(labels)
+    _check_sizes(len(preds), len(labels))
+    golds = [tuple(map(str, y)) if isinstance(y, (tuple, list)) else (str(y),) for y in labels]
+    if any(not g for g in golds):
+        raise MptuneError("A label has no gold answer; generation labels need at least one gold string.")
+    return ["" if p is None else str(p) for p in preds], golds
+
+
+PUNCTUATION = frozenset(string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD normalisation: lower case, no punctuation, no articles (a, an, the), single spaces."""
+    text = "".join(ch for ch in text.lower() if ch not in PUNCTUATION)
+    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+
+
+def _token_f1(pred: str, gold: str) -> float:
+    """F1 of the bags of normalised tokens (the official SQuAD v1.1 definition)."""
+    p, g = normalize_answer(pred).split(), normalize_answer(gold).split()
+    same = sum((Counter(p) & Counter(g)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(p), same / len(g)
+    return 2 * precision * recall / (precision + recall)
+
+
+def _best_over_golds(fn: Callable[[str, str], float], preds: Sequence, labels: Sequence) -> float:
+    """Mean over examples of the best fn(prediction, gold); an empty prediction scores 0."""
+    texts, golds = _texts(preds, labels)
+    scores = [max(fn(p, g) for g in gs) if p.strip() else 0.0 for p, gs in zip(texts, golds)]
+    return _percent(sum(scores) / len(scores))
+
+
+def squad_em(preds: Sequence, labels: Sequence) -> float:
+    """Exact match after SQuAD normalisation, against the best gold answer (SQuAD, MRQA, ReCoRD)."""
+    return _best_over_golds(lambda p, g: float(normalize_answer(p) == normalize_answer(g)), preds, labels)
+
+
+def squad_f1(preds: Sequence, labels: Sequence) -> float:
+    """Token F1 after SQuAD normalisation, against the best gold answer (SQuAD, MRQA, ReCoRD)."""
+    return _best_over_golds(_token_f1, preds, labels)
+
+
+def bleu(preds: Sequence, labels: Sequence) -> float:
+    """sacrebleu corpus BLEU; every gold string of a label is a reference of that segment (E2E, WebNLG)."""
+    import sacrebleu
+
+    texts, golds = _texts(preds, labels)
+    width = max(map(len, golds))
+    streams = [[g[k] if k < len(g) else None for g in golds] for k in range(width)]
+    return float(sacrebleu.corpus_bleu(texts, streams).score)
+
+
+def rouge_l(preds: Sequence, labels: Sequence) -> float:
+    """rouge-score ROUGE-L F-measure (stemmed) against the best reference, averaged."""
+    from rouge_score import rouge_scorer
+
+    texts, golds = _texts(preds, labels)
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    scores = [scorer.score_multi(list(gs), p)["rougeL"].fmeasure for p, gs in zip(texts, golds)]
+    return _percent(sum(scores) / len(scores))
+
+
 METRICS: dict[str, Callable[[Sequence, Sequence], float]] = {
     "accuracy": accuracy,
     "f1": f1,
@@ -93,6 +183,10 @@ METRICS: dict[str, Callable[[Sequence, Sequence], float]] = {
     "matthews": matthews,
     "pearson": pearson,
     "spearman": spearman,
+    "squad_em": squad_em,
+    "squad_f1": squad_f1,
+    "bleu": bleu,
+    "rouge_l": rouge_l,
 }
 
 

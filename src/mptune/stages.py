@@ -70,7 +70,7 @@ def load_tasks(cfg: RunConfig, backbone: Backbone, names: list[str], split: str)
             if not rows:
                 raise MptuneError(f"task {name} has an empty {part} split")
         enc = lambda rows: encode(rows, backbone.tokenizer, backbone.is_seq2seq,  # noqa: E731
-                                  cfg.model.max_input_tokens, task_id)
+                                  cfg.model.max_input_tokens, task_id, append_eos=not task.is_classification)
         out.append(TaskData(task, enc(train), enc(evals), [e.label for e in evals]))
     return out
 

@@ -5,7 +5,9 @@ Design decisions
   (the verbalized label). The same text serves encoder-decoder models (input to the encoder,
   target to the decoder) and decoder-only models (target appended after the input).
 - Classification tasks list their label words in `choices`; evaluation scores every choice
-  (rank classification) instead of generating. Label words are short, mostly single tokens,
+  (rank classification) instead of generating. Generation tasks (`choices` empty: QA, NLG) are
+  scored on greedy generations (`mptune.generate`), against a label that is the tuple of every
+  acceptable gold string (answers, references). Label words are short, mostly single tokens,
   and shared across related tasks ("yes"/"no"/"maybe" for every entailment-style task) so a
   prompt learned on one source task can transfer to a target that asks a similar question.
 - The input ends with a cue ("Answer:") so a decoder-only model reads the label word next.
@@ -27,8 +29,8 @@ class Example:
     """The model input, ending with the answer cue, e.g. 'premise: ...\\nhypothesis: ...\\nAnswer:'."""
     target_text: str
     """The gold output text (the label word for classification, the answer for QA)."""
-    label: int | float | str
-    """The gold label the metric compares against: class index, score, or answer string."""
+    label: int | float | str | tuple[str, ...]
+    """The gold label the metric compares against: class index, score, or tuple of gold strings."""
     task: str = ""
     """Name of the task this example belongs to."""
 
@@ -40,7 +42,7 @@ class Task:
     name: str
     """Registry name, lower case (e.g. 'sst2', 'rte', 'cb')."""
     family: str
-    """Benchmark family: 'glue', 'superglue', 'others' (`tasks/others.py`), 'kshot', 'custom', ..."""
+    """Benchmark family: 'glue', 'superglue', 'others' (`tasks/others.py`), 'qa', 'nlg', 'custom', ..."""
     choices: tuple[str, ...]
     """Label words by class index for classification; empty for generation tasks."""
     metric: str
@@ -53,6 +55,8 @@ class Task:
     """Further metrics reported next to the headline metric."""
     regression: bool = False
     """True when `choices` are numeric bins of a real-valued label (STS-B); see `decode`."""
+    max_new_tokens: int = 64
+    """Generation tasks: most tokens generated per example at evaluation."""
 
     @property
     def is_classification(self) -> bool:

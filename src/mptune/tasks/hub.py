@@ -46,6 +46,12 @@ HUB_IDS: dict[str, tuple[str, str | None]] = {
     "yelp_polarity": ("fancyzhx/yelp_polarity", None),
     "scitail": ("allenai/scitail", "tsv_format"),
     "paws": ("google-research-datasets/paws", "labeled_final"),
+    "squad": ("rajpurkar/squad", "plain_text"),
+    **{name: ("mrqa-workshop/mrqa", None) for name in ("nq", "hotpotqa", "searchqa", "newsqa")},  # one table
+    "record": (SUPERGLUE, "record"),
+    "e2e": ("tuetschek/e2e_nlg", None),  # the original release; GEM/e2e_nlg holds the cleaned data
+    # webnlg: none. webnlg-challenge/web_nlg (webnlg_challenge_2017) and GEM/web_nlg cut and version
+    # the data differently from the 2017 challenge JSON files, so their rows do not map one to one.
 }
 """Task name -> (hub dataset id, config) of its canonical hub copy."""
 

@@ -1,13 +1,13 @@
 """The task registry: names to `Task`s, few-shot variants, and the data directory.
 
 Design decisions
-- `TASKS` holds the GLUE, SuperGLUE and other classification tasks (`tasks/others.py`) under
-  short lower-case names; SuperGLUE RTE is 'rte_sg' because GLUE RTE is 'rte' (same data, kept
-  apart so results name their source). Users' own tasks join it through
-  `tasks.custom.register_custom`.
+- `TASKS` holds the GLUE, SuperGLUE and other classification tasks (`tasks/others.py`) and the
+  generation tasks (`tasks/generation.py`: QA and data-to-text) under short lower-case names;
+  SuperGLUE RTE is 'rte_sg' because GLUE RTE is 'rte' (same data, kept apart so results name
+  their source). Users' own tasks join it through `tasks.custom.register_custom`.
 - 'name@k' (e.g. 'cb@16') is a few-shot variant built on demand: its train split is
-  `fewshot.kshot` of the base task's full train split (k per class, seeded), its dev and test
-  are the base task's. Training on the few-shot sample never sees the held-out dev rows.
+  `fewshot.kshot` of the base task's full train split (k per class, seeded; 2k uniformly for
+  regression and generation tasks, which have no classes), its dev and test are the base task's. Training on the few-shot sample never sees the held-out dev rows.
 - The data directory comes from the setting (--data.data_dir), else $MPTUNE_DATA_DIR; there is
   no silent default, so a run never reads data from an unexpected place.
 """
@@ -19,11 +19,11 @@ import os
 from pathlib import Path
 
 from mptune.errors import MptuneError
-from mptune.tasks import glue, others, superglue
+from mptune.tasks import generation, glue, others, superglue
 from mptune.tasks.base import Example, Task
 from mptune.tasks.fewshot import kshot
 
-TASKS: dict[str, Task] = {**glue.TASKS, **superglue.TASKS, **others.TASKS}
+TASKS: dict[str, Task] = {**glue.TASKS, **superglue.TASKS, **others.TASKS, **generation.TASKS}
 DATA_DIR_ENV = "MPTUNE_DATA_DIR"
 
 

@@ -15,8 +15,8 @@ carved out of the labelled official files:
   test = validation_matched.
 - Tasks whose labelled held-out file is an official TEST set (Yelp-2) pass it as the validation
   set above: dev = 1,000 held out of train, test = the official test set.
-- Tasks with labelled official dev AND test sets (SciTail, PAWS) use them as they are
-  (`select_given`), as the prompt-transfer literature does.
+- Tasks with labelled official dev AND test sets (SciTail, PAWS, E2E, WebNLG) use them as they
+  are (`select_given`), as the prompt-transfer literature does.
 - Users' own tasks (`select_given`): every given file keeps its role; a missing dev or test set
   is held out of train, min(1,000, 10% of train) examples each (seeded). At 10,000 rows and more
   this is the large-task rule above.

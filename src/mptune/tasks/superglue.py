@@ -19,12 +19,13 @@ Design decisions
   a `hub_row` function turns each hub row back into the official JSON object (class indices to
   the official label values; MultiRC's flat answer rows and WSC's flat spans to the nested
   form), which the same row reader then parses.
-- `read_jsonl`, `get` and `label_of` also serve the other JSONL tasks (WinoGrande, users' own
-  files): `what` names the expected source in messages, `key` the label field.
+- `read_jsonl`, `get` and `label_of` also serve the other JSONL tasks (WinoGrande, MRQA's
+  gzipped JSONL, users' own files): `what` names the expected source in messages, `key` the label field.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from pathlib import Path
@@ -42,21 +43,28 @@ Row = dict[str, Any]
 
 
 def read_jsonl(path: Path, what: str = "official SuperGLUE") -> list[tuple[int, Row]]:
-    """Rows of a JSONL file as (line number, object); `what` names the expected source in messages."""
+    """Rows of a JSONL file (gzipped when its name ends in .gz) as (line number, object).
+
+    `what` names the expected source in messages.
+    """
     if not path.is_file():
         raise MptuneError(f"Data file {path} does not exist; expected the {what} JSONL there.")
     rows = []
-    with path.open(encoding="utf-8") as fh:
-        for line, text in enumerate(fh, 1):
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise MptuneError(f"{path} line {line} is not valid JSON ({exc.msg}).") from None
-            if not isinstance(row, dict):
-                raise MptuneError(f"{path} line {line} is not a JSON object.")
-            rows.append((line, row))
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as fh:
+            for line, text in enumerate(fh, 1):
+                if not text.strip():
+                    continue
+                try:
+                    row = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise MptuneError(f"{path} line {line} is not valid JSON ({exc.msg}).") from None
+                if not isinstance(row, dict):
+                    raise MptuneError(f"{path} line {line} is not a JSON object.")
+                rows.append((line, row))
+    except (OSError, EOFError, UnicodeDecodeError) as exc:  # not gzip, truncated, or not UTF-8
+        raise MptuneError(f"{path} could not be read as the {what} JSONL ({exc}).") from None
     return rows
 
 
