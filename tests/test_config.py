@@ -27,8 +27,8 @@ def test_defaults_validate():
 @pytest.mark.parametrize("build,match", [
     (lambda: TrainArgs(steps=0), "steps"),
     (lambda: TrainArgs(batch_size=0), "batch_size"),
-    (lambda: TrainArgs(lr=0), "learning rates"),
-    (lambda: TrainArgs(factor_lr=-1), "learning rates"),
+    (lambda: TrainArgs(lr=0), "lr must be > 0"),
+    (lambda: TrainArgs(factor_lr=-1), "factor_lr must be > 0"),
     (lambda: TrainArgs(weight_decay=-0.1), "weight_decay"),
     (lambda: TrainArgs(steps=5, warmup_steps=-1), "warmup_steps"),
     (lambda: DistillArgs(lam=-0.5), "lam"),

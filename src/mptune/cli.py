@@ -101,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     except MptuneError as err:
         print(f"mptune: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a full disk, a read-only or missing folder: nothing is left half-written
+        where = f" {err.filename}" if err.filename else ""
+        print(f"mptune: error: cannot read or write{where}: {err.strerror or err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("mptune: interrupted; a rerun resumes from the last step checkpoint", file=sys.stderr)
         return 130

@@ -47,8 +47,8 @@ class ModelArgs:
 
     def __post_init__(self):
         _check(self.precision in ("auto", "bf16", "fp32"),
-               f"model.precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}")
-        _check(self.max_input_tokens >= 32, f"model.max_input_tokens must be >= 32, got {self.max_input_tokens}")
+               f"precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}")
+        _check(self.max_input_tokens >= 32, f"max_input_tokens must be >= 32, got {self.max_input_tokens}")
 
 
 @dataclass
@@ -65,7 +65,7 @@ class DataArgs:
     """Most dev/test examples scored per task (a seeded sample; 0 = all)."""
 
     def __post_init__(self):
-        _check(self.eval_examples >= 0, f"data.eval_examples must be >= 0, got {self.eval_examples}")
+        _check(self.eval_examples >= 0, f"eval_examples must be >= 0, got {self.eval_examples}")
 
 
 @dataclass
@@ -84,12 +84,12 @@ class PromptArgs:
     """u, v of an MPT target: 'mean' (average of the source tasks' factors) or 'fresh' (u = 1, v = 1/r)."""
 
     def __post_init__(self):
-        _check(self.length >= 1, f"prompt.length must be >= 1, got {self.length}")
-        _check(self.rank >= 1, f"prompt.rank must be >= 1, got {self.rank}")
+        _check(self.length >= 1, f"length must be >= 1, got {self.length}")
+        _check(self.rank >= 1, f"rank must be >= 1, got {self.rank}")
         _check(self.init in ("vocab", "text") or self.init.endswith(".safetensors"),
-               f"prompt.init must be 'vocab', 'text' or a .safetensors file, got {self.init!r}")
+               f"init must be 'vocab', 'text' or a .safetensors file, got {self.init!r}")
         _check(self.target_factors in ("mean", "fresh"),
-               f"prompt.target_factors must be 'mean' or 'fresh', got {self.target_factors!r}")
+               f"target_factors must be 'mean' or 'fresh', got {self.target_factors!r}")
 
 
 @dataclass
@@ -114,7 +114,8 @@ class TrainArgs:
     def __post_init__(self):
         _check(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
         _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        _check(self.lr > 0 and self.factor_lr > 0, f"learning rates must be > 0, got {self.lr}, {self.factor_lr}")
+        _check(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        _check(self.factor_lr > 0, f"factor_lr must be > 0, got {self.factor_lr}")
         _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         _check(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
         _check(self.checkpoint_every >= 0, f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
@@ -136,9 +137,9 @@ class DistillArgs:
     """Use L_hidden (MSE of final hidden states at the label positions)."""
 
     def __post_init__(self):
-        _check(self.lam >= 0, f"distill.lam must be >= 0, got {self.lam}")
-        _check(self.temperature > 0, f"distill.temperature must be > 0, got {self.temperature}")
-        _check(self.kappa >= 2, f"distill.kappa must be >= 2, got {self.kappa}")
+        _check(self.lam >= 0, f"lam must be >= 0, got {self.lam}")
+        _check(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
+        _check(self.kappa >= 2, f"kappa must be >= 2, got {self.kappa}")
 
 
 @dataclass
@@ -154,7 +155,7 @@ class AdaptArgs:
 
     def __post_init__(self):
         unknown = [m for m in self.methods if m not in METHODS]
-        _check(not unknown and self.methods, f"adapt.methods must be among {', '.join(METHODS)}, got {self.methods}")
+        _check(not unknown and self.methods, f"methods must be among {', '.join(METHODS)}, got {self.methods}")
 
 
 @dataclass
@@ -183,6 +184,9 @@ class RunConfig:
     def __post_init__(self):
         _check(bool(self.sources), "sources must name at least one task")
         _check(bool(self.targets), "targets must name at least one task")
+        for key, names in (("sources", self.sources), ("targets", self.targets)):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            _check(not twice, f"{key} lists {', '.join(twice)} more than once")
         _check(self.eval_split in ("dev", "test"), f"eval_split must be 'dev' or 'test', got {self.eval_split!r}")
 
 
@@ -224,7 +228,7 @@ def parse_value(text: str, tp, key: str):
             return None
         return text
     except ValueError:
-        raise MptuneError(f"{key} expects a {getattr(tp, '__name__', tp)}, got {text!r}") from None
+        raise MptuneError(f"{key} expects {getattr(tp, '__name__', tp)}, got {text!r}") from None
 
 
 def _check_type(value, tp, key: str):

@@ -72,6 +72,8 @@ def load_backbone(name: str = EMBEDDED, precision: str = "auto", device: str = "
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     path = str(dequantized_copy()) if name == EMBEDDED else name
+    if os.sep in name and not Path(name).is_dir():
+        raise MptuneError(f"model directory {name} does not exist")
     try:
         config = AutoConfig.from_pretrained(path)
         model_cls = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM

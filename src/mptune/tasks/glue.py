@@ -84,6 +84,15 @@ def read_tsv(path: Path, columns: Sequence[str | int], width: int | None = None,
     kind = "TSV" if delimiter == "\t" else "CSV"
     if not path.is_file():
         raise MptuneError(f"Data file {path} does not exist; expected the {what} {kind} there.")
+    try:
+        return _read_rows(path, columns, width, delimiter, what, kind)
+    except UnicodeDecodeError as err:
+        raise MptuneError(f"{path} is not UTF-8 text (byte {err.start}: {err.reason}); "
+                          f"expected the {what} {kind}.") from None
+
+
+def _read_rows(path: Path, columns: Sequence[str | int], width: int | None, delimiter: str, what: str,
+               kind: str) -> list[tuple[int, list[str]]]:
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     with path.open(encoding="utf-8-sig", newline="") as fh:
         reader = csv.reader(fh, delimiter=delimiter, quoting=quoting)
