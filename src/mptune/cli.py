@@ -20,6 +20,7 @@ STAGES = {
     "distill": "distil the teachers into a shared prompt P* and task factors u_k, v_k",
     "adapt": "train every target with each method in --target.methods, from the saved prompts",
     "evaluate": "score a saved prompt file on one task's split",
+    "export": "write a saved prompt as a Hugging Face PEFT prompt-tuning adapter (merged, with a model card)",
     "tasks": "list the known tasks with their label words, splits and metric",
 }
 
@@ -36,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--prompt", required=True, metavar="FILE", help="prompt.safetensors to score")
             p.add_argument("--task", required=True, help="task to score it on (one of the file's tasks)")
             p.add_argument("--split", default="test", choices=("dev", "test"), help="split to score")
+        if name == "export":
+            p.add_argument("--prompt", required=True, metavar="FILE", help="prompt.safetensors to export")
+            p.add_argument("--peft", required=True, metavar="DIR", help="new folder for the PEFT adapter")
+            p.add_argument("--task", help="task row to export (default: the file's only task)")
         for key, tp, doc in flat_fields():
             p.add_argument(f"--{key}", dest=f"set:{key}", metavar=type_name(tp), help=doc)
     return parser
@@ -76,7 +81,14 @@ def dispatch(args: argparse.Namespace) -> None:
 
     if args.command in ("run", "teach", "distill", "adapt"):
         stages.prepare_run_dir(cfg)  # refuse bad settings or a clashing run directory before loading the model
-    if args.command == "evaluate":
+    if args.command == "export" and args.task is None:
+        from mptune.checkpoint import load_prompt
+
+        tasks = load_prompt(args.prompt)[1]
+        if len(tasks) != 1:
+            raise MptuneError(f"{args.prompt} holds prompts for {', '.join(tasks)}: choose one with --task")
+        args.task = tasks[0]
+    if args.command in ("evaluate", "export"):
         stages.register_custom_tasks(cfg)
         stages.prompt_row(args.prompt, args.task)  # refuse a bad prompt file or task before loading the model
     backbone = load_backbone(cfg.model.name, cfg.model.precision, cfg.model.device)
@@ -86,6 +98,10 @@ def dispatch(args: argparse.Namespace) -> None:
         print(f"results: {cfg.out_dir}/results.md and results.json; seconds per stage: {table['seconds']}")
     elif args.command == "evaluate":
         print(json.dumps(stages.evaluate_prompt(cfg, backbone, args.prompt, args.task, args.split)))
+    elif args.command == "export":
+        from mptune.export import export_peft
+
+        print(f"PEFT adapter written to {export_peft(backbone, args.prompt, args.task, args.peft)}")
     else:
         result = getattr(stages, args.command)(cfg, backbone)
         print(json.dumps(result, indent=2))
