@@ -7,7 +7,8 @@ Design decisions
   their source). Users' own tasks join it through `tasks.custom.register_custom`.
 - 'name@k' (e.g. 'cb@16') is a few-shot variant built on demand: its train split is
   `fewshot.kshot` of the base task's full train split (k per class, seeded; 2k uniformly for
-  regression and generation tasks, which have no classes), its dev and test are the base task's. Training on the few-shot sample never sees the held-out dev rows.
+  regression and generation tasks, which have no classes), its dev and test are the base task's.
+  Training on the few-shot sample never sees the held-out dev rows.
 - The data directory comes from the setting (--data.data_dir), else $MPTUNE_DATA_DIR; there is
   no silent default, so a run never reads data from an unexpected place.
 """
