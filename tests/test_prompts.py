@@ -199,3 +199,23 @@ def test_num_parameters_counts_trainable_only():
     module = _random_mpt()
     module.u.requires_grad_(False)
     assert num_parameters(module) == 5 * 7 + 3 * 7
+
+
+@pytest.mark.parametrize("kind", ["soft", "multitask"])
+def test_gradients_are_deterministic_with_repeated_task_ids(kind):
+    """Same inputs, same gradient bits, at a real prompt size on 2 threads (advanced indexing was not)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        g = torch.Generator().manual_seed(0)
+        table = torch.randn(3, 20, 576, generator=g)
+        upstream = torch.randn(16, 20, 576, generator=g) * 1e-3
+        ids = torch.tensor([0] * 10 + [2] * 6)
+        grads = []
+        for _ in range(20):
+            module = SoftPrompt(table) if kind == "soft" else MultitaskPrompt(table[0], 3)
+            (module(ids) * upstream).sum().backward()
+            grads.append(torch.cat([p.grad.flatten() for p in module.parameters()]))
+        assert all(torch.equal(grads[0], other) for other in grads[1:])
+    finally:
+        torch.set_num_threads(threads)

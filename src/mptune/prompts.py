@@ -14,6 +14,9 @@ Decisions
   prompt starts equal to P*. Tasks move apart only through their own gradients.
 - Initialisers return plain tensors (`vocab_init`, `text_init`); modules take them as arguments,
   so every way of starting a prompt is one function away from every module.
+- Rows are gathered with `torch.index_select`, not `table[task_ids]`: on CPU the backward of
+  advanced indexing sums repeated task ids in a thread-dependent order, so two runs with the same
+  seed drifted apart after a few Adam steps; index_select's backward is deterministic.
 - Parameter counts are properties of the modules (`num_parameters`) and closed-form functions of
   the paper (`mpt_target_parameters`); tests check the two agree.
 """
@@ -56,7 +59,7 @@ class SoftPrompt(nn.Module):
 
     def forward(self, task_ids: torch.Tensor) -> torch.Tensor:
         """task_ids [B] -> prompts [B, l, d]."""
-        return self.prompt[task_ids]
+        return torch.index_select(self.prompt, 0, task_ids)
 
 
 class MultitaskPrompt(nn.Module):
@@ -103,7 +106,8 @@ class MultitaskPrompt(nn.Module):
 
     def forward(self, task_ids: torch.Tensor) -> torch.Tensor:
         """task_ids [B] -> prompts [B, l, d]."""
-        return self.shared.unsqueeze(0) * torch.bmm(self.u[task_ids], self.v[task_ids])
+        u, v = torch.index_select(self.u, 0, task_ids), torch.index_select(self.v, 0, task_ids)
+        return self.shared.unsqueeze(0) * torch.bmm(u, v)
 
     def merged(self) -> SoftPrompt:
         """The trained prompts as plain l x d matrices (one per task): inference needs nothing else."""
