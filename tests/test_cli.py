@@ -189,6 +189,31 @@ def test_joint_target_adaptation(tmp_path, capsys, llama_dir, data_dir):
     assert scores[0] == scores[1]
 
 
+def test_repeated_few_shot_targets_report_mean_and_std(tmp_path, capsys, llama_dir, data_dir):
+    """target.seeds: one adaptation per seed (own k-shot sample and init), table cells 'mean ± std'."""
+    out = tmp_path / "seeds"
+    argv = flags(out, llama_dir, data_dir, "--targets", "cola,rte@4", "--target.seeds", "3,4")
+    code, stdout, err = cli(capsys, "run", *argv)
+    assert code == 0, err
+    for method in ("pt", "spot", "mpt"):
+        for seed in (3, 4):
+            for target in ("cola", "rte@4"):
+                assert_unit(out / "adapt" / method / f"seed{seed}" / target)
+    table = json.loads((out / "results.json").read_text())
+    for method in ("pt", "spot", "mpt"):
+        runs = [json.loads((out / "adapt" / method / f"seed{s}" / "rte@4" / "metrics.json").read_text())
+                ["scores"]["rte@4"]["accuracy"] for s in (3, 4)]
+        assert table["targets"]["rte@4"][method] == pytest.approx((runs[0] + runs[1]) / 2)
+        assert table["targets"]["rte@4"]["std"][method] == pytest.approx(abs(runs[0] - runs[1]) / 2 ** 0.5)
+    assert set(table["average_std"]) == {"pt", "spot", "mpt"}
+    markdown = (out / "results.md").read_text()
+    assert "| rte@4 | accuracy | " in markdown and markdown.count(" ± ") == 3 * 3  # 2 targets + average
+    # each seed trained a different prompt (own init and sample)
+    prompts = [load_prompt(out / "adapt" / "pt" / f"seed{s}" / "rte@4" / "prompt.safetensors")[0].prompt
+               for s in (3, 4)]
+    assert not prompts[0].equal(prompts[1])
+
+
 def test_seq2seq_run(tmp_path, capsys, saved_models, data_dir):
     out = tmp_path / "t5"
     code, stdout, err = cli(capsys, "run", *flags(out, saved_models["t5"], data_dir))

@@ -196,6 +196,10 @@ def test_kshot_real_class_balance_and_determinism(data):
     assert all(e.task == "cb@16" for e in train)
     assert train == cb16.load(data, "train", 0)
     assert train != cb16.load(data, "train", 1)
+    # sample_seed draws another k-shot sample from the same split; dev/test do not depend on it
+    assert cb16.load(data, "train", 0, sample_seed=5) == cb16.load(data, "train", 0, sample_seed=5) != train
+    assert cb16.load(data, "train", 0, sample_seed=0) == train
+    assert cb16.load(data, "test", 0, sample_seed=5) == cb16.load(data, "test", 0)
     assert texts(cb16.load(data, "dev", 0)) == texts(load(data, "cb", "dev"))
     assert texts(cb16.load(data, "test", 0)) == texts(load(data, "cb", "test"))
     full = set(texts(load(data, "cb", "train")))

@@ -152,10 +152,13 @@ class AdaptArgs:
     """MPT*: adapt all targets at once with one shared P* and a u, v per target (mixed-task batches)."""
     spot_source: str = "best"
     """Teacher that starts SPoT: a source task name, or 'best' (highest dev score on the target before training)."""
+    seeds: list[int] = field(default_factory=list)
+    """Adapt every target once per seed listed (each draws its own k-shot sample, init and data order) and report mean ± std; empty = once, with the run seed."""
 
     def __post_init__(self):
         unknown = [m for m in self.methods if m not in METHODS]
         _check(not unknown and self.methods, f"methods must be among {', '.join(METHODS)}, got {self.methods}")
+        _check(len(set(self.seeds)) == len(self.seeds), f"seeds lists a seed more than once: {self.seeds}")
 
 
 @dataclass
@@ -213,7 +216,7 @@ def is_section(tp) -> bool:
 
 
 def parse_value(text: str, tp, key: str):
-    """A flag's string as the field's type: int, float, bool, str, str | None or list[str]."""
+    """A flag's string as the field's type: int, float, bool, str, str | None, list[str] or list[int]."""
     origin = typing.get_origin(tp)
     try:
         if tp is bool:
@@ -223,19 +226,26 @@ def parse_value(text: str, tp, key: str):
         if tp in (int, float):
             return tp(text)
         if origin is list:
-            return [t.strip() for t in text.split(",") if t.strip()]
+            item = typing.get_args(tp)[0]
+            return [item(t.strip()) for t in text.split(",") if t.strip()]
         if text.lower() == "none" and type(None) in typing.get_args(tp):
             return None
         return text
     except ValueError:
-        raise MptuneError(f"{key} expects {getattr(tp, '__name__', tp)}, got {text!r}") from None
+        raise MptuneError(f"{key} expects {_type_text(tp)}, got {text!r}") from None
+
+
+def _type_text(tp) -> str:
+    """'int', 'list[int]', 'str | None' ... for messages."""
+    return tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "")
 
 
 def _check_type(value, tp, key: str):
     """Values read from YAML must already have the field's type (ints are accepted for floats)."""
     args = typing.get_args(tp)
     if typing.get_origin(tp) is list:
-        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        item = typing.get_args(tp)[0]
+        ok = isinstance(value, list) and all(isinstance(v, item) and not isinstance(v, bool) for v in value)
     elif tp is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     elif tp is int:
@@ -245,7 +255,7 @@ def _check_type(value, tp, key: str):
     else:
         ok = isinstance(value, tp)
     if not ok:
-        raise MptuneError(f"{key} expects {getattr(tp, '__name__', tp)}, got {value!r}")
+        raise MptuneError(f"{key} expects {_type_text(tp)}, got {value!r}")
     return float(value) if tp is float else value
 
 

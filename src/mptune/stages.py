@@ -3,6 +3,7 @@
     teach    one soft prompt per source task, loss L_PLM                 -> teach/TASK/
     distill  P*, u_k, v_k on all sources, L_PLM + lambda (L_logits + L_hidden) -> distill/
     adapt    each target from scratch (PT), from a teacher (SPoT), from P* (MPT) -> adapt/METHOD/TARGET/
+             (with target.seeds: once per seed, adapt/METHOD/seedS/TARGET/, reported as mean ± std)
     evaluate the task metric of a saved prompt on a split
 
 Every unit of work writes `prompt.safetensors`, `metrics.json` and a per-step `log.jsonl` into
@@ -18,6 +19,7 @@ import fcntl
 import json
 import math
 import random
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,13 +58,18 @@ class TaskData:
     eval_labels: list
 
 
-def load_tasks(cfg: RunConfig, backbone: Backbone, names: list[str], split: str) -> list[TaskData]:
-    """Tokenise train and `split` of each task once; task ids follow the order of `names`."""
+def load_tasks(cfg: RunConfig, backbone: Backbone, names: list[str], split: str,
+               sample_seed: int | None = None) -> list[TaskData]:
+    """Tokenise train and `split` of each task once; task ids follow the order of `names`.
+
+    `sample_seed` draws the k-shot train sample of few-shot tasks (default: the run seed).
+    """
     data_dir = resolve_data_dir(cfg.data.data_dir)
+    sample_seed = cfg.seed if sample_seed is None else sample_seed
     out = []
     for task_id, name in enumerate(names):
         task = get_task(name)
-        train = task.load(data_dir, "train", cfg.data.split_seed)
+        train = task.load(data_dir, "train", cfg.data.split_seed, sample_seed)
         evals = task.load(data_dir, split, cfg.data.split_seed)
         if cfg.data.eval_examples and len(evals) > cfg.data.eval_examples:
             evals = random.Random(cfg.data.split_seed).sample(evals, cfg.data.eval_examples)
@@ -77,11 +84,12 @@ def load_tasks(cfg: RunConfig, backbone: Backbone, names: list[str], split: str)
 
 # --- prompts and optimisation ------------------------------------------------------------------
 
-def initial_prompt(cfg: RunConfig, backbone: Backbone) -> torch.Tensor:
-    """The starting l x d matrix of teachers, PT and P*: [l, d]."""
+def initial_prompt(cfg: RunConfig, backbone: Backbone, seed: int | None = None) -> torch.Tensor:
+    """The starting l x d matrix of teachers, PT and P*: [l, d] (vocab init drawn with `seed`, default the run seed)."""
     p = cfg.prompt
     if p.init == "vocab":
-        return vocab_init(backbone.embeddings, p.length, torch.Generator().manual_seed(cfg.seed))
+        seed = cfg.seed if seed is None else seed
+        return vocab_init(backbone.embeddings, p.length, torch.Generator().manual_seed(seed))
     if p.init == "text":
         ids = backbone.tokenizer(p.init_text, add_special_tokens=False)["input_ids"]
         return text_init(backbone.embeddings, ids, p.length)
@@ -377,49 +385,75 @@ def single(data: TaskData) -> TaskData:
     return TaskData(data.task, relabel(data.train), relabel(data.eval), data.eval_labels)
 
 
-def adapt_one(cfg: RunConfig, backbone: Backbone, method: str, target: TaskData) -> dict:
+def adapt_folder(cfg: RunConfig, method: str, seed: int) -> Path:
+    """adapt/METHOD/ of a run; with several target seeds each seed's units nest under it as seedS/."""
+    folder = Path(cfg.out_dir) / "adapt" / method
+    return folder / f"seed{seed}" if cfg.target.seeds else folder
+
+
+def adapt_one(cfg: RunConfig, backbone: Backbone, method: str, target: TaskData, seed: int) -> dict:
     """Train one target with one method; all methods share this code path and loss."""
-    folder = Path(cfg.out_dir) / "adapt" / method / target.task.name
+    folder = adapt_folder(cfg, method, seed) / target.task.name
     if (metrics := done(folder)) is not None:
         return metrics
     info = {}
     if method == "pt":
-        prompt = SoftPrompt(initial_prompt(cfg, backbone))
+        prompt = SoftPrompt(initial_prompt(cfg, backbone, seed))
     elif method == "spot":
         prompt, info["spot_source"] = spot_init(cfg, backbone, target)
     else:
         prompt = target_from_source(load_distilled(cfg, backbone), 1, cfg.prompt.target_factors)
     folder.mkdir(parents=True, exist_ok=True)
     data = [single(target)]
-    metrics = train_plm(backbone, prompt, data, cfg.adapt, 2, cfg.seed, folder, f"{method} {target.task.name}")
+    metrics = train_plm(backbone, prompt, data, cfg.adapt, 2, seed, folder, f"{method} {target.task.name}")
     metrics.update(info, **eval_tasks(backbone, prompt, data), parameters=num_parameters(prompt))
     return finish(folder, prompt, [target.task.name], metrics)
 
 
-def adapt_joint(cfg: RunConfig, backbone: Backbone, targets: list[TaskData]) -> dict:
+def adapt_joint(cfg: RunConfig, backbone: Backbone, targets: list[TaskData], seed: int) -> dict:
     """MPT*: all targets at once, one shared P* and a u, v per target, mixed-task batches."""
-    folder = Path(cfg.out_dir) / "adapt" / "mpt-joint"
+    folder = adapt_folder(cfg, "mpt-joint", seed)
     if (metrics := done(folder)) is not None:
         return metrics
     prompt = target_from_source(load_distilled(cfg, backbone), len(targets), cfg.prompt.target_factors)
     folder.mkdir(parents=True, exist_ok=True)
-    metrics = train_plm(backbone, prompt, targets, cfg.adapt, cfg.mpt.kappa, cfg.seed, folder, "mpt-joint")
+    metrics = train_plm(backbone, prompt, targets, cfg.adapt, cfg.mpt.kappa, seed, folder, "mpt-joint")
     metrics.update(eval_tasks(backbone, prompt, targets), parameters=num_parameters(prompt))
     return finish(folder, prompt, [t.task.name for t in targets], metrics)
 
 
-def adapt(cfg: RunConfig, backbone: Backbone) -> dict[str, dict[str, dict]]:
-    """Every method on every target: results[method][target] = metrics."""
-    prepare_run_dir(cfg)
+def adapt_seed(cfg: RunConfig, backbone: Backbone, seed: int) -> dict[str, dict[str, dict]]:
+    """Every method on every target with one seed: results[method][target] = metrics."""
+    targets = load_tasks(cfg, backbone, cfg.targets, cfg.eval_split, seed)  # task ids 0..tau-1, for MPT*
     results: dict[str, dict[str, dict]] = {}
-    targets = load_tasks(cfg, backbone, cfg.targets, cfg.eval_split)  # task ids 0..tau-1, for MPT*
     for method in cfg.target.methods:
         if method == "mpt" and cfg.target.joint:
-            joint = adapt_joint(cfg, backbone, targets)
+            joint = adapt_joint(cfg, backbone, targets, seed)
             results["mpt"] = {t: {**joint, "scores": {t: joint["scores"][t]}} for t in cfg.targets}
             continue
-        results[method] = {t.task.name: adapt_one(cfg, backbone, method, t) for t in targets}
+        results[method] = {t.task.name: adapt_one(cfg, backbone, method, t, seed) for t in targets}
     return results
+
+
+def adapt(cfg: RunConfig, backbone: Backbone) -> dict[str, dict[str, dict]]:
+    """Every method on every target: results[method][target] = metrics (mean ± std over target.seeds)."""
+    prepare_run_dir(cfg)
+    if not cfg.target.seeds:
+        return adapt_seed(cfg, backbone, cfg.seed)
+    per_seed = {seed: adapt_seed(cfg, backbone, seed) for seed in cfg.target.seeds}
+    return {m: {t: aggregate({s: per_seed[s][m][t] for s in per_seed}, t) for t in cfg.targets}
+            for m in per_seed[cfg.target.seeds[0]]}
+
+
+def aggregate(runs: dict[int, dict], target: str) -> dict:
+    """Metrics of one method on one target over seeds: mean scores, their std and each seed's metrics."""
+    scores = [r["scores"][target] for r in runs.values()]
+    spread = lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0  # noqa: E731
+    first = next(iter(runs.values()))
+    return {"scores": {target: {k: statistics.mean(s[k] for s in scores) for k in scores[0]}},
+            "std": {target: {k: spread([s[k] for s in scores]) for k in scores[0]}},
+            "train_examples_per_s": statistics.mean(r["train_examples_per_s"] for r in runs.values()),
+            "parameters": first["parameters"], "seeds": runs}
 
 
 def prompt_row(prompt_path: str, task_name: str, dim: int | None = None):
@@ -454,11 +488,17 @@ def results_table(cfg: RunConfig, results: dict[str, dict[str, dict]], backbone_
     for name in cfg.targets:
         metric = get_task(name).metric
         row = {m: results[m][name]["scores"][name][metric] for m in methods}
-        table["targets"][name] = {"metric": metric, **row}
-        lines.append(f"| {name} | {metric} | " + " | ".join(f"{row[m]:.1f}" for m in methods) + " |")
+        std = {m: results[m][name]["std"][name][metric] for m in methods if "std" in results[m][name]}
+        table["targets"][name] = {"metric": metric, **row, **({"std": std} if std else {})}
+        cell = lambda m: f"{row[m]:.1f}" + (f" ± {std[m]:.1f}" if m in std else "")  # noqa: E731
+        lines.append(f"| {name} | {metric} | " + " | ".join(cell(m) for m in methods) + " |")
     for m in methods:
         table["average"][m] = sum(table["targets"][t][m] for t in cfg.targets) / len(cfg.targets)
-    lines.append("| **average** | | " + " | ".join(f"**{table['average'][m]:.1f}**" for m in methods) + " |")
+    spread = average_std(cfg, results, methods)
+    if spread:
+        table["average_std"] = spread
+    cell = lambda m: f"**{table['average'][m]:.1f}**" + (f" ± {spread[m]:.1f}" if spread else "")  # noqa: E731
+    lines.append("| **average** | | " + " | ".join(cell(m) for m in methods) + " |")
     l, r, tau = cfg.prompt.length, cfg.prompt.rank, len(cfg.targets)
     params = {"pt": l * backbone_dim, "spot": l * backbone_dim,
               "mpt": (mpt_target_parameters(l, backbone_dim, tau, r) if cfg.target.joint
@@ -468,6 +508,19 @@ def results_table(cfg: RunConfig, results: dict[str, dict[str, dict]], backbone_
     lines.append("| trainable parameters | | " + " | ".join(
         f"{params[m]:,}" + (f" ({scope})" if m == "mpt" else " per target") for m in methods) + " |")
     return table, "\n".join(lines) + "\n"
+
+
+def average_std(cfg: RunConfig, results: dict, methods: list[str]) -> dict[str, float]:
+    """Std over target.seeds of each method's target average ({} for a single-seed run)."""
+    if len(cfg.target.seeds) < 2:
+        return {}
+    out = {}
+    for m in methods:
+        metric = {t: get_task(t).metric for t in cfg.targets}
+        per_seed = [statistics.mean(results[m][t]["seeds"][s]["scores"][t][metric[t]] for t in cfg.targets)
+                    for s in cfg.target.seeds]
+        out[m] = statistics.stdev(per_seed)
+    return out
 
 
 def run(cfg: RunConfig, backbone: Backbone) -> tuple[dict, str]:

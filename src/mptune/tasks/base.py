@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from mptune.tasks.fewshot import kshot
+
 
 @dataclass(frozen=True)
 class Example:
@@ -57,6 +59,8 @@ class Task:
     """True when `choices` are numeric bins of a real-valued label (STS-B); see `decode`."""
     max_new_tokens: int = 64
     """Generation tasks: most tokens generated per example at evaluation."""
+    shots: int = 0
+    """Few-shot variant ('name@k'): train on k examples per class (2k for regression/generation); 0 = full train."""
 
     @property
     def is_classification(self) -> bool:
@@ -66,9 +70,16 @@ class Task:
         """The prediction for choice `index`: the class index, or the choice's number for regression."""
         return float(self.choices[index]) if self.regression else index
 
-    def load(self, data_dir: Path | str, split: str, seed: int = 0) -> list[Example]:
-        """Examples of one split ('train', 'dev' or 'test'), each tagged with this task's name."""
+    def load(self, data_dir: Path | str, split: str, seed: int = 0, sample_seed: int | None = None) -> list[Example]:
+        """Examples of one split ('train', 'dev' or 'test'), each tagged with this task's name.
+
+        `seed` fixes the splits; `sample_seed` (default: `seed`) draws a few-shot task's k-shot
+        train sample, so repeated runs can draw new samples while dev and test stay fixed.
+        """
         rows = self.load_split(Path(data_dir), split, seed)
+        if self.shots and split == "train":
+            choices = () if self.regression else self.choices
+            rows = kshot(rows, self.shots, seed if sample_seed is None else sample_seed, choices)
         return [Example(e.input_text, e.target_text, e.label, self.name) for e in rows]
 
 

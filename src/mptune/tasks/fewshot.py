@@ -7,14 +7,18 @@ Design decisions
   train; offline BoolQ has 14 'false' rows), so the sample is balanced up to what exists.
 - Regression tasks (or `choices` empty) have no classes: k * 2 examples are drawn uniformly.
 - Dev and test stay the base task's full splits (see `tasks/registry.py`).
+- `Task.load` applies it to the train split of a task with `shots` > 0, seeded by its
+  `sample_seed` (the adaptation seed in `stages`), so each seed of a repeated run draws its own
+  sample while dev/test, fixed by the split seed, stay the same.
 """
 
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from mptune.tasks.base import Example
+if TYPE_CHECKING:  # base imports this module
+    from mptune.tasks.base import Example
 
 
 def kshot(examples: Sequence[Example], k: int, seed: int, choices: Sequence[str]) -> list[Example]:

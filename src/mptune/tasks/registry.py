@@ -21,8 +21,7 @@ from pathlib import Path
 
 from mptune.errors import MptuneError
 from mptune.tasks import generation, glue, others, superglue
-from mptune.tasks.base import Example, Task
-from mptune.tasks.fewshot import kshot
+from mptune.tasks.base import Task
 
 TASKS: dict[str, Task] = {**glue.TASKS, **superglue.TASKS, **others.TASKS, **generation.TASKS}
 DATA_DIR_ENV = "MPTUNE_DATA_DIR"
@@ -48,15 +47,9 @@ def get_task(name: str) -> Task:
 
 def few_shot(base: Task, k: int) -> Task:
     """`base` with its train split replaced by a seeded sample of k examples per class."""
-    choices = () if base.regression else base.choices
-
-    def load_split(data_dir: Path, split: str, seed: int) -> list[Example]:
-        examples = base.load_split(data_dir, split, seed)
-        return kshot(examples, k, seed, choices) if split == "train" else examples
-
-    per = f"{2 * k} uniformly" if not choices else f"{k} per class"
+    per = f"{k} per class" if base.choices and not base.regression else f"{2 * k} uniformly"
     doc = f"train: {per} (seeded) from {base.name} train; dev/test: as {base.name} ({base.splits_doc})"
-    return dataclasses.replace(base, name=f"{base.name}@{k}", load_split=load_split, splits_doc=doc)
+    return dataclasses.replace(base, name=f"{base.name}@{k}", shots=k, splits_doc=doc)
 
 
 def resolve_data_dir(setting: str | os.PathLike | None) -> Path:
