@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from mptune.backbone import Backbone
 from mptune.checkpoint import PROMPT_FILE, load_prompt, save_prompt
-from mptune.config import RunConfig, TrainArgs, save_yaml, to_dict
+from mptune.config import RunConfig, TrainArgs, load_yaml, save_yaml, to_dict
 from mptune.data import Encoded, collate, encode, multitask_batches
 from mptune.errors import MptuneError
 from mptune.evaluate import evaluate_items
@@ -240,9 +240,8 @@ def prepare_run_dir(cfg: RunConfig) -> Path:
     if out.exists():
         lock_run_dir(out)
     if saved.exists():
-        import yaml
-
-        if yaml.safe_load(saved.read_text()) != json.loads(json.dumps(to_dict(cfg))):
+        # read like a user's YAML: settings added to mptune since the run started take their defaults
+        if to_dict(load_yaml(saved)) != to_dict(cfg):
             raise MptuneError(f"{out} holds a run with a different config ({saved}); "
                               f"choose another --out_dir or rerun with the saved config")
         return out
