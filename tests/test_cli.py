@@ -255,6 +255,13 @@ def test_different_config_on_same_dir_is_refused(tmp_path, capsys, llama_dir, da
     code, _, err = cli(capsys, "run", *flags(out, llama_dir, data_dir, "--prompt.length", "5"))
     assert_user_error(code, err, "different config")
 
+    # a config.yaml written before a setting existed still matches (the setting takes its default)
+    data = yaml.safe_load(saved)
+    del data["target"]["seeds"]
+    (out / "config.yaml").write_text(yaml.safe_dump(data))
+    code, _, err = cli(capsys, "teach", *flags(out, llama_dir, data_dir, "--sources", "rte"))
+    assert code == 0, err
+
 
 def test_unknown_task(tmp_path, capsys, llama_dir, data_dir):
     out = tmp_path / "run"
