@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import json
 import textwrap
 import typing
 from dataclasses import dataclass, field
@@ -25,6 +26,10 @@ from mptune.errors import MptuneError
 from mptune.models import EMBEDDED
 
 METHODS = ("pt", "spot", "mpt")
+LOGGERS = ("tensorboard",)
+"""Step loggers that can be added to log.jsonl (see mptune.logs)."""
+NOT_RUN_IDENTITY = ("loggers",)
+"""Settings that do not change a run's results: a run directory may be resumed with other values."""
 
 
 def _check(ok: bool, message: str) -> None:
@@ -172,6 +177,8 @@ class RunConfig:
     """Seed of prompt initialisation and data order."""
     eval_split: str = "test"
     """Split scored at the end of each stage: 'dev' or 'test'."""
+    loggers: list[str] = field(default_factory=list)
+    """Step loggers besides log.jsonl (always written): 'tensorboard' writes event files to RUN_DIR/tensorboard/."""
     model: ModelArgs = field(default_factory=ModelArgs)
     data: DataArgs = field(default_factory=DataArgs)
     prompt: PromptArgs = field(default_factory=PromptArgs)
@@ -188,6 +195,8 @@ class RunConfig:
             twice = sorted({n for n in names if names.count(n) > 1})
             _check(not twice, f"{key} lists {', '.join(twice)} more than once")
         _check(self.eval_split in ("dev", "test"), f"eval_split must be 'dev' or 'test', got {self.eval_split!r}")
+        unknown = [n for n in self.loggers if n not in LOGGERS]
+        _check(not unknown, f"loggers must be among {', '.join(LOGGERS)}, got {self.loggers}")
 
 
 # --- docstrings, YAML and flags ----------------------------------------------------------------
@@ -291,6 +300,16 @@ def _merge(base: dict, data: dict) -> dict:
     for key, value in data.items():
         out[key] = _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
     return out
+
+
+def same_run(saved: dict, config: RunConfig) -> bool:
+    """True when a run directory's saved config (a dict read from config.yaml) describes the same run.
+
+    Settings in NOT_RUN_IDENTITY are ignored, and so is their absence from a config saved before they existed.
+    """
+    ours = json.loads(json.dumps(to_dict(config)))
+    keep = lambda d: {k: v for k, v in d.items() if k not in NOT_RUN_IDENTITY}  # noqa: E731
+    return isinstance(saved, dict) and keep(saved) == keep(ours)
 
 
 def save_yaml(config: RunConfig, path: str | Path) -> None:
