@@ -189,6 +189,18 @@ def tiny_t5(tokenizer, seed: int = SEED):
 BUILDERS = {"llama": tiny_llama, "t5": tiny_t5}
 
 
+def peft_label_logits(model, batch, length: int, is_seq2seq: bool, **kwargs) -> torch.Tensor:
+    """A PEFT model's logits at the label positions of an mptune batch, in mptune's order [N, V]."""
+    with torch.no_grad():
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels,
+                       **kwargs).logits
+    mask = batch.labels != -100
+    if is_seq2seq:
+        return logits[mask]
+    rows, cols = mask.nonzero(as_tuple=True)  # the prompt's l positions come first; token t is predicted at l + t - 1
+    return logits[rows, length + cols - 1]
+
+
 @pytest.fixture(scope="session")
 def llama_backbone(tokenizer) -> Backbone:
     return Backbone(tiny_llama(tokenizer), tokenizer, precision="fp32", name="tiny-llama")

@@ -93,3 +93,32 @@ def test_prompt_tuning_lowers_the_loss(embedded, tmp_path):
     embedded.assert_frozen()
     assert all(p.grad is None for p in embedded.model.parameters())
     print(f"embedded prompt tuning: {seconds:.1f} s for 12 steps; losses {losses}")
+
+
+def test_exported_prompt_gives_mptune_logits_in_peft(embedded, tmp_path):
+    """mptune -> PEFT on the real model: PeftModel.from_pretrained reproduces mptune's fp32 logits."""
+    peft = pytest.importorskip("peft")
+    from transformers import AutoModelForCausalLM
+
+    from conftest import peft_label_logits
+    from mptune.backbone import Backbone
+    from mptune.checkpoint import save_prompt
+    from mptune.data import collate
+    from mptune.interop import export_peft
+    from mptune.prompts import MultitaskPrompt
+
+    fp32 = Backbone(embedded.model, embedded.tokenizer, precision="fp32", name=EMBEDDED)  # same weights, no autocast
+    g = torch.Generator().manual_seed(0)
+    shared = vocab_init(fp32.embeddings, 8, g)
+    prompt = MultitaskPrompt(shared, 2, 1, 1 + 0.2 * torch.randn(2, 8, 1, generator=g),
+                             1 + 0.2 * torch.randn(2, 1, fp32.dim, generator=g))
+    path = save_prompt(prompt, ["sst2", "rte"], tmp_path / "prompt.safetensors")
+    export_peft(fp32, path, "sst2", tmp_path / "adapter")
+
+    examples = sentiment_examples()[:2]
+    batch = collate(encode(examples, fp32.tokenizer, False, 64), fp32.tokenizer.pad_token_id, False)
+    with torch.no_grad():
+        ours = fp32.forward(prompt(torch.zeros_like(batch.task_ids)), batch).logits
+    base = AutoModelForCausalLM.from_pretrained(dequantized_copy(), dtype="float32")
+    model = peft.PeftModel.from_pretrained(base, str(tmp_path / "adapter")).eval()
+    torch.testing.assert_close(peft_label_logits(model, batch, 8, False), ours, rtol=1e-4, atol=1e-4)

@@ -7,11 +7,12 @@ import json
 import pytest
 import torch
 
+from conftest import peft_label_logits
 from mptune.backbone import Backbone
 from mptune.checkpoint import save_prompt
 from mptune.data import collate, encode
 from mptune.errors import MptuneError
-from mptune.export import export_peft
+from mptune.interop import export_peft
 from mptune.prompts import MultitaskPrompt
 from mptune.tasks import get_task
 from test_cli import assert_user_error, cli, flags
@@ -46,15 +47,7 @@ def test_peft_adapter_reproduces_mptune_outputs(family, tokenizer, data_dir, tmp
 
     base = getattr(conftest, f"tiny_{family}")(tokenizer)
     model = peft.PeftModel.from_pretrained(base, str(out)).eval()
-    with torch.no_grad():
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels).logits
-    mask = batch.labels != -100
-    if backbone.is_seq2seq:
-        theirs = logits[mask]
-    else:  # the prompt's l positions come first; token t is predicted at position l + t - 1
-        rows_, cols = mask.nonzero(as_tuple=True)
-        theirs = logits[rows_, 4 + cols - 1]
-    torch.testing.assert_close(theirs, ours, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(peft_label_logits(model, batch, 4, backbone.is_seq2seq), ours, rtol=1e-5, atol=1e-5)
 
 
 def test_export_refuses_a_non_empty_folder(llama_backbone, tmp_path):

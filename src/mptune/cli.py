@@ -1,4 +1,4 @@
-"""The `mptune` command: one subcommand per stage, plus `run` and `tasks`.
+"""The `mptune` command: one subcommand per stage, plus `run`, `tasks` and the PEFT, report tools.
 
 Every setting of `RunConfig` is a flag `--section.field` (help text = the field's docstring),
 applied on top of `--config FILE.yaml`, applied on top of the defaults. User errors print one
@@ -21,6 +21,8 @@ STAGES = {
     "adapt": "train every target with each method in --target.methods, from the saved prompts",
     "evaluate": "score a saved prompt file on one task's split",
     "export": "write a saved prompt as a Hugging Face PEFT prompt-tuning adapter (merged, with a model card)",
+    "import": "write a PEFT prompt-tuning or multitask prompt-tuning adapter as an mptune prompt file",
+    "report": "plot a run's learning curves and results and summarise it in RUN_DIR/report/report.md",
     "tasks": "list the known tasks with their label words, splits and metric",
 }
 
@@ -31,6 +33,17 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in STAGES.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == "tasks":
+            continue
+        if name == "report":
+            p.add_argument("run_dir", metavar="RUN_DIR", help="run directory (holds config.yaml)")
+            continue
+        if name == "import":
+            p.add_argument("--peft", required=True, metavar="DIR", help="PEFT adapter folder to import")
+            p.add_argument("--out", required=True, metavar="FILE",
+                           help="new prompt file; a run unit's prompt.safetensors (RUN_DIR/teach/TASK/, "
+                                "RUN_DIR/distill/) also gets its metrics.json, so the stages use it")
+            p.add_argument("--tasks", required=True, metavar="A,B,...",
+                           help="names of the adapter's task prompts, in order (one for prompt tuning)")
             continue
         p.add_argument("--config", metavar="FILE", help="YAML file with settings (flags override it)")
         if name == "evaluate":
@@ -75,6 +88,17 @@ def dispatch(args: argparse.Namespace) -> None:
     if args.command == "tasks":
         print(list_tasks())
         return
+    if args.command == "report":
+        from mptune.report import write_report
+
+        print(f"report written to {write_report(args.run_dir)}")
+        return
+    if args.command == "import":
+        from mptune.interop import import_peft_file
+
+        tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+        print(f"mptune prompt written to {import_peft_file(args.peft, tasks, args.out)}")
+        return
     cfg = resolve_config(args)
     from mptune import stages
     from mptune.models import load_backbone
@@ -99,7 +123,7 @@ def dispatch(args: argparse.Namespace) -> None:
     elif args.command == "evaluate":
         print(json.dumps(stages.evaluate_prompt(cfg, backbone, args.prompt, args.task, args.split)))
     elif args.command == "export":
-        from mptune.export import export_peft
+        from mptune.interop import export_peft
 
         print(f"PEFT adapter written to {export_peft(backbone, args.prompt, args.task, args.peft)}")
     else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import json
 import textwrap
 import typing
 from dataclasses import dataclass, field
@@ -25,6 +26,10 @@ from mptune.errors import MptuneError
 from mptune.models import EMBEDDED
 
 METHODS = ("pt", "spot", "mpt")
+LOGGERS = ("tensorboard",)
+"""Step loggers that can be added to log.jsonl (see mptune.logs)."""
+NOT_RUN_IDENTITY = ("loggers",)
+"""Settings that do not change a run's results: a run directory may be resumed with other values."""
 
 
 def _check(ok: bool, message: str) -> None:
@@ -175,6 +180,8 @@ class RunConfig:
     """Seed of prompt initialisation and data order."""
     eval_split: str = "test"
     """Split scored at the end of each stage: 'dev' or 'test'."""
+    loggers: list[str] = field(default_factory=list)
+    """Step loggers besides log.jsonl (always written): 'tensorboard' writes event files to RUN_DIR/tensorboard/."""
     model: ModelArgs = field(default_factory=ModelArgs)
     data: DataArgs = field(default_factory=DataArgs)
     prompt: PromptArgs = field(default_factory=PromptArgs)
@@ -191,6 +198,8 @@ class RunConfig:
             twice = sorted({n for n in names if names.count(n) > 1})
             _check(not twice, f"{key} lists {', '.join(twice)} more than once")
         _check(self.eval_split in ("dev", "test"), f"eval_split must be 'dev' or 'test', got {self.eval_split!r}")
+        unknown = [n for n in self.loggers if n not in LOGGERS]
+        _check(not unknown, f"loggers must be among {', '.join(LOGGERS)}, got {self.loggers}")
 
 
 # --- docstrings, YAML and flags ----------------------------------------------------------------
@@ -301,6 +310,22 @@ def _merge(base: dict, data: dict) -> dict:
     for key, value in data.items():
         out[key] = _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
     return out
+
+
+def same_run(saved: dict, config: RunConfig) -> bool:
+    """True when a run directory's saved config (a dict read from config.yaml) describes the same run.
+
+    The saved dict is read like a user's YAML, so a setting added to mptune after the run started
+    takes its default; settings in NOT_RUN_IDENTITY (where logs go) are ignored.
+    """
+    if not isinstance(saved, dict):
+        return False
+    try:
+        old = to_dict(from_dict(RunConfig, _merge(to_dict(RunConfig()), saved)))
+    except MptuneError:
+        return False
+    keep = lambda d: {k: v for k, v in d.items() if k not in NOT_RUN_IDENTITY}  # noqa: E731
+    return keep(old) == keep(to_dict(config))
 
 
 def save_yaml(config: RunConfig, path: str | Path) -> None:

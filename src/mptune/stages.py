@@ -29,10 +29,11 @@ from tqdm.auto import tqdm
 
 from mptune.backbone import Backbone
 from mptune.checkpoint import PROMPT_FILE, load_prompt, save_prompt
-from mptune.config import RunConfig, TrainArgs, load_yaml, save_yaml, to_dict
+from mptune.config import RunConfig, TrainArgs, same_run, save_yaml
 from mptune.data import Encoded, collate, encode, multitask_batches
 from mptune.errors import MptuneError
 from mptune.evaluate import evaluate_items
+from mptune.logs import StepLog, use_loggers
 from mptune.losses import distill_kl, hidden_mse, plm_loss
 from mptune.prompts import (MultitaskPrompt, SoftPrompt, mpt_target_parameters, num_parameters,
                             target_from_source, text_init, vocab_init)
@@ -125,33 +126,6 @@ def batch_stream(data: list[TaskData], args: TrainArgs, kappa: int, seed: int):
         yield [data[t].train[i] for t, i in chosen]
 
 
-class StepLog:
-    """Appends one JSON line per step and tracks training throughput.
-
-    A resumed unit keeps the lines of its first `kept_steps` steps and appends after them.
-    """
-
-    def __init__(self, path: Path, kept_steps: int = 0):
-        kept = path.read_text().splitlines()[:kept_steps] if kept_steps and path.exists() else []
-        self.file = path.open("w")
-        self.file.writelines(line + "\n" for line in kept)
-        self.start = time.perf_counter()
-        self.examples = 0
-
-    def write(self, step: int, examples: int, lr: float, **terms: torch.Tensor) -> dict:
-        self.examples += examples
-        elapsed = time.perf_counter() - self.start
-        row = {"step": step, **{k: round(v.item(), 5) for k, v in terms.items()},
-               "lr": lr, "examples_per_s": round(self.examples / elapsed, 2)}
-        self.file.write(json.dumps(row) + "\n")
-        return row
-
-    def close(self) -> dict:
-        self.file.close()
-        elapsed = time.perf_counter() - self.start
-        return {"train_seconds": round(elapsed, 1), "train_examples_per_s": round(self.examples / elapsed, 2)}
-
-
 def check_finite(loss: torch.Tensor, stage: str, step: int) -> None:
     if not math.isfinite(loss.item()):
         raise MptuneError(f"{stage}: loss is {loss.item()} at step {step}; lower the learning rate")
@@ -236,12 +210,14 @@ def prepare_run_dir(cfg: RunConfig) -> Path:
         get_task(name)
     resolve_data_dir(cfg.data.data_dir)
     out = Path(cfg.out_dir)
+    use_loggers(out, cfg.loggers)
     saved = out / "config.yaml"
     if out.exists():
         lock_run_dir(out)
     if saved.exists():
-        # read like a user's YAML: settings added to mptune since the run started take their defaults
-        if to_dict(load_yaml(saved)) != to_dict(cfg):
+        import yaml
+
+        if not same_run(yaml.safe_load(saved.read_text()), cfg):
             raise MptuneError(f"{out} holds a run with a different config ({saved}); "
                               f"choose another --out_dir or rerun with the saved config")
         return out
@@ -548,4 +524,5 @@ def throughput(stage_results: dict) -> dict[str, float]:
     units = {"teach": list(stage_results.get("teach", {}).values()),
              "distill": [stage_results["distill"]] if "distill" in stage_results else [],
              "adapt": [m for per in stage_results.get("adapt", {}).values() for m in per.values()]}
+    units = {k: [u for u in v if "train_examples_per_s" in u] for k, v in units.items()}  # not imported ones
     return {k: round(sum(u["train_examples_per_s"] for u in v) / len(v), 2) for k, v in units.items() if v}

@@ -1,0 +1,179 @@
+"""PEFT interchange: mptune prompts to Hugging Face PEFT adapters and back.
+
+Export. A PEFT prompt-tuning adapter is two files: `adapter_config.json` (peft_type PROMPT_TUNING,
+the task type, the number of virtual tokens l and their width d) and `adapter_model.safetensors`
+holding one tensor `prompt_embeddings` [l, d]. An MPT prompt P* o (u v^T) is merged into that
+plain l x d matrix first, so `PeftModel.from_pretrained(base, folder)` needs nothing of mptune.
+
+Import. Two kinds of PEFT adapter become mptune prompt files:
+- PROMPT_TUNING (`prompt_embeddings` [l, d]) -> a soft prompt (kind 'soft'), e.g. a teacher;
+- MULTITASK_PROMPT_TUNING (PEFT's MPT: `prompt_embeddings` [l, d] = P*, `prefix_task_cols`
+  [T, l, r] = u, `prefix_task_rows` [T, r, d] = v; PEFT's MultitaskPromptEmbedding computes
+  P* o (cols_k rows_k), which is mptune's P* o (u_k v_k^T)) -> a multitask prompt (kind
+  'multitask'), e.g. a distilled source prompt that MPT targets start from.
+Written as a unit's `prompt.safetensors` inside a run directory (RUN_DIR/teach/TASK/,
+RUN_DIR/distill/), an imported prompt is that unit: import also writes the unit's metrics.json
+(naming the adapter it came from), so the stages treat it as finished and use it, and never train
+over it. Then `mptune distill` (from imported teachers) or `mptune adapt` (from an imported P*)
+continue the pipeline.
+
+Decisions
+- The files are read and written directly (no PEFT import, no base model load), so interchange
+  works with mptune's own dependencies; the tests check both directions against PEFT's own
+  modules and outputs.
+- Encoder-decoder models get `num_transformer_submodules = 1`: the prompt goes on the encoder
+  input only, as mptune (and the paper) train it. PEFT's seq2seq default of 2 would also feed a
+  prompt to the decoder, so an adapter trained that way is refused on import: mptune has no
+  decoder prompt to put it in.
+- Nothing is overwritten: exporting into a non-empty folder and importing onto an existing file
+  are refused.
+- Only safetensors adapters are read (PEFT's default); an old `adapter_model.bin` is refused with
+  the way to convert it, since unpickling a downloaded file can run code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from mptune.backbone import Backbone
+from mptune.checkpoint import PROMPT_FILE, save_prompt
+from mptune.errors import MptuneError
+from mptune.prompts import MultitaskPrompt, SoftPrompt, num_parameters
+from mptune.stages import prompt_row
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def peft_config(backbone: Backbone, length: int) -> dict:
+    """The adapter_config.json of a prompt-tuning adapter for this backbone."""
+    return {
+        "peft_type": "PROMPT_TUNING",
+        "task_type": "SEQ_2_SEQ_LM" if backbone.is_seq2seq else "CAUSAL_LM",
+        "base_model_name_or_path": backbone.name,
+        "num_virtual_tokens": length,
+        "token_dim": backbone.dim,
+        "num_transformer_submodules": 1,
+        "prompt_tuning_init": "RANDOM",
+        "inference_mode": True,
+    }
+
+
+def model_card(backbone: Backbone, task: str, prompt_path: Path, length: int, metrics: dict | None) -> str:
+    """A short README for the exported adapter: base model, task, size, scores, how to load it."""
+    scores = ", ".join(f"{k} {v:.1f}" for k, v in (metrics or {}).items()) or "not recorded"
+    return f"""# mptune prompt for {task}
+
+- Base model: `{backbone.name}` (frozen)
+- Task: `{task}`; scores on the run's evaluation split: {scores}
+- Prompt: {length} x {backbone.dim} soft prompt ({length * backbone.dim:,} values), exported from
+  `{prompt_path}` (MPT prompts are merged, P* o u v^T -> one matrix)
+- Trained with mptune (Multitask Prompt Tuning, Wang et al., ICLR 2023); the run's config.yaml
+  sits in the run directory next to the prompt.
+
+```python
+from peft import PeftModel
+model = PeftModel.from_pretrained(base_model, "<this folder>")
+```
+"""
+
+
+def unit_metrics(prompt_path: Path, task: str) -> dict | None:
+    """The scores recorded next to a prompt by the stage that trained it, if any."""
+    path = prompt_path.parent / "metrics.json"
+    if not path.exists():
+        return None
+    scores = json.loads(path.read_text()).get("scores", {})
+    return scores.get(task)
+
+
+def export_peft(backbone: Backbone, prompt_path: str | Path, task: str, out_dir: str | Path) -> Path:
+    """Write a PEFT prompt-tuning adapter (and README.md) for one task row of a saved prompt."""
+    prompt_path, out = Path(prompt_path), Path(out_dir)
+    module, row = prompt_row(str(prompt_path), task, backbone.dim)
+    if out.exists() and any(out.iterdir()):
+        raise MptuneError(f"{out} is not empty; export into a new folder")
+    with torch.no_grad():
+        weights = module.task_prompts()[row].detach().contiguous().cpu()
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({"prompt_embeddings": weights}, str(out / ADAPTER_WEIGHTS))
+    (out / ADAPTER_CONFIG).write_text(json.dumps(peft_config(backbone, weights.shape[0]), indent=2))
+    (out / "README.md").write_text(model_card(backbone, task, prompt_path, weights.shape[0],
+                                              unit_metrics(prompt_path, task)))
+    return out
+
+
+# --- PEFT -> mptune ----------------------------------------------------------------------------
+
+PEFT_KEYS = {"PROMPT_TUNING": {"prompt_embeddings"},
+             "MULTITASK_PROMPT_TUNING": {"prompt_embeddings", "prefix_task_cols", "prefix_task_rows"}}
+"""The tensors of each importable PEFT adapter type."""
+
+
+def read_adapter(adapter_dir: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(adapter_config.json, tensors of adapter_model.safetensors) of a PEFT adapter folder."""
+    config_path, weights_path = adapter_dir / ADAPTER_CONFIG, adapter_dir / ADAPTER_WEIGHTS
+    if not config_path.is_file():
+        raise MptuneError(f"{adapter_dir} is not a PEFT adapter folder: it has no {ADAPTER_CONFIG}")
+    if not weights_path.is_file():
+        hint = (" (only adapter_model.bin: load it with PEFT and save_pretrained it again, which writes safetensors)"
+                if (adapter_dir / "adapter_model.bin").exists() else "")
+        raise MptuneError(f"{adapter_dir} has no {ADAPTER_WEIGHTS}{hint}")
+    try:
+        config = json.loads(config_path.read_text())
+        weights = load_file(str(weights_path))
+    except (json.JSONDecodeError, SafetensorError, OSError) as err:
+        raise MptuneError(f"cannot read the PEFT adapter in {adapter_dir}: {err}") from None
+    return config, weights
+
+
+def import_peft(adapter_dir: str | Path) -> SoftPrompt | MultitaskPrompt:
+    """The mptune prompt module of a PEFT prompt-tuning (SoftPrompt) or MPT (MultitaskPrompt) adapter."""
+    adapter_dir = Path(adapter_dir)
+    config, weights = read_adapter(adapter_dir)
+    kind = config.get("peft_type")
+    if kind not in PEFT_KEYS:
+        raise MptuneError(f"{adapter_dir} holds a {kind} adapter; mptune imports "
+                          f"{' and '.join(PEFT_KEYS)} adapters")
+    if not PEFT_KEYS[kind] <= set(weights):
+        raise MptuneError(f"{adapter_dir}/{ADAPTER_WEIGHTS} has tensors {sorted(weights)}; "
+                          f"a {kind} adapter needs {sorted(PEFT_KEYS[kind])}")
+    if config.get("num_transformer_submodules", 1) != 1:
+        raise MptuneError(f"{adapter_dir} prompts the encoder and the decoder (num_transformer_submodules = "
+                          f"{config['num_transformer_submodules']}); mptune prompts the encoder only")
+    shared = weights["prompt_embeddings"]
+    expected = [config.get("num_virtual_tokens"), config.get("token_dim")]
+    if list(shared.shape) != expected:
+        raise MptuneError(f"{adapter_dir}: prompt_embeddings has shape {list(shared.shape)}, but the config "
+                          f"says {expected} (num_virtual_tokens, token_dim)")
+    if kind == "PROMPT_TUNING":
+        return SoftPrompt(shared)
+    u, v = weights["prefix_task_cols"], weights["prefix_task_rows"]
+    return MultitaskPrompt(shared, u.shape[0], u.shape[2], u, v)
+
+
+def import_peft_file(adapter_dir: str | Path, tasks: list[str], out: str | Path) -> Path:
+    """Write a PEFT adapter as an mptune prompt file whose rows are named `tasks`.
+
+    Written as a run unit's prompt.safetensors, it also gets that unit's metrics.json, so the
+    stages use it as a finished unit.
+    """
+    adapter_dir, out = Path(adapter_dir), Path(out)
+    module = import_peft(adapter_dir)
+    if len(tasks) != module.num_tasks or len(set(tasks)) != len(tasks):
+        raise MptuneError(f"{adapter_dir} holds {module.num_tasks} task prompt(s): name each once, in order "
+                          f"(got {', '.join(tasks) or 'none'})")
+    if out.suffix != ".safetensors":
+        raise MptuneError(f"{out}: an mptune prompt file ends in .safetensors")
+    if out.exists():
+        raise MptuneError(f"{out} exists; import into a new file")
+    save_prompt(module, tasks, out)
+    if out.name == PROMPT_FILE:
+        metrics = {"imported_from": str(adapter_dir.resolve()), "parameters": num_parameters(module)}
+        (out.parent / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return out
