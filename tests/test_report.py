@@ -140,3 +140,19 @@ def test_report_refuses_a_directory_that_is_not_a_run(tmp_path, capsys):
     assert_user_error(code, err, "not an mptune run directory", str(tmp_path))
     code, _, err = cli(capsys, "report", str(tmp_path / "nowhere"))
     assert_user_error(code, err, "does not exist")
+
+
+def test_report_of_a_run_with_target_seeds(tmp_path, capsys, llama_dir, data_dir):
+    """target.seeds nests adapt units by seed; the report finds all of them and reads the mean table."""
+    out = tmp_path / "seeds"
+    code, _, err = cli(capsys, "run", *flags(out, llama_dir, data_dir, "--target.seeds", "3,4",
+                                             "--target.methods", "pt,mpt"))
+    assert code == 0, err
+    code, _, err = cli(capsys, "report", str(out))
+    assert code == 0, err
+    markdown = (out / "report" / "report.md").read_text()
+    assert "Every unit is finished." in markdown and "| adapt | 8 of 8 |" in markdown
+    for seed in (3, 4):
+        assert f"| adapt/pt/seed{seed}/cola | done | 3 |" in markdown
+    assert (out / "results.md").read_text().strip() in markdown and " ± " in markdown
+    assert (out / "report" / "results.png").is_file() and (out / "report" / "adapt.png").is_file()

@@ -94,12 +94,15 @@ def run_units(run_dir: Path, config: dict) -> list[Unit]:
     units = [read_unit(run_dir, "teach", s, f"teach/{s}", steps["teach"]) for s in config["sources"]]
     if "mpt" in methods:
         units.append(read_unit(run_dir, "distill", "distill", "distill", steps["distill"]))
+    seeds = [f"seed{s}/" for s in target.get("seeds", [])] or [""]  # target.seeds nests units by seed
     for method in methods:
-        if method == "mpt" and joint:
-            units.append(read_unit(run_dir, "adapt", "mpt-joint", "adapt/mpt-joint", steps["adapt"]))
-        else:
-            units += [read_unit(run_dir, "adapt", f"{method}/{t}", f"adapt/{method}/{t}", steps["adapt"])
-                      for t in config["targets"]]
+        for seed in seeds:
+            if method == "mpt" and joint:
+                name = f"mpt-joint/{seed}".rstrip("/")
+                units.append(read_unit(run_dir, "adapt", name, f"adapt/{name}", steps["adapt"]))
+            else:
+                units += [read_unit(run_dir, "adapt", f"{method}/{seed}{t}", f"adapt/{method}/{seed}{t}",
+                                    steps["adapt"]) for t in config["targets"]]
     return units
 
 
@@ -116,12 +119,13 @@ def primary_metric(target: str, scores: dict) -> str:
 def comparison(units: list[Unit], results: dict | None) -> dict[str, dict[str, float]]:
     """scores[target][method] of the finished adapt units (results.json's table when present)."""
     if results is not None:
-        return {t: {m: v for m, v in row.items() if m != "metric"} for t, row in results["targets"].items()}
+        return {t: {m: v for m, v in row.items() if m not in ("metric", "std")}
+                for t, row in results["targets"].items()}
     scores: dict[str, dict[str, float]] = {}
     for unit in units:
         if unit.stage != "adapt" or unit.metrics is None or "scores" not in unit.metrics:
             continue
-        method = "mpt" if unit.name == "mpt-joint" else unit.name.split("/")[0]
+        method = "mpt" if unit.name.startswith("mpt-joint") else unit.name.split("/")[0]
         for target, values in unit.metrics["scores"].items():
             scores.setdefault(target, {})[method] = values[primary_metric(target, values)]
     return scores
@@ -190,12 +194,15 @@ def plot_adapt(units: list[Unit], targets: list[str], path: Path) -> bool:
         return False
     fig, axes = new_figure(len(targets), width=5.0)
     for ax, target in zip(axes, targets):
+        labelled = set()  # with target.seeds, one legend entry per method
         for unit in logged:
-            if unit.name == "mpt-joint":
-                draw_curve(ax, unit.log, "loss", "MPT (joint, all targets)", METHOD_COLORS["mpt"])
-            elif unit.name.split("/", 1)[1] == target:
-                method = unit.name.split("/")[0]
-                draw_curve(ax, unit.log, "loss", METHOD_NAMES.get(method, method), METHOD_COLORS.get(method))
+            method = unit.name.split("/")[0]
+            if method != "mpt-joint" and unit.name.rsplit("/", 1)[1] != target:
+                continue
+            label = "MPT (joint, all targets)" if method == "mpt-joint" else METHOD_NAMES.get(method, method)
+            draw_curve(ax, unit.log, "loss", None if label in labelled else label,
+                       METHOD_COLORS.get(method.removesuffix("-joint")))
+            labelled.add(label)
         ax.set(title=f"adapt: {target}", ylabel="loss (L_PLM)")
         if ax.has_data():
             ax.legend()
