@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -219,6 +220,31 @@ def out_dir_under_a_file(tmp, run, model, data):
     return ["teach", *flags(blocker / "run", model, data, *BASE)], [str(blocker / "run")]
 
 
+def _read_only_folder(tmp: Path) -> Path:
+    """A real folder nobody may write in: chmod 0o555. Root ignores permission bits, so as root the
+    folder is /sys instead: sysfs refuses new files and folders to everyone, root included."""
+    if os.geteuid() == 0:
+        return Path("/sys")
+    folder = tmp / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    return folder
+
+
+def out_dir_in_read_only_folder(tmp, run, model, data):
+    out = _read_only_folder(tmp) / "mptune-run"
+    return ["teach", *flags(out, model, data, *BASE)], [str(out), "cannot write"]
+
+
+def out_dir_read_only(tmp, run, model, data):
+    out = _read_only_folder(tmp)
+    return ["teach", *flags(out, model, data, *BASE)], [str(out / ".lock"), "Permission denied"]
+
+
+def zero_grad_accum(tmp, run, model, data):
+    return _fresh(tmp, model, data, "--distill.grad_accum", "0"), ["distill.", "grad_accum"]
+
+
 def custom_task_unknown_metric(tmp, run, model, data):
     spec = tmp / "t.yaml"
     spec.write_text("name: mine\ntrain: t.csv\ntext_columns: [text]\nlabel_column: label\n"
@@ -233,7 +259,8 @@ CORPUS = [bad_tsv_columns, empty_data_file, missing_data_file, unknown_label, to
           yaml_unknown_key, yaml_wrong_type, yaml_malformed, yaml_missing, model_missing,
           init_prompt_wrong_width, init_prompt_wrong_length, init_prompt_foreign_format, init_prompt_garbage,
           evaluate_prompt_for_other_task, evaluate_missing_prompt, different_config_same_dir,
-          distill_without_teachers, out_dir_under_a_file, custom_task_unknown_metric]
+          distill_without_teachers, out_dir_under_a_file, out_dir_in_read_only_folder, out_dir_read_only,
+          zero_grad_accum, custom_task_unknown_metric]
 
 
 @pytest.fixture(scope="module")

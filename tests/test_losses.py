@@ -69,3 +69,37 @@ def test_hidden_mse_by_hand():
     assert torch.allclose(hidden_mse(s, t), manual, atol=1e-6)
     assert hidden_mse(s, s.clone()).item() == 0.0
     assert hidden_mse(torch.zeros(2, 2), torch.full((2, 2), 2.0)).item() == pytest.approx(4.0)
+
+
+def _terms(logits, targets, teacher, hidden, hidden_t, total=None):
+    return torch.stack([plm_loss(logits, targets, total), distill_kl(logits, teacher, 2.0, total),
+                        hidden_mse(hidden, hidden_t, total)])
+
+
+def test_default_total_is_torch_mean_bit_for_bit_value_and_gradient():
+    """One process keeps the exact numbers of the mean reductions (the README's runs stay reproducible)."""
+    import torch.nn.functional as F
+
+    for seed in range(20):
+        n = 1 + seed
+        logits, teacher = _randn(n, 50, seed=seed).requires_grad_(True), _randn(n, 50, seed=seed + 100)
+        hidden, hidden_t = _randn(n, 8, seed=seed + 200).requires_grad_(True), _randn(n, 8, seed=seed + 300)
+        targets = torch.randint(0, 50, (n,), generator=torch.Generator().manual_seed(seed))
+        kl = F.kl_div(F.log_softmax(logits / 2.0, -1), F.log_softmax(teacher / 2.0, -1), log_target=True,
+                      reduction="batchmean") * 4.0
+        means = torch.stack([F.cross_entropy(logits, targets), kl, F.mse_loss(hidden, hidden_t)])
+        ours = _terms(logits, targets, teacher, hidden, hidden_t)
+        for i in range(3):
+            a = torch.autograd.grad(means[i], [logits, hidden], retain_graph=True, materialize_grads=True)
+            b = torch.autograd.grad(ours[i], [logits, hidden], retain_graph=True, materialize_grads=True)
+            assert torch.equal(means[i], ours[i]) and all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_parts_divided_by_the_whole_count_add_up_to_the_whole_batch():
+    logits, teacher = _randn(9, 20, seed=1), _randn(9, 20, seed=2)
+    hidden, hidden_t = _randn(9, 8, seed=3), _randn(9, 8, seed=4)
+    targets = torch.arange(9) % 20
+    whole = _terms(logits, targets, teacher, hidden, hidden_t)
+    parts = sum(_terms(logits[a:b], targets[a:b], teacher[a:b], hidden[a:b], hidden_t[a:b], total=9)
+                for a, b in ((0, 4), (4, 5), (5, 9)))
+    assert torch.allclose(parts, whole, atol=1e-6)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from mptune.config import DistillArgs, RunConfig, TrainArgs
 from mptune.data import encode
 from mptune.errors import MptuneError
 from mptune.prompts import MultitaskPrompt, SoftPrompt
-from mptune.resume import STATE_FILE
+from mptune.resume import PREV_STATE_FILE, STATE_FILE, read_state
 from mptune.stages import TaskData, train_distill, train_plm
 from mptune.tasks import get_task
 
@@ -101,10 +102,45 @@ def test_train_distill_resumes_bitwise(llama_backbone, data_dir, tmp_path, monke
         assert torch.equal(a, b)
 
 
-def test_corrupt_checkpoint_is_reported(backbone, data_dir, tmp_path):
-    (tmp_path / STATE_FILE).write_bytes(b"not a checkpoint")
-    with pytest.raises(MptuneError, match=STATE_FILE):
-        train_plm(backbone, _prompt(backbone), _data(backbone, data_dir), ARGS, 2, 0, tmp_path, "x")
+DAMAGE = {
+    "truncated": lambda data: data[: len(data) // 2],
+    "flipped_byte": lambda data: data[:999] + bytes([data[999] ^ 0xFF]) + data[1000:],  # one byte inside the payload
+    "empty": lambda data: b"",
+    "foreign": lambda data: b"not a checkpoint",
+}
+
+
+@pytest.mark.parametrize("both", [False, True], ids=["latest", "latest_and_previous"])
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_damaged_checkpoint_is_reported_and_resume_still_ends_bitwise(llama_backbone, data_dir, tmp_path, monkeypatch,
+                                                                      capsys, damage, both):
+    """A damaged state.pt is named in a warning and state.prev.pt (step 2) takes over; with both damaged
+    the unit restarts from step 0. Either way the prompt ends bit for bit as in an uninterrupted run."""
+    backbone, data = llama_backbone, _data(llama_backbone, data_dir)
+    whole = _prompt(backbone)
+    (tmp_path / "a").mkdir()
+    train_plm(backbone, whole, data, ARGS, 2, 0, tmp_path / "a", "whole")
+    folder = tmp_path / "b"
+    _kill_after(monkeypatch, 5)
+    with pytest.raises(Killed):
+        train_plm(backbone, _prompt(backbone), data, ARGS, 2, 0, folder, "killed")
+    monkeypatch.undo()
+    assert [read_state(folder / f)["step"] for f in (STATE_FILE, PREV_STATE_FILE)] == [4, 2]
+    damaged = [folder / STATE_FILE, folder / PREV_STATE_FILE][: 1 + both]
+    for path in damaged:
+        path.write_bytes(DAMAGE[damage](path.read_bytes()))
+        with pytest.raises(MptuneError, match=f"checkpoint {path} is damaged"):
+            read_state(path)
+
+    capsys.readouterr()
+    resumed = _prompt(backbone)
+    train_plm(backbone, resumed, data, ARGS, 2, 0, folder, "resumed")
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("mptune: warning")]
+    assert torch.equal(resumed.prompt, whole.prompt)
+    assert [f"checkpoint {path} is damaged" in w for path, w in zip(damaged, warnings)] == [True] * len(damaged)
+    assert ("restarts from step 0" if both else f"{folder / PREV_STATE_FILE} (step 2)") in warnings[-1]
+    steps = [json.loads(line)["step"] for line in (folder / "log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, ARGS.steps + 1))
 
 
 def test_finished_unit_removes_its_checkpoint(tmp_path, llama_dir, data_dir, capsys):
@@ -113,7 +149,7 @@ def test_finished_unit_removes_its_checkpoint(tmp_path, llama_dir, data_dir, cap
     out = tmp_path / "run"
     argv = flags(out, llama_dir, data_dir, "--sources", "rte", "--teach.steps", "5", "--teach.checkpoint_every", "2")
     assert cli(capsys, "teach", *argv)[0] == 0
-    assert not (out / "teach" / "rte" / STATE_FILE).exists()
+    assert not list((out / "teach" / "rte").glob("state*"))  # state.pt and state.prev.pt (steps 4, 2) removed
 
 
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path, llama_dir, data_dir):
@@ -157,3 +193,116 @@ def test_second_run_on_the_same_directory_is_refused(tmp_path, llama_dir, data_d
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
         code, _, err = cli(capsys, "teach", *flags(tmp_path / "run", llama_dir, data_dir, "--sources", "rte"))
     assert_user_error(code, err, "another mptune process", str(out))
+
+
+# --- real SIGKILLs inside and around checkpoint writes -----------------------------------------
+
+KILL_STEPS, KILL_EVERY = "200", "4"
+SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+DIE_IN_SAVE = '''"""`mptune ARGS`, SIGKILLed by itself inside save_state, at POINT of the NTH write reaching it.
+
+usage: python die_in_save.py POINT NTH ARGS...
+"""
+import os
+import signal
+import sys
+from pathlib import Path
+
+point, nth = sys.argv[1], int(sys.argv[2])
+seen = 0
+
+
+def dying(real, here):
+    def call(*args):
+        global seen
+        if here(*args):
+            seen += 1
+            if seen == nth:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return real(*args)
+    return call
+
+
+if point == "fsync":  # state.pt.tmp written, not yet flushed to disk
+    os.fsync = dying(os.fsync, lambda fd: os.readlink(f"/proc/self/fd/{fd}").endswith("state.pt.tmp"))
+elif point == "rotate":  # state.pt.tmp complete, state.pt not yet renamed to state.prev.pt
+    os.replace = dying(os.replace, lambda src, dst: Path(dst).name == "state.prev.pt")
+else:  # "rename": state.pt renamed to state.prev.pt, state.pt.tmp not yet renamed to state.pt
+    os.replace = dying(os.replace, lambda src, dst: Path(dst).name == "state.pt")
+
+from mptune.cli import main  # noqa: E402
+
+sys.exit(main(sys.argv[3:]))
+'''
+
+
+def _teach_argv(out: Path, llama_dir: Path, data_dir: Path) -> list[str]:
+    from test_cli import flags
+
+    return ["teach", *flags(out, llama_dir, data_dir, "--sources", "rte", "--teach.steps", KILL_STEPS,
+                            "--teach.checkpoint_every", KILL_EVERY)]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, saved_models, data_dir) -> torch.Tensor:
+    """The teacher prompt of one uninterrupted `mptune teach`, the reference of the kill trials."""
+    from mptune.cli import main
+
+    out = tmp_path_factory.mktemp("uninterrupted") / "run"
+    assert main(_teach_argv(out, saved_models["llama"], data_dir)) == 0
+    return load_prompt(out / "teach" / "rte" / "prompt.safetensors")[0].prompt
+
+
+def _finish_and_compare(out: Path, llama_dir: Path, data_dir: Path, reference: torch.Tensor) -> None:
+    from mptune.cli import main
+
+    assert main(_teach_argv(out, llama_dir, data_dir)) == 0
+    assert torch.equal(load_prompt(out / "teach" / "rte" / "prompt.safetensors")[0].prompt, reference)
+
+
+def test_sigkill_inside_checkpoint_writes_then_resume_matches(tmp_path, llama_dir, data_dir, uninterrupted):
+    """Three processes SIGKILLed inside save_state, each resuming the last one's run directory: before
+    the new file is flushed, before state.pt is rotated, and between the two renames (no state.pt on
+    disk, only state.prev.pt). The fourth run finishes with the uninterrupted run's tensors."""
+    script = tmp_path / "die_in_save.py"
+    script.write_text(DIE_IN_SAVE)
+    out = tmp_path / "run"
+    unit = out / "teach" / "rte"
+    for point, nth in (("fsync", 2), ("rotate", 1), ("rename", 2)):
+        proc = subprocess.run([sys.executable, str(script), point, str(nth), *_teach_argv(out, llama_dir, data_dir)],
+                              env=SUBPROCESS_ENV, capture_output=True, text=True)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+        assert (unit / f"{STATE_FILE}.tmp").exists() and not (unit / "metrics.json").exists()
+        assert (unit / STATE_FILE).exists() == (point != "rename")
+    _finish_and_compare(out, llama_dir, data_dir, uninterrupted)
+
+
+def _checkpoint_step(path: Path) -> int:
+    try:
+        return read_state(path)["step"]
+    except (OSError, MptuneError):  # between the two renames, or not written yet
+        return 0
+
+
+def test_sigkill_loop_at_random_moments_then_resume_matches(tmp_path, llama_dir, data_dir, uninterrupted):
+    """Three processes SIGKILLed from outside, each at a random moment (0-20 ms) after it wrote a newer
+    checkpoint than the last one, each resuming the last one's run directory; the fourth finishes with
+    the uninterrupted run's tensors."""
+    rng = random.Random(0)
+    out = tmp_path / "run"
+    state = out / "teach" / "rte" / STATE_FILE
+    last = 0
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, "-m", "mptune", *_teach_argv(out, llama_dir, data_dir)],
+                                env=SUBPROCESS_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while proc.poll() is None and time.time() < deadline and _checkpoint_step(state) <= last:
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0, 0.02))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+        last = _checkpoint_step(state) or _checkpoint_step(state.with_name(PREV_STATE_FILE))
+        assert 0 < last < int(KILL_STEPS)
+    _finish_and_compare(out, llama_dir, data_dir, uninterrupted)

@@ -3,6 +3,10 @@
 Every setting of `RunConfig` is a flag `--section.field` (help text = the field's docstring),
 applied on top of `--config FILE.yaml`, applied on top of the defaults. User errors print one
 line `mptune: error: ...` and exit with status 2.
+
+Under `torchrun` / `accelerate launch` every process runs the same command (`python -m mptune`
+works too); they join one process group before the model is loaded, and only the main process
+prints results (see `distributed`).
 """
 
 from __future__ import annotations
@@ -100,8 +104,11 @@ def dispatch(args: argparse.Namespace) -> None:
         print(f"mptune prompt written to {import_peft_file(args.peft, tasks, args.out)}")
         return
     cfg = resolve_config(args)
-    from mptune import stages
+    from mptune import distributed, stages
     from mptune.models import load_backbone
+
+    distributed.init_from_env(cfg.model.device)  # before loading: a CUDA process picks its GPU
+    show = print if distributed.is_main() else lambda *lines: None
 
     if args.command in ("run", "teach", "distill", "adapt"):
         stages.prepare_run_dir(cfg)  # refuse bad settings or a clashing run directory before loading the model
@@ -118,17 +125,18 @@ def dispatch(args: argparse.Namespace) -> None:
     backbone = load_backbone(cfg.model.name, cfg.model.precision, cfg.model.device)
     if args.command == "run":
         table, markdown = stages.run(cfg, backbone)
-        print(markdown)
-        print(f"results: {cfg.out_dir}/results.md and results.json; seconds per stage: {table['seconds']}")
+        show(markdown)
+        show(f"results: {cfg.out_dir}/results.md and results.json; seconds per stage: {table['seconds']}")
     elif args.command == "evaluate":
-        print(json.dumps(stages.evaluate_prompt(cfg, backbone, args.prompt, args.task, args.split)))
+        show(json.dumps(stages.evaluate_prompt(cfg, backbone, args.prompt, args.task, args.split)))
     elif args.command == "export":
         from mptune.interop import export_peft
 
-        print(f"PEFT adapter written to {export_peft(backbone, args.prompt, args.task, args.peft)}")
+        if distributed.is_main():
+            show(f"PEFT adapter written to {export_peft(backbone, args.prompt, args.task, args.peft)}")
     else:
         result = getattr(stages, args.command)(cfg, backbone)
-        print(json.dumps(result, indent=2))
+        show(json.dumps(result, indent=2))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if "mptune.stages" in sys.modules:  # release the run directory held by this command
             sys.modules["mptune.stages"].unlock_run_dirs()
+        if "mptune.distributed" in sys.modules:
+            sys.modules["mptune.distributed"].close()
     return 0
 
 

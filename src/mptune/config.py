@@ -13,7 +13,6 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
-import json
 import textwrap
 import typing
 from dataclasses import dataclass, field
@@ -115,6 +114,8 @@ class TrainArgs:
     """Steps of linear warm-up before linear decay to zero (capped at half the steps)."""
     checkpoint_every: int = 25
     """Save the training state every this many steps, so a killed run resumes mid-stage (0 = never)."""
+    grad_accum: int = 1
+    """Micro-batches per step and process (gradient accumulation): same update as one batch, less memory."""
 
     def __post_init__(self):
         _check(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
@@ -124,6 +125,8 @@ class TrainArgs:
         _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         _check(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
         _check(self.checkpoint_every >= 0, f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
+        _check(1 <= self.grad_accum <= self.batch_size,
+               f"grad_accum must be between 1 and batch_size ({self.batch_size}), got {self.grad_accum}")
 
 
 @dataclass

@@ -84,6 +84,11 @@ def collate(items: Sequence[Encoded], pad_id: int, is_seq2seq: bool) -> Batch:
     return Batch(input_ids, mask, label_ids, task_ids)
 
 
+def label_tokens(items: Sequence[Encoded]) -> int:
+    """Label positions of the batch `collate` makes of these items (the N rows of `Backbone.forward`)."""
+    return sum(len(it.target_ids) for it in items)
+
+
 def epoch_stream(n: int, rng: random.Random) -> Iterator[int]:
     """Indices 0..n-1, reshuffled every epoch, forever."""
     order = list(range(n))

@@ -12,6 +12,9 @@ Decisions
   `task.max_new_tokens` tokens), decoded without special tokens and stripped. An empty
   generation scores 0 on every metric, and the metrics report how many there were
   ("empty_generations"), which tells an untrained prompt that stops at once from a weak one.
+- Under data parallelism (`distributed`) each process predicts a contiguous run of whole batches,
+  the very batches one process forms, and the predictions are gathered in order: every process
+  scores the full list, and the metric is the one-process metric.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from mptune import distributed
 from mptune.backbone import Backbone
 from mptune.data import Encoded, collate, tokenize_targets
 from mptune.generate import generate
@@ -70,15 +74,29 @@ def generated_texts(backbone: Backbone, prompt, items: Sequence[Encoded], max_ne
     return [text.strip() for text in backbone.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
 
+def predictions(backbone: Backbone, prompt, task: Task, items: Sequence[Encoded], batch_size: int = 32,
+                progress: str | None = None) -> list:
+    """The predicted label (classification) or generated text of every item, in order, on every process.
+
+    Each process predicts its `distributed.eval_range` of the items; the lists are gathered.
+    """
+    lo, hi = distributed.eval_range(len(items), batch_size)
+    progress = progress if distributed.is_main() else None
+    if task.is_classification:
+        scores = choice_scores(backbone, prompt, items[lo:hi], task.choices, batch_size, progress)
+        mine = [task.decode(i) for i in scores.argmax(-1).tolist()]
+    else:
+        mine = generated_texts(backbone, prompt, items[lo:hi], task.max_new_tokens, batch_size, progress)
+    return distributed.gather_lists(mine)
+
+
 def evaluate_items(backbone: Backbone, prompt, task: Task, items: Sequence[Encoded], labels: Sequence,
                    batch_size: int = 32, progress: str | None = None) -> dict[str, float]:
     """The task's metrics: rank classification, or generation for tasks without choices.
 
     Generation tasks also report "empty_generations", the number of empty predictions.
     """
+    preds = predictions(backbone, prompt, task, items, batch_size, progress)
     if not task.is_classification:
-        texts = generated_texts(backbone, prompt, items, task.max_new_tokens, batch_size, progress)
-        return {**score(task, texts, list(labels)), "empty_generations": sum(not t for t in texts)}
-    scores = choice_scores(backbone, prompt, items, task.choices, batch_size, progress)
-    preds = [task.decode(i) for i in scores.argmax(-1).tolist()]
+        return {**score(task, preds, list(labels)), "empty_generations": sum(not t for t in preds)}
     return score(task, preds, list(labels))

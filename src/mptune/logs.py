@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from mptune import distributed
 from mptune.errors import MptuneError
 
 TENSORBOARD_DIR = "tensorboard"
@@ -66,19 +67,22 @@ def _run_of(folder: Path) -> tuple[Path, tuple[str, ...]] | None:
 class StepLog:
     """Appends one JSON line per step (and TensorBoard scalars, if the run asks) and tracks throughput.
 
-    A resumed unit keeps the lines of its first `kept_steps` steps and appends after them.
+    A resumed unit keeps the lines of its first `kept_steps` steps and appends after them. Only the
+    main process of a distributed run writes.
     """
 
     def __init__(self, path: Path, kept_steps: int = 0):
-        kept = path.read_text().splitlines()[:kept_steps] if kept_steps and path.exists() else []
-        self.file = path.open("w")
-        self.file.writelines(line + "\n" for line in kept)
-        self.tensorboard = None
-        run = _run_of(path.parent)
-        if run is not None and "tensorboard" in run[1]:
-            unit = path.parent.resolve().relative_to(run[0])
-            self.tensorboard = summary_writer_class()(str(run[0] / TENSORBOARD_DIR / unit),
-                                                      purge_step=kept_steps + 1 if kept_steps else None)
+        self.file = self.tensorboard = None
+        if distributed.is_main():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            kept = path.read_text().splitlines()[:kept_steps] if kept_steps and path.exists() else []
+            self.file = path.open("w")
+            self.file.writelines(line + "\n" for line in kept)
+            run = _run_of(path.parent)
+            if run is not None and "tensorboard" in run[1]:
+                unit = path.parent.resolve().relative_to(run[0])
+                self.tensorboard = summary_writer_class()(str(run[0] / TENSORBOARD_DIR / unit),
+                                                          purge_step=kept_steps + 1 if kept_steps else None)
         self.start = time.perf_counter()
         self.examples = 0
 
@@ -87,7 +91,8 @@ class StepLog:
         elapsed = time.perf_counter() - self.start
         row = {"step": step, **{k: round(v.item(), 5) for k, v in terms.items()},
                "lr": lr, "examples_per_s": round(self.examples / elapsed, 2)}
-        self.file.write(json.dumps(row) + "\n")
+        if self.file is not None:
+            self.file.write(json.dumps(row) + "\n")
         if self.tensorboard is not None:
             for key, value in row.items():
                 if key != "step":
@@ -95,7 +100,8 @@ class StepLog:
         return row
 
     def close(self) -> dict:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
         if self.tensorboard is not None:
             self.tensorboard.close()
         elapsed = time.perf_counter() - self.start

@@ -12,6 +12,10 @@ Decisions
   LM head) at the label positions, averaged over tokens and dimensions. These are the states
   that decide the prediction; matching them at the label positions also keeps the cost at
   N x d instead of the whole sequence.
+- Each term is a sum over label tokens divided by a count, `total` (default: the N tokens given,
+  which is the mean, bit for bit). A batch split over processes or gradient-accumulation
+  micro-batches passes the label tokens of the whole batch, so the parts' terms and gradients add
+  up to those of the whole batch (see `distributed`).
 """
 
 from __future__ import annotations
@@ -20,19 +24,24 @@ import torch
 import torch.nn.functional as F
 
 
-def plm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """-mean log P(y | x): logits [N, V], targets [N] -> scalar."""
-    return F.cross_entropy(logits.float(), targets)
+def plm_loss(logits: torch.Tensor, targets: torch.Tensor, total: int | None = None) -> torch.Tensor:
+    """-sum log P(y | x) / total (default N: the mean): logits [N, V], targets [N] -> scalar."""
+    total = len(targets) if total is None else total
+    return F.cross_entropy(logits.float(), targets, reduction="sum") / total
 
 
-def distill_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """T^2 * mean over rows of KL(softmax(teacher/T) || softmax(student/T)): [N, V], [N, V] -> scalar."""
+def distill_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float,
+               total: int | None = None) -> torch.Tensor:
+    """T^2 * sum over rows of KL(softmax(teacher/T) || softmax(student/T)) / total (default N: the mean):
+    [N, V], [N, V] -> scalar."""
+    total = len(student) if total is None else total
     log_p_student = F.log_softmax(student.float() / temperature, dim=-1)
     log_p_teacher = F.log_softmax(teacher.float() / temperature, dim=-1)
-    kl = F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="batchmean")
+    kl = F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="sum") / total
     return kl * temperature**2
 
 
-def hidden_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """Mean squared error between hidden states: [N, d], [N, d] -> scalar."""
-    return F.mse_loss(student.float(), teacher.float())
+def hidden_mse(student: torch.Tensor, teacher: torch.Tensor, total: int | None = None) -> torch.Tensor:
+    """Squared error between hidden states summed / (total * d) (default N: the mean): [N, d], [N, d] -> scalar."""
+    total = len(student) if total is None else total
+    return F.mse_loss(student.float(), teacher.float(), reduction="sum") / (total * student.shape[-1])

@@ -4,52 +4,120 @@ A unit of work (one teacher, the distillation, one target method) saves `state.p
 `checkpoint_every` steps: the trainable tensors, the optimizer and scheduler states and the step.
 Nothing else is needed to continue bit for bit: the backbone is frozen and in eval mode (no
 dropout, so no random numbers are drawn while training), and the batches come from a generator
-seeded by the run seed, which is fast-forwarded by the number of finished steps. The file is
-written to a temporary name, flushed to disk and renamed, so a kill during the write leaves the
-previous checkpoint intact. `state.pt` is removed once the unit's metrics.json exists.
+seeded by the run seed, which is fast-forwarded by the number of finished steps. `state.pt` is
+removed once the unit's metrics.json exists.
+
+Integrity
+- `state.pt` is one header line `mptune-state/1 sha256=<hex>` and then the bytes of
+  `torch.save(state)`; the hash covers those bytes, so a truncated or corrupted file is detected
+  before anything is loaded from it.
+- A new checkpoint is written to `state.pt.tmp` and flushed to disk; then the current `state.pt`
+  becomes `state.prev.pt` and the new file becomes `state.pt` (two renames, then the folder is
+  synced). A kill at any moment leaves an intact checkpoint: `state.pt`, or `state.prev.pt`
+  between the two renames.
+- Resuming reads `state.pt`, else `state.prev.pt`. A damaged file gets one warning line naming
+  it and the next one is tried; with none intact the unit restarts from step 0 (with a warning),
+  and the user's other results are left alone. An older checkpoint costs only recomputation:
+  training from it replays the same batches and updates, so the unit still ends bit for bit
+  where an uninterrupted run ends.
+- Only the main process writes and reads checkpoints; the other processes receive the state from
+  it (`distributed.from_main`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import pickle
+import sys
 from itertools import islice
 from pathlib import Path
 from typing import Iterator
 
 import torch
 
+from mptune import distributed
 from mptune.errors import MptuneError
 
 STATE_FILE = "state.pt"
+PREV_STATE_FILE = "state.prev.pt"
+HEADER = b"mptune-state/1 sha256="
 
 
 def save_state(folder: Path, step: int, module: torch.nn.Module, opt, sched) -> None:
-    """Atomically write the training state after `step` finished steps."""
+    """Write the training state after `step` finished steps, keeping the previous one (main process only)."""
+    if not distributed.is_main():
+        return
+    buffer = io.BytesIO()
+    torch.save({"step": step, "module": module.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict()}, buffer)
+    payload = buffer.getvalue()
     path = folder / STATE_FILE
     tmp = path.with_name(path.name + ".tmp")
-    state = {"step": step, "module": module.state_dict(), "optimizer": opt.state_dict(),
-             "scheduler": sched.state_dict()}
     with open(tmp, "wb") as f:
-        torch.save(state, f)
+        f.write(HEADER + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
         f.flush()
         os.fsync(f.fileno())
+    if path.exists():
+        os.replace(path, folder / PREV_STATE_FILE)
     os.replace(tmp, path)
+    fd = os.open(folder, os.O_RDONLY)  # make the renames durable too
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_state(path: Path) -> dict:
+    """The state saved in `path`; MptuneError naming the file if it is truncated, corrupted or foreign."""
+    header, _, payload = path.read_bytes().partition(b"\n")
+    if not header.startswith(HEADER):
+        raise MptuneError(f"checkpoint {path} is damaged (no mptune checkpoint header: empty, truncated or foreign)")
+    if header[len(HEADER):] != hashlib.sha256(payload).hexdigest().encode():
+        raise MptuneError(f"checkpoint {path} is damaged (checksum mismatch: truncated or corrupted)")
+    try:
+        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
+        raise MptuneError(f"checkpoint {path} is damaged ({str(err).splitlines()[0]})") from None
+
+
+def warn(message: str) -> None:
+    print(f"mptune: warning: {message}", file=sys.stderr)
+
+
+def latest_state(folder: Path) -> dict | None:
+    """The newest intact checkpoint of a unit (state.pt, else state.prev.pt), or None; damaged ones are reported."""
+    damaged = False
+    for path in (folder / STATE_FILE, folder / PREV_STATE_FILE):
+        if not path.exists():
+            continue
+        try:
+            state = read_state(path)
+        except MptuneError as err:
+            warn(f"{err}; ignoring it")
+            damaged = True
+            continue
+        if damaged:
+            warn(f"resuming from the previous checkpoint {path} (step {state['step']})")
+        return state
+    if damaged:
+        warn(f"no intact checkpoint in {folder}: this unit restarts from step 0")
+    return None
 
 
 def restore_state(folder: Path, module: torch.nn.Module, opt, sched) -> int:
-    """Load the saved state into module, optimizer and scheduler; return the finished steps (0 if none)."""
-    path = folder / STATE_FILE
-    if not path.exists():
+    """Load the latest intact state into module, optimizer and scheduler; return the finished steps (0 if none)."""
+    state = distributed.from_main(lambda: latest_state(folder))
+    if state is None:
         return 0
     try:
-        state = torch.load(path, weights_only=True)
         module.load_state_dict(state["module"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-    except (RuntimeError, KeyError, EOFError, ValueError, pickle.UnpicklingError) as err:
-        raise MptuneError(f"checkpoint {path} is unreadable ({str(err).splitlines()[0]}); "
-                          f"delete it to restart this unit from step 0") from None
+    except (RuntimeError, KeyError, ValueError) as err:
+        raise MptuneError(f"the checkpoint in {folder} does not fit this unit ({str(err).splitlines()[0]}); "
+                          f"delete {STATE_FILE} and {PREV_STATE_FILE} to restart it from step 0") from None
     return int(state["step"])
 
 
@@ -60,4 +128,5 @@ def skip(stream: Iterator, steps: int) -> Iterator:
 
 
 def clear_state(folder: Path) -> None:
-    (folder / STATE_FILE).unlink(missing_ok=True)
+    for name in (STATE_FILE, PREV_STATE_FILE, STATE_FILE + ".tmp"):
+        (folder / name).unlink(missing_ok=True)

@@ -11,6 +11,11 @@ its own folder of the run directory; a unit whose metrics.json exists is done an
 instead of trained again, so an interrupted run resumes at the first unfinished unit. The run
 directory keeps the resolved `config.yaml`; a second run with a different config on the same
 directory is refused rather than mixing results.
+
+Launched as several processes (torchrun, accelerate launch), the stages train data-parallel: each
+step every process takes its shard of the same global batch, losses are normalised by the label
+tokens of the whole batch and gradients summed, so the update is the one-process update; only
+the main process writes to the run directory (see `distributed`).
 """
 
 from __future__ import annotations
@@ -27,10 +32,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from mptune import distributed
 from mptune.backbone import Backbone
 from mptune.checkpoint import PROMPT_FILE, load_prompt, save_prompt
 from mptune.config import RunConfig, TrainArgs, same_run, save_yaml
-from mptune.data import Encoded, collate, encode, multitask_batches
+from mptune.data import Encoded, collate, encode, label_tokens, multitask_batches
 from mptune.errors import MptuneError
 from mptune.evaluate import evaluate_items
 from mptune.logs import StepLog, use_loggers
@@ -133,27 +139,43 @@ def check_finite(loss: torch.Tensor, stage: str, step: int) -> None:
 
 # --- the two training loops --------------------------------------------------------------------
 
+def progress_bar(desc: str, start: int, steps: int) -> tqdm:
+    """Steps start+1 .. steps, with a bar in the main process only."""
+    return tqdm(range(start + 1, steps + 1), desc=desc, initial=start, total=steps, dynamic_ncols=True,
+                disable=not distributed.is_main())
+
+
 def train_plm(backbone: Backbone, prompt: torch.nn.Module, data: list[TaskData], args: TrainArgs,
               kappa: int, seed: int, folder: Path, desc: str) -> dict:
-    """Prompt tuning with the task loss only: L = L_PLM. Used by teach and adapt."""
+    """Prompt tuning with the task loss only: L = L_PLM. Used by teach and adapt.
+
+    A step's batch (the same in every process) is split by `distributed.shard` into this process's
+    grad_accum micro-batches; each one's loss is divided by the label tokens of the whole batch.
+    """
     backbone.assert_frozen()
     torch.manual_seed(seed)
     opt, sched = make_optimizer(prompt, args)
     start = restore_state(folder, prompt, opt, sched)
     batches = skip(batch_stream(data, args, kappa, seed), start)
     log = StepLog(folder / "log.jsonl", start)
-    bar = tqdm(range(start + 1, args.steps + 1), desc=desc, initial=start, total=args.steps, dynamic_ncols=True)
+    bar = progress_bar(desc, start, args.steps)
     for step in bar:
-        batch = collate(next(batches), backbone.tokenizer.pad_token_id, backbone.is_seq2seq).to(backbone.device)
-        out = backbone.forward(prompt(batch.task_ids), batch)
-        loss = plm_loss(out.logits, out.targets)
-        check_finite(loss, desc, step)
+        items = next(batches)
+        total = label_tokens(items)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = torch.zeros((), device=backbone.device)  # of the whole batch: summed over micro-batches, processes
+        for part in distributed.shard(items, args.grad_accum):
+            batch = collate(part, backbone.tokenizer.pad_token_id, backbone.is_seq2seq).to(backbone.device)
+            out = backbone.forward(prompt(batch.task_ids), batch)
+            part_loss = plm_loss(out.logits, out.targets, total)
+            part_loss.backward()
+            loss += part_loss.detach()
+        distributed.all_reduce_sum([loss, *(p.grad for p in prompt.parameters())])
+        check_finite(loss, desc, step)
         torch.nn.utils.clip_grad_norm_(prompt.parameters(), 1.0)
         opt.step()
         sched.step()
-        row = log.write(step, len(batch), sched.get_last_lr()[0], loss=loss)
+        row = log.write(step, len(items), sched.get_last_lr()[0], loss=loss)
         bar.set_postfix(loss=f"{row['loss']:.3f}", ex_s=row["examples_per_s"])
         if args.checkpoint_every and step % args.checkpoint_every == 0 and step < args.steps:
             save_state(folder, step, prompt, opt, sched)
@@ -170,25 +192,32 @@ def train_distill(cfg: RunConfig, backbone: Backbone, student: MultitaskPrompt, 
     start = restore_state(folder, student, opt, sched)
     batches = skip(batch_stream(data, args, mpt.kappa, cfg.seed), start)
     log = StepLog(folder / "log.jsonl", start)
-    zero = torch.zeros(())
-    bar = tqdm(range(start + 1, args.steps + 1), desc="distill", initial=start, total=args.steps,
-               dynamic_ncols=True)
+    zero = torch.zeros((), device=backbone.device)
+    bar = progress_bar("distill", start, args.steps)
     for step in bar:
-        batch = collate(next(batches), backbone.tokenizer.pad_token_id, backbone.is_seq2seq).to(backbone.device)
-        with torch.no_grad():
-            teacher = backbone.forward(teachers(batch.task_ids), batch)
-        out = backbone.forward(student(batch.task_ids), batch)
-        ce = plm_loss(out.logits, out.targets)
-        kl = distill_kl(out.logits, teacher.logits, mpt.temperature) if mpt.logits else zero
-        mse = hidden_mse(out.hidden, teacher.hidden) if mpt.hidden else zero
+        items = next(batches)
+        total = label_tokens(items)
+        opt.zero_grad(set_to_none=True)
+        terms = torch.zeros(3, device=backbone.device)  # ce, kl, mse of the whole batch (as in train_plm)
+        for part in distributed.shard(items, args.grad_accum):
+            batch = collate(part, backbone.tokenizer.pad_token_id, backbone.is_seq2seq).to(backbone.device)
+            with torch.no_grad():
+                teacher = backbone.forward(teachers(batch.task_ids), batch)
+            out = backbone.forward(student(batch.task_ids), batch)
+            ce = plm_loss(out.logits, out.targets, total)
+            kl = distill_kl(out.logits, teacher.logits, mpt.temperature, total) if mpt.logits else zero
+            mse = hidden_mse(out.hidden, teacher.hidden, total) if mpt.hidden else zero
+            loss = ce + mpt.lam * (kl + mse)
+            loss.backward()
+            terms += torch.stack([ce, kl, mse]).detach()
+        distributed.all_reduce_sum([terms, *(p.grad for p in student.parameters())])
+        ce, kl, mse = terms
         loss = ce + mpt.lam * (kl + mse)
         check_finite(loss, "distill", step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
         opt.step()
         sched.step()
-        row = log.write(step, len(batch), sched.get_last_lr()[0], loss=loss, ce=ce, kl=kl, mse=mse)
+        row = log.write(step, len(items), sched.get_last_lr()[0], loss=loss, ce=ce, kl=kl, mse=mse)
         bar.set_postfix(ce=f"{row['ce']:.3f}", kl=f"{row['kl']:.3f}", mse=f"{row['mse']:.3f}")
         if args.checkpoint_every and step % args.checkpoint_every == 0 and step < args.steps:
             save_state(folder, step, student, opt, sched)
@@ -204,13 +233,26 @@ def register_custom_tasks(cfg: RunConfig) -> None:
 
 
 def prepare_run_dir(cfg: RunConfig) -> Path:
-    """Create the run directory and record the config; refuse a directory holding another config."""
+    """Create the run directory and record the config; refuse a directory holding another config.
+
+    Also joins the process group when launched as several processes (`distributed.init_from_env`).
+    """
+    distributed.init_from_env(cfg.model.device)
     register_custom_tasks(cfg)
     for name in [*cfg.sources, *cfg.targets]:  # a typo must not leave a config.yaml that blocks the fix
         get_task(name)
     resolve_data_dir(cfg.data.data_dir)
+    for stage in ("teach", "distill", "adapt"):
+        args = getattr(cfg, stage)
+        distributed.check_batch(args.batch_size, args.grad_accum, f"{stage}.batch_size")
     out = Path(cfg.out_dir)
     use_loggers(out, cfg.loggers)
+    distributed.from_main(lambda: claim_run_dir(cfg, out))
+    return out
+
+
+def claim_run_dir(cfg: RunConfig, out: Path) -> None:
+    """Lock the run directory, then check its config.yaml or write it (the main process only)."""
     saved = out / "config.yaml"
     if out.exists():
         lock_run_dir(out)
@@ -220,14 +262,13 @@ def prepare_run_dir(cfg: RunConfig) -> Path:
         if not same_run(yaml.safe_load(saved.read_text()), cfg):
             raise MptuneError(f"{out} holds a run with a different config ({saved}); "
                               f"choose another --out_dir or rerun with the saved config")
-        return out
+        return
     try:
         out.mkdir(parents=True, exist_ok=True)
         lock_run_dir(out)
         save_yaml(cfg, saved)
     except OSError as err:
         raise MptuneError(f"cannot write the run directory {out}: {err.strerror}") from None
-    return out
 
 
 _LOCKS: dict[Path, object] = {}
@@ -254,22 +295,26 @@ def unlock_run_dirs() -> None:
 
 
 def done(folder: Path) -> dict | None:
-    """The metrics of a finished unit of work, or None."""
+    """The metrics of a finished unit of work, or None (as the main process reads them)."""
     path = folder / "metrics.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    return distributed.from_main(lambda: json.loads(path.read_text()) if path.exists() else None)
 
 
 def finish(folder: Path, module: torch.nn.Module, tasks: list[str], metrics: dict) -> dict:
     """Save a unit's prompt (and, for P* o u v^T, its merged l x d form), then its metrics.
 
-    metrics.json is written last: its presence marks the unit done.
+    metrics.json is written last: its presence marks the unit done. The main process writes; every
+    process returns its metrics.
     """
-    save_prompt(module, tasks, folder / PROMPT_FILE)
-    if isinstance(module, MultitaskPrompt):
-        save_prompt(module.merged(), tasks, folder / MERGED_FILE)
-    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    clear_state(folder)
-    return metrics
+    def write() -> dict:
+        save_prompt(module, tasks, folder / PROMPT_FILE)
+        if isinstance(module, MultitaskPrompt):
+            save_prompt(module.merged(), tasks, folder / MERGED_FILE)
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        clear_state(folder)
+        return metrics
+
+    return distributed.from_main(write)
 
 
 def eval_tasks(backbone: Backbone, prompt, data: list[TaskData]) -> dict:
@@ -291,7 +336,6 @@ def teach(cfg: RunConfig, backbone: Backbone) -> dict[str, dict]:
         folder = out / "teach" / name
         if (metrics := done(folder)) is None:
             data = load_tasks(cfg, backbone, [name], cfg.eval_split)
-            folder.mkdir(parents=True, exist_ok=True)
             prompt = SoftPrompt(initial_prompt(cfg, backbone))
             metrics = train_plm(backbone, prompt, data, cfg.teach, 2, cfg.seed, folder, f"teach {name}")
             metrics.update(eval_tasks(backbone, prompt, data), parameters=num_parameters(prompt))
@@ -301,14 +345,17 @@ def teach(cfg: RunConfig, backbone: Backbone) -> dict[str, dict]:
 
 
 def load_teachers(cfg: RunConfig, backbone: Backbone) -> SoftPrompt:
-    """All teacher prompts as one module [S, l, d], rows in the order of cfg.sources."""
-    rows = []
-    for name in cfg.sources:
-        path = Path(cfg.out_dir) / "teach" / name / PROMPT_FILE
-        if not path.exists():
-            raise MptuneError(f"no teacher for source {name} at {path}: run `mptune teach` first")
-        rows.append(load_prompt(path, backbone.dim)[0].prompt[0])
-    return SoftPrompt(torch.stack(rows))
+    """All teacher prompts as one module [S, l, d], rows in the order of cfg.sources (read by the main process)."""
+    def read() -> SoftPrompt:
+        rows = []
+        for name in cfg.sources:
+            path = Path(cfg.out_dir) / "teach" / name / PROMPT_FILE
+            if not path.exists():
+                raise MptuneError(f"no teacher for source {name} at {path}: run `mptune teach` first")
+            rows.append(load_prompt(path, backbone.dim)[0].prompt[0])
+        return SoftPrompt(torch.stack(rows))
+
+    return distributed.from_main(read)
 
 
 def distill(cfg: RunConfig, backbone: Backbone) -> dict:
@@ -319,7 +366,6 @@ def distill(cfg: RunConfig, backbone: Backbone) -> dict:
         return metrics
     teachers = load_teachers(cfg, backbone)
     data = load_tasks(cfg, backbone, cfg.sources, cfg.eval_split)
-    folder.mkdir(parents=True, exist_ok=True)
     student = MultitaskPrompt(initial_prompt(cfg, backbone), len(cfg.sources), cfg.prompt.rank)
     metrics = train_distill(cfg, backbone, student, teachers, data, folder)
     metrics.update(eval_tasks(backbone, student, data), parameters=num_parameters(student))
@@ -327,13 +373,17 @@ def distill(cfg: RunConfig, backbone: Backbone) -> dict:
 
 
 def load_distilled(cfg: RunConfig, backbone: Backbone) -> MultitaskPrompt:
-    path = Path(cfg.out_dir) / "distill" / PROMPT_FILE
-    if not path.exists():
-        raise MptuneError(f"no distilled prompt at {path}: run `mptune distill` first")
-    module, _ = load_prompt(path, backbone.dim)
-    if not isinstance(module, MultitaskPrompt):
-        raise MptuneError(f"{path} holds a plain soft prompt, not a distilled multitask prompt")
-    return module
+    """P* and the source factors, as the main process reads them from distill/."""
+    def read() -> MultitaskPrompt:
+        path = Path(cfg.out_dir) / "distill" / PROMPT_FILE
+        if not path.exists():
+            raise MptuneError(f"no distilled prompt at {path}: run `mptune distill` first")
+        module, _ = load_prompt(path, backbone.dim)
+        if not isinstance(module, MultitaskPrompt):
+            raise MptuneError(f"{path} holds a plain soft prompt, not a distilled multitask prompt")
+        return module
+
+    return distributed.from_main(read)
 
 
 def spot_init(cfg: RunConfig, backbone: Backbone, target: TaskData) -> tuple[SoftPrompt, str]:
@@ -378,7 +428,6 @@ def adapt_one(cfg: RunConfig, backbone: Backbone, method: str, target: TaskData,
         prompt, info["spot_source"] = spot_init(cfg, backbone, target)
     else:
         prompt = target_from_source(load_distilled(cfg, backbone), 1, cfg.prompt.target_factors)
-    folder.mkdir(parents=True, exist_ok=True)
     data = [single(target)]
     metrics = train_plm(backbone, prompt, data, cfg.adapt, 2, seed, folder, f"{method} {target.task.name}")
     metrics.update(info, **eval_tasks(backbone, prompt, data), parameters=num_parameters(prompt))
@@ -391,7 +440,6 @@ def adapt_joint(cfg: RunConfig, backbone: Backbone, targets: list[TaskData], see
     if (metrics := done(folder)) is not None:
         return metrics
     prompt = target_from_source(load_distilled(cfg, backbone), len(targets), cfg.prompt.target_factors)
-    folder.mkdir(parents=True, exist_ok=True)
     metrics = train_plm(backbone, prompt, targets, cfg.adapt, cfg.mpt.kappa, seed, folder, "mpt-joint")
     metrics.update(eval_tasks(backbone, prompt, targets), parameters=num_parameters(prompt))
     return finish(folder, prompt, [t.task.name for t in targets], metrics)
@@ -514,8 +562,9 @@ def run(cfg: RunConfig, backbone: Backbone) -> tuple[dict, str]:
     timings["total"] = round(time.perf_counter() - start, 1)
     table["seconds"] = timings
     table["throughput_examples_per_s"] = throughput(stage_results)
-    (out / "results.json").write_text(json.dumps(table, indent=2))
-    (out / "results.md").write_text(markdown)
+    if distributed.is_main():
+        (out / "results.json").write_text(json.dumps(table, indent=2))
+        (out / "results.md").write_text(markdown)
     return table, markdown
 
 
