@@ -74,8 +74,8 @@ class MultitaskPrompt(nn.Module):
         if num_tasks < 1 or rank < 1:
             raise MptuneError(f"a multitask prompt needs num_tasks >= 1 and rank >= 1, got {num_tasks}, {rank}")
         l, d = shared.shape
-        u = torch.ones(num_tasks, l, rank) if u is None else u
-        v = torch.full((num_tasks, rank, d), 1.0 / rank) if v is None else v
+        u = torch.ones(num_tasks, l, rank, dtype=shared.dtype, device=shared.device) if u is None else u
+        v = torch.full((num_tasks, rank, d), 1.0 / rank, dtype=shared.dtype, device=shared.device) if v is None else v
         if tuple(u.shape) != (num_tasks, l, rank) or tuple(v.shape) != (num_tasks, rank, d):
             raise MptuneError(
                 f"task factors must be u [{num_tasks}, {l}, {rank}] and v [{num_tasks}, {rank}, {d}], "
