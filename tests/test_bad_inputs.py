@@ -285,6 +285,7 @@ def test_bad_input(case, tmp_path, capsys, finished_run, saved_models, data_dir,
     argv, words = case(tmp_path, finished_run, saved_models["llama"], data_dir)
     code, _, err = cli(capsys, *argv)
     assert_user_error(code, err, *words, one_line=False)
+    print(f"CORPUS {case.__name__}: {err.strip().splitlines()[-1]}")  # `pytest -rP` lists every message
     assert _hashes(finished_run) == before
     fresh = tmp_path / "fresh"
     assert not list(fresh.rglob("*.safetensors")) if fresh.exists() else True
