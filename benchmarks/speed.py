@@ -24,63 +24,18 @@ writes benchmarks/results/speed.json and speed.md.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import os
 import platform
 import time
-from pathlib import Path
 
 import torch
 
-from mptune.backbone import Backbone
-from mptune.data import collate, encode
-from mptune.losses import distill_kl, hidden_mse, plm_loss
+import common
+from common import RESULTS, MptuneStep, matmul_gflops, real_batches, step_flops
 from mptune.models import load_backbone
 from mptune.prompts import MultitaskPrompt, SoftPrompt, vocab_init
-from mptune.tasks import get_task, resolve_data_dir
-
-RESULTS = Path(__file__).parent / "results"
-
-
-def real_batches(backbone: Backbone, steps: int, batch: int) -> list:
-    """Mixed SST-2 / RTE training batches (task ids 0 and 1), tokenised once."""
-    data_dir = resolve_data_dir(None)
-    items = []
-    for task_id, name in enumerate(("sst2", "rte")):
-        rows = get_task(name).load(data_dir, "train", 42)[: steps * batch]
-        items.append(encode(rows, backbone.tokenizer, False, 128, task_id))
-    mixed = [it for pair in zip(*items) for it in pair]
-    pad = backbone.tokenizer.pad_token_id
-    return [collate(mixed[i * batch:(i + 1) * batch], pad, False) for i in range(steps)]
-
-
-def matmul_gflops(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
-
-
-class MptuneStep:
-    def __init__(self, backbone: Backbone, module: torch.nn.Module, teacher: SoftPrompt | None = None):
-        self.backbone, self.module, self.teacher = backbone, module, teacher
-        self.opt = torch.optim.AdamW(module.parameters(), lr=0.3)
-
-    def __call__(self, batch) -> None:
-        if self.teacher is not None:
-            with torch.no_grad():
-                t = self.backbone.forward(self.teacher(batch.task_ids), batch)
-        out = self.backbone.forward(self.module(batch.task_ids), batch)
-        loss = plm_loss(out.logits, out.targets)
-        if self.teacher is not None:
-            loss = loss + 1.0 * (distill_kl(out.logits, t.logits, 2.0) + hidden_mse(out.hidden, t.hidden))
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
 
 
 class PeftStep:
@@ -102,14 +57,6 @@ class PeftStep:
         self.opt.step()
 
 
-def step_flops(backbone: Backbone, batches: list, length: int, teacher: bool) -> float:
-    """Approximate FLOPs of one training step: 2 forwards (2 x params x tokens each), 3 with a teacher."""
-    params = sum(p.numel() for p in backbone.model.parameters()) - backbone.embeddings.numel()
-    tokens = sum(b.input_ids.numel() + length * len(b) for b in batches) / len(batches)
-    forward = 2 * params * tokens
-    return forward * (3 if teacher else 2)
-
-
 def measure(methods: dict, batches: list, rounds: int) -> dict[str, float]:
     """Seconds per step of each method, timed in interleaved rounds after one warm-up step each."""
     for step in methods.values():
@@ -125,15 +72,16 @@ def measure(methods: dict, batches: list, rounds: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = common.parser(__doc__)
     parser.add_argument("--steps", type=int, default=8, help="timed steps per method and precision")
     parser.add_argument("--batch", type=int, default=8, help="examples per step")
     parser.add_argument("--length", type=int, default=20, help="prompt length l")
     args = parser.parse_args()
+    common.setup(args.threads)
 
     results = {"machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                            "torch": torch.__version__},
-               "settings": vars(args), "matmul_gflops": {}, "precision": {}}
+               "settings": {k: v for k, v in vars(args).items() if k != "threads"}, "matmul_gflops": {}, "precision": {}}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         results["matmul_gflops"][name] = round(matmul_gflops(dtype), 1)
     for precision in ("fp32", "bf16"):

@@ -1,0 +1,360 @@
+"""Target-task quality: mptune's MPT, PT and SPoT against PEFT's MultitaskPromptTuning, same budget.
+
+One frozen model (the embedded SmolLM2-135M-Instruct unless --full), real GLUE/SuperGLUE data,
+the same prompt length, step budgets, batch sizes, learning rates, seeds, batches and test
+examples for every method. Per seed:
+
+- mptune runs through `mptune.stages` in benchmarks/runs/quality/seed{N}: `teach` (one teacher
+  per source), `distill` (P*, u, v), then `adapt_one` per target for PT (from sampled vocabulary
+  rows), SPoT (from the teacher that scores best on the target's DEV split) and MPT (from P* and
+  the mean source u, v). Finished units are reused, so teach/distill are shared by every target
+  of a seed, and a rerun resumes where it stopped.
+- PEFT: `get_peft_model(base, MultitaskPromptTuningConfig(num_tasks=S, ...))` trained on the
+  same sources with PEFT's own loss `model(input_ids, attention_mask, labels, task_ids).loss`
+  (no distillation: PEFT has none), the same multitask batch stream, steps, batch size and
+  optimizer as mptune's distill stage; saved with `save_pretrained`. Each target then gets a new
+  PEFT model with `prompt_tuning_init=AVERAGE_SOURCE_TASKS` from that checkpoint, trained with
+  the adapt budget. Its P* starts from the same sampled vocabulary rows as mptune's (PEFT's own
+  RANDOM init draws N(0, 1) rows, ~7x the embedding scale); u, v keep PEFT's N(0, 0.02) init.
+  The optimizer is mptune's (AdamW, lr for P*, factor_lr for u, v, warm-up + linear decay,
+  gradient clipping 1.0), applied to PEFT's parameters.
+- Scoring is identical for all methods: mptune's `evaluate_items` (rank classification) on the
+  same seeded sample of the TEST split; PEFT's prompt enters as the output of its prompt encoder
+  for the task (`model.get_prompt(B, task_ids)`), a function ids -> [B, l, d]; each PEFT unit
+  records `loss_check`, PEFT's own loss and mptune's L_PLM with that prompt on one batch (equal in
+  fp32, within bf16 rounding otherwise). For T5, PEFT is set to prompt the encoder only
+  (`num_transformer_submodules=1`), as the paper and mptune do (PEFT's seq2seq default also
+  prepends prompt rows to the decoder input). Nothing is chosen
+  by looking at test (SPoT picks its teacher on dev).
+
+    python benchmarks/quality.py                      # targets rte, mrpc, cola, stsb, boolq, cb; seeds 0,1,2
+    python benchmarks/quality.py --fewshot            # boolq@K, cb@K, rte@K for K = 4, 16, 32
+    python benchmarks/quality.py --mnli               # sources sst2, qnli, qqp, mnli (own run dirs)
+    python benchmarks/quality.py --quick --seeds 0 --targets rte,cb@4   # smoke test, ~3 min
+    python benchmarks/quality.py --full --dry-run     # the paper's budget on T5-Base (GPU, hub)
+
+writes benchmarks/results/quality[_fewshot].{json,md,png} (with --quick: under the runs dir).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+import common
+from mptune import stages
+from mptune.config import RunConfig, with_overrides
+from mptune.data import collate
+from mptune.errors import MptuneError
+from mptune.losses import plm_loss
+from mptune.models import load_backbone
+from mptune.resume import clear_state, restore_state, save_state, skip
+from mptune.tasks import get_task, resolve_data_dir
+
+METHODS = {"pt": "PT", "spot": "SPoT", "mpt": "MPT", "peft": "PEFT MPT"}
+SOURCES = ["sst2", "qnli", "qqp"]
+TARGETS = ["rte", "mrpc", "cola", "stsb", "boolq", "cb"]
+FEWSHOT = ["boolq", "cb", "rte"]
+PAPER_TARGETS = ["mnli", "qqp", "qnli", "sst2", "stsb", "mrpc", "rte", "cola", "multirc", "boolq", "wic", "wsc", "cb"]
+PAPER_FEWSHOT = ["boolq", "cb", "scitail"]
+SHOTS = [4, 16, 32]
+
+
+# --- PEFT's MultitaskPromptTuning -------------------------------------------------------------
+
+class PeftParams(nn.Module):
+    """PEFT's prompt-encoder parameters under mptune's names (P* = shared, u, v).
+
+    The same Parameter objects, so mptune's optimizer (lr for P*, factor_lr for u, v), schedule
+    and step checkpoints (`resume.save_state`) apply to PEFT's model unchanged.
+    """
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.shared = encoder.embedding.weight
+        self.u = encoder.prefix_task_cols
+        self.v = encoder.prefix_task_rows
+
+
+def peft_model(backbone, cfg: RunConfig, num_tasks: int, source: Path | None = None):
+    """A PEFT MPT model on a copy of the frozen model: fresh (P* = mptune's initial prompt) or from a source."""
+    from peft import MultitaskPromptTuningConfig, MultitaskPromptTuningInit, TaskType, get_peft_model
+
+    torch.manual_seed(cfg.seed)  # PEFT draws u, v (and its own P*) from torch's generator
+    init = {} if source is None else {"prompt_tuning_init": MultitaskPromptTuningInit.AVERAGE_SOURCE_TASKS,
+                                      "prompt_tuning_init_state_dict_path": str(source)}
+    config = MultitaskPromptTuningConfig(
+        task_type=TaskType.SEQ_2_SEQ_LM if backbone.is_seq2seq else TaskType.CAUSAL_LM,
+        num_virtual_tokens=cfg.prompt.length, num_tasks=num_tasks, num_ranks=cfg.prompt.rank,
+        num_transformer_submodules=1, **init)  # T5: prompt on the encoder input only, as in the paper and mptune
+    model = get_peft_model(copy.deepcopy(backbone.model), config).eval()
+    if source is None:
+        with torch.no_grad():
+            model.prompt_encoder["default"].embedding.weight.copy_(stages.initial_prompt(cfg, backbone))
+    return model
+
+
+def peft_prompt(model):
+    """PEFT's prompts as mptune's scoring expects them: task ids [B] -> [B, l, d]."""
+    return lambda ids: model.get_prompt(batch_size=len(ids), task_ids=ids)
+
+
+@torch.no_grad()
+def loss_check(backbone, model, items: list) -> dict:
+    """PEFT's own loss and mptune's L_PLM with PEFT's extracted prompt on one batch: equal up to precision."""
+    batch = collate(items, backbone.tokenizer.pad_token_id, backbone.is_seq2seq).to(backbone.device)
+    with backbone.autocast():
+        peft_loss = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels,
+                          task_ids=batch.task_ids).loss
+    out = backbone.forward(peft_prompt(model)(batch.task_ids), batch)
+    return {"peft": round(peft_loss.item(), 4), "mptune": round(plm_loss(out.logits, out.targets).item(), 4)}
+
+
+def train_peft(backbone, model, data: list, args, kappa: int, seed: int, folder: Path, desc: str) -> dict:
+    """PEFT's documented training step on mptune's batch stream: model(..., labels, task_ids).loss."""
+    params = PeftParams(model.prompt_encoder["default"])
+    torch.manual_seed(seed)
+    opt, sched = stages.make_optimizer(params, args)
+    start = restore_state(folder, params, opt, sched)
+    batches = skip(stages.batch_stream(data, args, kappa, seed), start)
+    log = stages.StepLog(folder / "log.jsonl", start)
+    pad = backbone.tokenizer.pad_token_id
+    bar = tqdm(range(start + 1, args.steps + 1), desc=desc, initial=start, total=args.steps, dynamic_ncols=True)
+    for step in bar:
+        batch = collate(next(batches), pad, backbone.is_seq2seq).to(backbone.device)
+        with backbone.autocast():
+            loss = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels,
+                         task_ids=batch.task_ids).loss
+        stages.check_finite(loss, desc, step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        row = log.write(step, len(batch), sched.get_last_lr()[0], loss=loss)
+        bar.set_postfix(loss=f"{row['loss']:.3f}", ex_s=row["examples_per_s"])
+        if args.checkpoint_every and step % args.checkpoint_every == 0 and step < args.steps:
+            save_state(folder, step, params, opt, sched)
+    return log.close()
+
+
+def peft_unit(backbone, cfg: RunConfig, folder: Path, data: list, source: Path | None) -> dict:
+    """Train, score and save one PEFT unit: the source model (source=None) or one target."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model = peft_model(backbone, cfg, len(data), source)
+    args, kappa = (cfg.distill, cfg.mpt.kappa) if source is None else (cfg.adapt, 2)
+    name = "source" if source is None else data[0].task.name
+    metrics = train_peft(backbone, model, data, args, kappa, cfg.seed, folder, f"peft {name}")
+    metrics.update(stages.eval_tasks(backbone, peft_prompt(model), data),
+                   parameters=model.get_nb_trainable_parameters()[0],
+                   loss_check=loss_check(backbone, model, data[0].train[:8]))
+    model.save_pretrained(folder)
+    common.write_json(folder / "metrics.json", metrics)  # last: marks the unit done
+    clear_state(folder)
+    del model
+    gc.collect()
+    return metrics
+
+
+def peft_source_file(cfg: RunConfig) -> Path:
+    return Path(cfg.out_dir) / "peft" / "source" / "adapter_model.safetensors"
+
+
+# --- units -------------------------------------------------------------------------------------
+
+def unit_folder(cfg: RunConfig, method: str, target: str) -> Path:
+    out = Path(cfg.out_dir)
+    return out / "peft" / "adapt" / target if method == "peft" else out / "adapt" / method / target
+
+
+def run_target(cfg: RunConfig, backbone, target: str) -> None:
+    """Every method on one target (finished units are skipped before any data is loaded)."""
+    todo = [m for m in METHODS if stages.done(unit_folder(cfg, m, target)) is None]
+    if not todo:
+        return
+    data = stages.load_tasks(cfg, backbone, [target], cfg.eval_split)[0]
+    for method in todo:
+        if method == "peft":
+            peft_unit(backbone, cfg, unit_folder(cfg, method, target), [stages.single(data)], peft_source_file(cfg))
+        else:
+            stages.adapt_one(cfg, backbone, method, data)
+
+
+def run_seed(cfg: RunConfig, backbone, targets: list[str], on_target) -> None:
+    stages.teach(cfg, backbone)
+    stages.distill(cfg, backbone)
+    source = Path(cfg.out_dir) / "peft" / "source"
+    if stages.done(source) is None:
+        peft_unit(backbone, cfg, source, stages.load_tasks(cfg, backbone, cfg.sources, cfg.eval_split), None)
+    for target in targets:
+        run_target(cfg, backbone, target)
+        on_target()
+
+
+def plan(cfgs: dict[int, RunConfig], targets: list[str], full: bool) -> float:
+    """Print the units still to run with a time estimate; returns the estimated seconds."""
+    total, todo, done = 0.0, 0, 0
+    for cfg in cfgs.values():
+        out, l, sources = Path(cfg.out_dir), cfg.prompt.length, cfg.sources
+        train = common.estimate_train
+        units = [(out / "teach" / s, train(cfg.teach.steps, cfg.teach.batch_size, "teach", l, [s])
+                  + common.estimate_eval(cfg, [s])) for s in sources]
+        units.append((out / "distill", train(cfg.distill.steps, cfg.distill.batch_size, "distill", l, sources)
+                      + common.estimate_eval(cfg, sources)))
+        units.append((out / "peft" / "source", train(cfg.distill.steps, cfg.distill.batch_size, "adapt", l, sources,
+                                                     peft=True) + common.estimate_eval(cfg, sources)))
+        for t in targets:
+            for m in METHODS:
+                probe = common.estimate_eval(cfg, [t] * len(sources), stages.SPOT_PROBE_EXAMPLES) if m == "spot" else 0
+                units.append((unit_folder(cfg, m, t), probe + common.estimate_eval(cfg, [t]) + train(
+                    cfg.adapt.steps, cfg.adapt.batch_size, "adapt", l, [t], peft=m == "peft")))
+        for folder, seconds in units:
+            if stages.done(folder) is None:
+                total, todo = total + seconds, todo + 1
+            else:
+                done += 1
+    print(f"   units: {done} done, {todo} to run ({len(cfgs)} seeds x ({len(sources)} teachers"
+          f" + distill + PEFT source + {len(targets)} targets x {len(METHODS)} methods))")
+    print("   estimated time: " + ("not estimated for --full (a GPU run)" if full else
+                                     f"{common.duration(total)} (from 2-core CPU rates at bf16)"))
+    return total
+
+
+# --- results -----------------------------------------------------------------------------------
+
+def collect(cfgs: dict[int, RunConfig], targets: list[str]) -> dict:
+    """Scores of every finished unit: runs[seed][target][method] = {score, metric, parameters, ...}."""
+    runs: dict = {}
+    for seed, cfg in cfgs.items():
+        for t in targets:
+            metric = get_task(t).metric
+            for m in METHODS:
+                metrics = stages.done(unit_folder(cfg, m, t))
+                if metrics is not None:
+                    row = {"score": round(metrics["scores"][t][metric], 2), "metric": metric,
+                           "parameters": metrics["parameters"], "train_seconds": metrics["train_seconds"]}
+                    if "spot_source" in metrics:
+                        row["spot_source"] = metrics["spot_source"]
+                    runs.setdefault(str(seed), {}).setdefault(t, {})[m] = row
+    return runs
+
+
+def averages(runs: dict, targets: list[str], subset: list[str]) -> dict:
+    """Per method: mean ± std over seeds of the per-seed average over `subset` (seeds with every target done)."""
+    out = {}
+    for m in METHODS:
+        per_seed = [sum(r[t][m]["score"] for t in subset) / len(subset) for r in runs.values()
+                    if all(m in r.get(t, {}) for t in subset)]
+        out[m] = common.summary(per_seed)
+    return out
+
+
+def report(cfgs: dict[int, RunConfig], targets: list[str], budget: list[str], stem: Path) -> str:
+    """Write stem.json, stem.md and stem.png from the finished units; returns the markdown."""
+    runs = collect(cfgs, targets)
+    table = {t: {m: common.summary([r[t][m]["score"] for r in runs.values() if m in r.get(t, {})])
+                 for m in METHODS} for t in targets}
+    groups = {"average": targets}
+    shots = sorted({t.partition("@")[2] for t in targets if "@" in t}, key=int)
+    if len(shots) > 1:
+        groups.update({f"average k={k}": [t for t in targets if t.endswith(f"@{k}")] for k in shots})
+    avg = {name: averages(runs, targets, subset) for name, subset in groups.items()}
+    params = {m: next((r[t][m]["parameters"] for r in runs.values() for t in r if m in r[t]), None) for m in METHODS}
+    data = {"budget": budget, "seeds": list(map(str, cfgs)), "targets": targets, "methods": METHODS,
+            "runs": runs, "summary": table, "averages": avg, "parameters_per_target": params}
+    rows = [[t, get_task(t).metric, *(common.fmt(table[t][m]) for m in METHODS)] for t in targets]
+    rows += [[f"**{name}**", "", *(f"**{common.fmt(avg[name][m])}**" for m in METHODS)] for name in groups]
+    rows.append(["trainable parameters per target", "", *(f"{params[m]:,}" if params[m] else "—" for m in METHODS)])
+    markdown = (common.md_table(["target", "metric", *METHODS.values()], rows)
+                + f"\nMean ± std over seeds {', '.join(map(str, cfgs))} (test split). Budget: "
+                + "; ".join(budget) + ".\n")
+    fig, (ax,) = common.figure(1, width=max(6.0, 0.9 * (len(targets) + len(groups))))
+    names = targets + list(groups)
+    series = {label: [table[t][m] for t in targets] + [avg[g][m] for g in groups] for m, label in METHODS.items()}
+    common.bar_plot(ax, names, series, "score (task metric, %)", f"target tasks, mean ± std over {len(cfgs)} seeds")
+    ax.legend()
+    return common.write_outputs(stem, data, markdown, fig)
+
+
+# --- configuration -----------------------------------------------------------------------------
+
+def parse_args() -> argparse.Namespace:
+    parser = common.parser(__doc__)
+    parser.add_argument("--targets", help="comma-separated targets (default: the standard or --fewshot list)")
+    parser.add_argument("--fewshot", action="store_true", help="targets boolq@K, cb@K, rte@K for K in --shots")
+    parser.add_argument("--shots", default=",".join(map(str, SHOTS)), help="K values of --fewshot")
+    parser.add_argument("--mnli", action="store_true", help="add MNLI to the source tasks (separate run dirs)")
+    parser.add_argument("--runs", help="run directory root (default: benchmarks/runs/quality[-mnli][-full][-quick])")
+    common.add_budget_arguments(parser)
+    return parser.parse_args()
+
+
+def default_targets(args) -> list[str]:
+    if args.targets:
+        return [t.strip() for t in args.targets.split(",") if t.strip()]
+    if args.fewshot:
+        bases = PAPER_FEWSHOT if args.full else FEWSHOT
+        return [f"{b}@{k}" for b in bases for k in args.shots.split(",")]
+    return PAPER_TARGETS if args.full else TARGETS
+
+
+def loadable(targets: list[str], split_seed: int) -> list[str]:
+    """The targets whose train and test splits load from the offline data directory."""
+    data_dir = resolve_data_dir(None)
+    ok = []
+    for t in targets:
+        try:
+            task = get_task(t)
+            if not (task.load(data_dir, "train", split_seed) and task.load(data_dir, "test", split_seed)):
+                raise MptuneError("empty split")
+            ok.append(t)
+        except (MptuneError, OSError) as err:
+            print(f"   skipping target {t}: {str(err).splitlines()[0]}")
+    return ok
+
+
+def seed_configs(args, seeds: list[int]) -> dict[int, RunConfig]:
+    """One RunConfig per seed. Its `targets` is the fixed list of every standard and few-shot target,
+    so both modes share one run directory (and its teachers and P*) per seed."""
+    name = "quality" + ("-mnli" if args.mnli else "") + ("-full" if args.full else "") + ("-quick" if args.quick else "")
+    root = Path(args.runs) if args.runs else common.RUNS / name
+    sources = (common.PAPER_SOURCES if args.full else SOURCES) + (["mnli"] if args.mnli else [])
+    bases, fewshot = (PAPER_TARGETS, PAPER_FEWSHOT) if args.full else (TARGETS, FEWSHOT)
+    canonical = bases + [f"{b}@{k}" for b in fewshot for k in SHOTS]
+    overrides = common.config_overrides(args.quick, args.full, args.set)
+    return {seed: with_overrides(RunConfig(), {"sources": ",".join(dict.fromkeys(sources)), "targets": ",".join(canonical),
+                                               "seed": str(seed), "out_dir": str(root / f"seed{seed}"),
+                                               "eval_split": "test", **overrides}) for seed in seeds}
+
+
+def main() -> None:
+    args = parse_args()
+    common.setup(args.threads)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    cfgs = seed_configs(args, seeds)
+    cfg = cfgs[seeds[0]]
+    budget = common.print_budget("quality: PT, SPoT, MPT (mptune) and PEFT MPT", cfg, args.full)
+    targets = default_targets(args) if args.full else loadable(default_targets(args), cfg.data.split_seed)
+    print(f"   targets {', '.join(targets)}; seeds {', '.join(map(str, seeds))}; runs {Path(cfg.out_dir).parent}")
+    plan(cfgs, targets, args.full)
+    if args.dry_run:
+        return
+    if args.quick:
+        stages.SPOT_PROBE_EXAMPLES = 8  # smoke test only: SPoT picks its teacher on 8 dev examples, not 100
+    stem = ((Path(cfg.out_dir).parent / "results") if args.quick else common.RESULTS) / (
+        Path(cfg.out_dir).parent.name.replace("-quick", "") + ("_fewshot" if args.fewshot else ""))
+    backbone = load_backbone(cfg.model.name, cfg.model.precision, cfg.model.device)
+    for seed in seeds:
+        run_seed(cfgs[seed], backbone, targets, lambda: report(cfgs, targets, budget, stem))
+    print(report(cfgs, targets, budget, stem))
+    print(f"written: {stem}.json, .md, .png")
+
+
+if __name__ == "__main__":
+    main()
