@@ -185,7 +185,7 @@ def run_variant(cfg: RunConfig, variant: str, backbone, targets: list[str], else
         if variant == "no-decomposition":
             adapt_shared(cfg, backbone, data)
         else:
-            stages.adapt_one(cfg, backbone, "mpt", data)
+            stages.adapt_one(cfg, backbone, "mpt", data, cfg.seed)
 
 
 def plan(cfgs: dict, targets: list[str], elsewhere: dict, full: bool) -> None:

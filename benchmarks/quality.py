@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
+import shutil
 from pathlib import Path
 
 import torch
@@ -183,7 +184,19 @@ def run_target(cfg: RunConfig, backbone, target: str) -> None:
         if method == "peft":
             peft_unit(backbone, cfg, unit_folder(cfg, method, target), [stages.single(data)], peft_source_file(cfg))
         else:
-            stages.adapt_one(cfg, backbone, method, data)
+            stages.adapt_one(cfg, backbone, method, data, cfg.seed)
+
+
+SOURCE_UNITS = ("teach", "distill", "peft/source")
+"""What --shared-sources trains once (with the first seed) and copies into every other seed's run."""
+
+
+def share_sources(first: RunConfig, cfg: RunConfig) -> None:
+    """Copy the first seed's finished source units (teachers, P*, PEFT source) into cfg's run."""
+    for unit in SOURCE_UNITS:
+        src, dst = Path(first.out_dir) / unit, Path(cfg.out_dir) / unit
+        if not dst.exists():
+            shutil.copytree(src, dst)
 
 
 def run_seed(cfg: RunConfig, backbone, targets: list[str], on_target) -> None:
@@ -290,6 +303,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--fewshot", action="store_true", help="targets boolq@K, cb@K, rte@K for K in --shots")
     parser.add_argument("--shots", default=",".join(map(str, SHOTS)), help="K values of --fewshot")
     parser.add_argument("--mnli", action="store_true", help="add MNLI to the source tasks (separate run dirs)")
+    parser.add_argument("--shared-sources", action="store_true",
+                        help="train the sources once (first seed) and only repeat target adaptation per seed")
     parser.add_argument("--runs", help="run directory root (default: benchmarks/runs/quality[-mnli][-full][-quick])")
     common.add_budget_arguments(parser)
     return parser.parse_args()
@@ -322,7 +337,7 @@ def loadable(targets: list[str], split_seed: int) -> list[str]:
 def seed_configs(args, seeds: list[int]) -> dict[int, RunConfig]:
     """One RunConfig per seed. Its `targets` is the fixed list of every standard and few-shot target,
     so both modes share one run directory (and its teachers and P*) per seed."""
-    name = "quality" + ("-mnli" if args.mnli else "") + ("-full" if args.full else "") + ("-quick" if args.quick else "")
+    name = "quality" + ("-mnli" if args.mnli else "") + ("-shared" if args.shared_sources else "") + ("-full" if args.full else "") + ("-quick" if args.quick else "")
     root = Path(args.runs) if args.runs else common.RUNS / name
     sources = (common.PAPER_SOURCES if args.full else SOURCES) + (["mnli"] if args.mnli else [])
     bases, fewshot = (PAPER_TARGETS, PAPER_FEWSHOT) if args.full else (TARGETS, FEWSHOT)
@@ -350,7 +365,11 @@ def main() -> None:
     stem = ((Path(cfg.out_dir).parent / "results") if args.quick else common.RESULTS) / (
         Path(cfg.out_dir).parent.name.replace("-quick", "") + ("_fewshot" if args.fewshot else ""))
     backbone = load_backbone(cfg.model.name, cfg.model.precision, cfg.model.device)
+    if args.shared_sources:
+        budget.append(f"sources trained once with seed {seeds[0]}; targets adapted once per seed")
     for seed in seeds:
+        if args.shared_sources and seed != seeds[0]:
+            share_sources(cfgs[seeds[0]], cfgs[seed])
         run_seed(cfgs[seed], backbone, targets, lambda: report(cfgs, targets, budget, stem))
     print(report(cfgs, targets, budget, stem))
     print(f"written: {stem}.json, .md, .png")
