@@ -64,7 +64,7 @@ class DataArgs:
     custom_tasks: list[str] = field(default_factory=list)
     """YAML files declaring your own CSV/JSONL tasks (see tasks/custom.py); their names can then be sources or targets."""
     split_seed: int = 42
-    """Seed of the train/dev/test split and of k-shot sampling (fixed apart from the run seed, as in the literature)."""
+    """Seed of the train/dev/test split (fixed apart from the run seed, as in the literature); k-shot samples are drawn with split_seed + the run (or target) seed."""
     eval_examples: int = 200
     """Most dev/test examples scored per task (a seeded sample; 0 = all)."""
 

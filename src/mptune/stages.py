@@ -66,13 +66,14 @@ class TaskData:
 
 
 def load_tasks(cfg: RunConfig, backbone: Backbone, names: list[str], split: str,
-               sample_seed: int | None = None) -> list[TaskData]:
+               seed: int | None = None) -> list[TaskData]:
     """Tokenise train and `split` of each task once; task ids follow the order of `names`.
 
-    `sample_seed` draws the k-shot train sample of few-shot tasks (default: the run seed).
+    Few-shot tasks draw their k-shot train sample with data.split_seed + `seed` (default: the run
+    seed), so each seed of target.seeds trains on its own sample.
     """
     data_dir = resolve_data_dir(cfg.data.data_dir)
-    sample_seed = cfg.seed if sample_seed is None else sample_seed
+    sample_seed = cfg.data.split_seed + (cfg.seed if seed is None else seed)
     out = []
     for task_id, name in enumerate(names):
         task = get_task(name)
