@@ -97,8 +97,7 @@ def test_prompt_tuning_lowers_the_loss(embedded, tmp_path):
 
 def test_exported_prompt_gives_mptune_logits_in_peft(embedded, tmp_path):
     """mptune -> PEFT on the real model: PeftModel.from_pretrained reproduces mptune's fp32 logits."""
-    peft = pytest.importorskip("peft")
-    from transformers import AutoModelForCausalLM
+    pytest.importorskip("peft")
 
     from conftest import peft_label_logits
     from mptune.backbone import Backbone
@@ -106,6 +105,7 @@ def test_exported_prompt_gives_mptune_logits_in_peft(embedded, tmp_path):
     from mptune.data import collate
     from mptune.interop import export_peft
     from mptune.prompts import MultitaskPrompt
+    from test_export import load_as_the_card_says
 
     fp32 = Backbone(embedded.model, embedded.tokenizer, precision="fp32", name=EMBEDDED)  # same weights, no autocast
     g = torch.Generator().manual_seed(0)
@@ -119,6 +119,5 @@ def test_exported_prompt_gives_mptune_logits_in_peft(embedded, tmp_path):
     batch = collate(encode(examples, fp32.tokenizer, False, 64), fp32.tokenizer.pad_token_id, False)
     with torch.no_grad():
         ours = fp32.forward(prompt(torch.zeros_like(batch.task_ids)), batch).logits
-    base = AutoModelForCausalLM.from_pretrained(dequantized_copy(), dtype="float32")
-    model = peft.PeftModel.from_pretrained(base, str(tmp_path / "adapter")).eval()
+    model = load_as_the_card_says(tmp_path / "adapter")  # the model card's code, as written
     torch.testing.assert_close(peft_label_logits(model, batch, 8, False), ours, rtol=1e-4, atol=1e-4)

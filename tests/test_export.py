@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
 
 from conftest import peft_label_logits
 from mptune.backbone import Backbone
-from mptune.checkpoint import save_prompt
+from mptune.card import NOT_RECORDED
+from mptune.checkpoint import load_prompt, save_prompt
 from mptune.data import collate, encode
 from mptune.errors import MptuneError
 from mptune.interop import export_peft
-from mptune.prompts import MultitaskPrompt
+from mptune.models import load_backbone
+from mptune.prompts import MultitaskPrompt, mpt_target_parameters
 from mptune.tasks import get_task
-from test_cli import assert_user_error, cli, flags
+from test_cli import LENGTH, assert_user_error, cli, flags
 
 peft = pytest.importorskip("peft")
 
@@ -26,6 +29,22 @@ def _mpt(backbone: Backbone, length: int = 4) -> MultitaskPrompt:
     u = 1 + 0.3 * torch.randn(2, length, 1, generator=g)
     v = 1 + 0.3 * torch.randn(2, 1, backbone.dim, generator=g)
     return MultitaskPrompt(shared, 2, 1, u, v)
+
+
+def _batch(backbone: Backbone, data_dir, n: int = 6, task: str = "cola"):
+    """The first n training examples of a task as one batch."""
+    rows = get_task(task).load(data_dir, "train", 42)[:n]
+    return collate(encode(rows, backbone.tokenizer, backbone.is_seq2seq, 128), backbone.tokenizer.pad_token_id,
+                   backbone.is_seq2seq)
+
+
+def load_as_the_card_says(folder):
+    """The PEFT model built by the python block of an exported adapter's README.md, run as written."""
+    card = (folder / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", card, re.S).group(1).replace("<this folder>", str(folder))
+    names: dict = {}
+    exec(code, names)
+    return names["model"].eval()
 
 
 @pytest.mark.parametrize("family", ["llama", "t5", "gpt2"])
@@ -40,8 +59,7 @@ def test_peft_adapter_reproduces_mptune_outputs(family, tokenizer, data_dir, tmp
     assert config["peft_type"] == "PROMPT_TUNING" and config["num_virtual_tokens"] == 4
     assert "cola" in (out / "README.md").read_text()
 
-    rows = get_task("cola").load(data_dir, "train", 42)[:6]
-    batch = collate(encode(rows, tokenizer, backbone.is_seq2seq, 128), tokenizer.pad_token_id, backbone.is_seq2seq)
+    batch = _batch(backbone, data_dir)
     ids = torch.ones_like(batch.task_ids)  # cola is row 1
     ours = backbone.forward(prompt(ids), batch).logits
 
@@ -59,15 +77,64 @@ def test_export_refuses_a_non_empty_folder(llama_backbone, tmp_path):
     assert (tmp_path / "adapter" / "keep.txt").read_text() == "mine"
 
 
-def test_export_command(tmp_path, capsys, llama_dir, data_dir):
+def test_exported_trained_target_and_its_card(tmp_path, capsys, llama_dir, data_dir):
+    """A trained MPT target exported by the CLI: the card's code loads it in PEFT with mptune's logits; the card
+    names every element of the issue."""
     out = tmp_path / "run"
-    argv = flags(out, llama_dir, data_dir, "--sources", "rte")
-    assert cli(capsys, "teach", *argv)[0] == 0
-    prompt = out / "teach" / "rte" / "prompt.safetensors"
-    code, stdout, err = cli(capsys, "export", "--prompt", str(prompt), "--peft", str(tmp_path / "a"), *argv)
+    argv = flags(out, llama_dir, data_dir, "--target.methods", "mpt", "--adapt.lr", "0.25")
+    assert cli(capsys, "run", *argv)[0] == 0
+    unit = out / "adapt" / "mpt" / "cola"
+    code, stdout, err = cli(capsys, "export", "--prompt", str(unit / "prompt.safetensors"),
+                            "--peft", str(tmp_path / "a"), *argv)
     assert code == 0, err
+
+    backbone = load_backbone(str(llama_dir), "fp32")
+    prompt, tasks = load_prompt(unit / "prompt.safetensors", backbone.dim)
+    assert isinstance(prompt, MultitaskPrompt) and tasks == ["cola"]
+    batch = _batch(backbone, data_dir)
+    with torch.no_grad():
+        ours = backbone.forward(prompt(torch.zeros_like(batch.task_ids)), batch).logits
+    model = load_as_the_card_says(tmp_path / "a")
+    torch.testing.assert_close(peft_label_logits(model, batch, LENGTH, False), ours, rtol=1e-5, atol=1e-5)
+
     card = (tmp_path / "a" / "README.md").read_text()
-    assert "accuracy" in card and str(llama_dir) in card
-    code, _, err = cli(capsys, "export", "--prompt", str(prompt), "--peft", str(tmp_path / "b"), "--task", "cola",
-                       *argv)
-    assert_user_error(code, err, "rte", "cola")
+    metrics = json.loads((unit / "metrics.json").read_text())
+    expected = {
+        "base model": f"- Base model: `{llama_dir}`",
+        "tasks": "- Tasks: trained on cola; the run's sources: rte, mrpc; targets: cola, wnli",
+        "method": "MPT: P* o u v^T adapted from the prompt distilled from rte, mrpc",
+        "data": f"- Data: `{data_dir}`, split seed 42; `cola` splits: {get_task('cola').splits_doc}",
+        "budget": "- Budget: 3 steps of 4 examples, AdamW lr 0.25 (u, v: 0.03), 0 warm-up steps, seed 0",
+        "scores": f"- Scores on the `test` split (at most 200 examples): matthews "
+                  f"{metrics['scores']['cola']['matthews']:.1f}",
+        "parameters": f"- Trainable parameters: {metrics['parameters']:,} (",
+        "loading": "PeftModel.from_pretrained(",  # run just above
+    }
+    for element, text in expected.items():
+        assert text in card, element
+    assert metrics["parameters"] == mpt_target_parameters(LENGTH, backbone.dim, 1, 1)
+
+    code, _, err = cli(capsys, "export", "--prompt", str(unit / "prompt.safetensors"), "--peft", str(tmp_path / "b"),
+                       "--task", "rte", *argv)
+    assert_user_error(code, err, "cola", "rte")
+
+
+def test_card_of_a_few_shot_seed_unit_and_of_a_loose_file(tmp_path, capsys, llama_dir, data_dir, llama_backbone):
+    """target.seeds units: the card names the unit's seed and its k-shot sample; a file outside a run: not recorded."""
+    out = tmp_path / "run"
+    argv = flags(out, llama_dir, data_dir, "--sources", "rte", "--targets", "cola@4", "--target.methods", "pt",
+                 "--target.seeds", "3")
+    assert cli(capsys, "run", *argv)[0] == 0
+    unit = out / "adapt" / "pt" / "seed3" / "cola@4"
+    export_peft(llama_backbone, unit / "prompt.safetensors", "cola@4", tmp_path / "a")
+    card = (tmp_path / "a" / "README.md").read_text()
+    assert "split seed 42, k-shot sample seed 45; `cola@4` splits: train: 4 per class" in card
+    assert "0 warm-up steps, seed 3" in card and "PT: prompt tuning from a fresh prompt (init vocab)" in card
+
+    loose = tmp_path / "loose.safetensors"
+    loose.write_bytes((unit / "prompt.safetensors").read_bytes())
+    export_peft(llama_backbone, loose, "cola@4", tmp_path / "b")
+    card = (tmp_path / "b" / "README.md").read_text()
+    for element in ("Tasks", "Data", "Budget", "Scores", "Trainable parameters"):
+        assert f"- {element}: {NOT_RECORDED}" in card
+    assert "- Base model: `tiny-llama`" in card and "PeftModel.from_pretrained(" in card

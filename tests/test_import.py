@@ -9,23 +9,27 @@ import pytest
 import torch
 
 from conftest import peft_label_logits, tiny_llama, tiny_t5
+from mptune.backbone import Backbone
 from mptune.checkpoint import load_prompt, save_prompt
-from mptune.data import collate, encode
 from mptune.errors import MptuneError
 from mptune.interop import export_peft, import_peft, import_peft_file
-from mptune.prompts import MultitaskPrompt, SoftPrompt
-from mptune.tasks import get_task
+from mptune.prompts import MultitaskPrompt, SoftPrompt, target_from_source
 from test_cli import LENGTH, assert_unit, assert_user_error, cli, flags
-from test_export import _mpt
+from test_export import _batch, _mpt
 
 peft = pytest.importorskip("peft")
 
+PEFT_STEPS = 6
+"""Training steps of the PEFT adapters the tests import."""
 
-def peft_adapter(tokenizer, folder: Path, num_tasks: int | None = None, rank: int = 2, seq2seq: bool = False):
-    """Save a PEFT adapter built with PEFT's API on a tiny model: prompt tuning, or MPT when num_tasks is given.
 
-    Its tensors are set to random values of the embeddings' scale (PEFT starts u, v near 0), so every
-    factor matters. Returns the PEFT model.
+def peft_adapter(tokenizer, folder: Path, data_dir: Path | None = None, num_tasks: int | None = None,
+                 rank: int = 2, seq2seq: bool = False, task: str = "cola"):
+    """Train a PEFT adapter with PEFT itself on a tiny model and save it: prompt tuning, or MPT when num_tasks is given.
+
+    PEFT's own initialisation, forward and loss on `task`'s examples (MPT: with task_ids, the batch
+    mixing all tasks), then PEFT's save_pretrained. Without data_dir it is saved untrained. Returns
+    the PEFT model.
     """
     base = tiny_t5(tokenizer) if seq2seq else tiny_llama(tokenizer)
     task_type = "SEQ_2_SEQ_LM" if seq2seq else "CAUSAL_LM"
@@ -34,24 +38,34 @@ def peft_adapter(tokenizer, folder: Path, num_tasks: int | None = None, rank: in
     else:
         config = peft.MultitaskPromptTuningConfig(task_type=task_type, num_virtual_tokens=LENGTH,
                                                   num_tasks=num_tasks, num_ranks=rank)
+    torch.manual_seed(5)
     model = peft.get_peft_model(base, config)
-    g = torch.Generator().manual_seed(5)
-    scale = base.get_input_embeddings().weight.std()
-    with torch.no_grad():
-        for name, param in model.prompt_encoder["default"].named_parameters():
-            noise = torch.randn(param.shape, generator=g)
-            param.copy_(noise * scale if name == "embedding.weight" else 1 + 0.3 * noise)
+    if data_dir is not None:
+        train_with_peft(model, _batch(Backbone(base, tokenizer), data_dir, 8, task), num_tasks)
     model.save_pretrained(str(folder))
     return model.eval()
 
 
-def batch_of(tokenizer, data_dir, n: int = 6):
-    rows = get_task("cola").load(data_dir, "train", 42)[:n]
-    return collate(encode(rows, tokenizer, False, 128), tokenizer.pad_token_id, False)
+def train_with_peft(model, batch, num_tasks: int | None, steps: int = PEFT_STEPS) -> None:
+    """AdamW steps of PEFT's own training forward and loss on one batch (task ids 0, 1, ... cycled).
+
+    Every trainable value (of P*, u, v; or of the prompt) must leave its initial value.
+    """
+    extra = {"task_ids": torch.arange(len(batch)) % num_tasks} if num_tasks else {}
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    start = {n: p.detach().clone() for n, p in trainable.items()}
+    opt = torch.optim.AdamW(trainable.values(), lr=0.05)
+    model.train()
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels, **extra).loss
+        loss.backward()
+        opt.step()
+    assert all((trainable[n] != start[n]).all() for n in trainable), "PEFT training left a value unchanged"
 
 
 def test_mpt_adapter_gives_peft_task_prompts_and_outputs(tokenizer, llama_backbone, data_dir, tmp_path):
-    model = peft_adapter(tokenizer, tmp_path / "mpt", num_tasks=3, rank=2)
+    model = peft_adapter(tokenizer, tmp_path / "mpt", data_dir, num_tasks=3, rank=2)
     module = import_peft(tmp_path / "mpt")
     assert isinstance(module, MultitaskPrompt) and (module.num_tasks, module.length, module.rank) == (3, LENGTH, 2)
 
@@ -62,7 +76,7 @@ def test_mpt_adapter_gives_peft_task_prompts_and_outputs(tokenizer, llama_backbo
         theirs = encoder(tokens, task_ids)  # PEFT's MultitaskPromptEmbedding.forward
     torch.testing.assert_close(module(task_ids), theirs, rtol=0, atol=0)
 
-    batch = batch_of(tokenizer, data_dir)
+    batch = _batch(llama_backbone, data_dir)
     task_ids = torch.arange(len(batch)) % 3  # a batch mixing the three tasks
     with torch.no_grad():
         ours = llama_backbone.forward(module(task_ids), batch).logits
@@ -72,14 +86,36 @@ def test_mpt_adapter_gives_peft_task_prompts_and_outputs(tokenizer, llama_backbo
 
 
 def test_prompt_tuning_adapter_gives_peft_outputs(tokenizer, llama_backbone, data_dir, tmp_path):
-    peft_adapter(tokenizer, tmp_path / "pt")
+    peft_adapter(tokenizer, tmp_path / "pt", data_dir)
     module = import_peft(tmp_path / "pt")
     assert isinstance(module, SoftPrompt) and module.prompt.shape == (1, LENGTH, 32)
-    batch = batch_of(tokenizer, data_dir)
+    batch = _batch(llama_backbone, data_dir)
     with torch.no_grad():
         ours = llama_backbone.forward(module(torch.zeros_like(batch.task_ids)), batch).logits
     reloaded = peft.PeftModel.from_pretrained(tiny_llama(tokenizer), str(tmp_path / "pt")).eval()
     torch.testing.assert_close(peft_label_logits(reloaded, batch, LENGTH, False), ours, rtol=1e-5, atol=1e-5)
+
+
+def test_imported_source_starts_a_target_as_peft_does(tokenizer, llama_backbone, data_dir, tmp_path):
+    """PEFT's MPT target init from a source (AVERAGE_SOURCE_TASKS) = mptune's MPT target from the imported source."""
+    peft_adapter(tokenizer, tmp_path / "source", data_dir, num_tasks=3, rank=2)
+    ours = target_from_source(import_peft(tmp_path / "source"), 1, "mean")
+    config = peft.MultitaskPromptTuningConfig(
+        task_type="CAUSAL_LM", num_virtual_tokens=LENGTH, num_tasks=1, num_ranks=2,
+        prompt_tuning_init=peft.MultitaskPromptTuningInit.AVERAGE_SOURCE_TASKS,
+        prompt_tuning_init_state_dict_path=str(tmp_path / "source" / "adapter_model.safetensors"))
+    target = peft.get_peft_model(tiny_llama(tokenizer), config).eval()
+    task_ids = torch.zeros(1, dtype=torch.long)
+    with torch.no_grad():
+        theirs = target.prompt_encoder["default"](target.prompt_tokens["default"].unsqueeze(0), task_ids)
+    torch.testing.assert_close(ours(task_ids), theirs, rtol=0, atol=0)
+
+    batch = _batch(llama_backbone, data_dir)
+    ids = torch.zeros_like(batch.task_ids)
+    with torch.no_grad():
+        logits = llama_backbone.forward(ours(ids), batch).logits
+    torch.testing.assert_close(peft_label_logits(target, batch, LENGTH, False, task_ids=ids), logits,
+                               rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("row", [0, 1])
@@ -117,7 +153,7 @@ def test_import_refusals(tokenizer, tmp_path):
 
 
 def test_imported_distilled_prompt_starts_mpt_targets(tokenizer, tmp_path, capsys, llama_dir, data_dir):
-    peft_adapter(tokenizer, tmp_path / "mpt", num_tasks=2, rank=1)
+    peft_adapter(tokenizer, tmp_path / "mpt", data_dir, num_tasks=2, rank=1)
     out = tmp_path / "run"
     argv = flags(out, llama_dir, data_dir, "--target.methods", "mpt")
     distilled = out / "distill" / "prompt.safetensors"
@@ -139,11 +175,19 @@ def test_imported_distilled_prompt_starts_mpt_targets(tokenizer, tmp_path, capsy
     code, _, err = cli(capsys, "import", "--peft", str(tmp_path / "mpt"), "--out", str(distilled), "--tasks", "a,b")
     assert_user_error(code, err, "exists")
 
+    code, _, err = cli(capsys, "export", "--prompt", str(distilled), "--peft", str(tmp_path / "back"), "--task", "mrpc",
+                       *argv)  # the imported P* o u v^T back to PEFT: its card says where it came from
+    assert code == 0, err
+    card = (tmp_path / "back" / "README.md").read_text()
+    assert f"imported from the PEFT adapter `{tmp_path / 'mpt'}`" in card
+    assert "- Budget: not recorded (trained outside mptune)" in card
+    assert "- Trainable parameters: 200 (" in card  # P* l x d and u, v of 2 tasks: 4 * 32 + 2 * (4 + 32)
+
 
 def test_imported_teachers_are_distilled(tokenizer, tmp_path, capsys, llama_dir, data_dir):
     out = tmp_path / "run"
     for task in ("rte", "mrpc"):
-        peft_adapter(tokenizer, tmp_path / task)
+        peft_adapter(tokenizer, tmp_path / task, data_dir, task=task)
         code, _, err = cli(capsys, "import", "--peft", str(tmp_path / task), "--tasks", task,
                            "--out", str(out / "teach" / task / "prompt.safetensors"))
         assert code == 0, err

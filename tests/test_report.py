@@ -84,11 +84,18 @@ def test_step_log_outside_a_run_writes_jsonl_only(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["log.jsonl"]
 
 
-def test_missing_tensorboard_is_one_clear_error(tmp_path, monkeypatch):
+def test_missing_tensorboard_is_one_clear_error(tmp_path, monkeypatch, capsys, llama_dir, data_dir):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
     with pytest.raises(MptuneError, match=r"pip install 'mptune\[tensorboard\]'"):
         use_loggers(tmp_path, ["tensorboard"])
     use_loggers(tmp_path, [])  # log.jsonl alone needs nothing
+    argv = flags(tmp_path / "run", llama_dir, data_dir, "--sources", "rte")
+    code, _, err = cli(capsys, "teach", *argv, "--loggers", "tensorboard")
+    assert_user_error(code, err, "pip install 'mptune[tensorboard]'")
+    code, _, err = cli(capsys, "teach", *argv)  # no logger selected: trains and logs to log.jsonl
+    assert code == 0, err
+    assert len(read_log(tmp_path / "run" / "teach" / "rte" / "log.jsonl")) == 3
+    assert not (tmp_path / "run" / "tensorboard").exists()
 
 
 def test_loggers_do_not_change_a_runs_identity(tmp_path, capsys, llama_dir, data_dir):

@@ -4,6 +4,7 @@ Export. A PEFT prompt-tuning adapter is two files: `adapter_config.json` (peft_t
 the task type, the number of virtual tokens l and their width d) and `adapter_model.safetensors`
 holding one tensor `prompt_embeddings` [l, d]. An MPT prompt P* o (u v^T) is merged into that
 plain l x d matrix first, so `PeftModel.from_pretrained(base, folder)` needs nothing of mptune.
+A model card README.md (`mptune.card`) says what the prompt is, how it was trained and how to load it.
 
 Import. Two kinds of PEFT adapter become mptune prompt files:
 - PROMPT_TUNING (`prompt_embeddings` [l, d]) -> a soft prompt (kind 'soft'), e.g. a teacher;
@@ -41,6 +42,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mptune.backbone import Backbone
+from mptune.card import model_card
 from mptune.checkpoint import PROMPT_FILE, save_prompt
 from mptune.errors import MptuneError
 from mptune.prompts import MultitaskPrompt, SoftPrompt, num_parameters
@@ -64,36 +66,8 @@ def peft_config(backbone: Backbone, length: int) -> dict:
     }
 
 
-def model_card(backbone: Backbone, task: str, prompt_path: Path, length: int, metrics: dict | None) -> str:
-    """A short README for the exported adapter: base model, task, size, scores, how to load it."""
-    scores = ", ".join(f"{k} {v:.1f}" for k, v in (metrics or {}).items()) or "not recorded"
-    return f"""# mptune prompt for {task}
-
-- Base model: `{backbone.name}` (frozen)
-- Task: `{task}`; scores on the run's evaluation split: {scores}
-- Prompt: {length} x {backbone.dim} soft prompt ({length * backbone.dim:,} values), exported from
-  `{prompt_path}` (MPT prompts are merged, P* o u v^T -> one matrix)
-- Trained with mptune (Multitask Prompt Tuning, Wang et al., ICLR 2023); the run's config.yaml
-  sits in the run directory next to the prompt.
-
-```python
-from peft import PeftModel
-model = PeftModel.from_pretrained(base_model, "<this folder>")
-```
-"""
-
-
-def unit_metrics(prompt_path: Path, task: str) -> dict | None:
-    """The scores recorded next to a prompt by the stage that trained it, if any."""
-    path = prompt_path.parent / "metrics.json"
-    if not path.exists():
-        return None
-    scores = json.loads(path.read_text()).get("scores", {})
-    return scores.get(task)
-
-
 def export_peft(backbone: Backbone, prompt_path: str | Path, task: str, out_dir: str | Path) -> Path:
-    """Write a PEFT prompt-tuning adapter (and README.md) for one task row of a saved prompt."""
+    """Write a PEFT prompt-tuning adapter for one task row of a saved prompt, with its model card README.md (`card`)."""
     prompt_path, out = Path(prompt_path), Path(out_dir)
     module, row = prompt_row(str(prompt_path), task, backbone.dim)
     if out.exists() and any(out.iterdir()):
@@ -103,8 +77,7 @@ def export_peft(backbone: Backbone, prompt_path: str | Path, task: str, out_dir:
     out.mkdir(parents=True, exist_ok=True)
     save_file({"prompt_embeddings": weights}, str(out / ADAPTER_WEIGHTS))
     (out / ADAPTER_CONFIG).write_text(json.dumps(peft_config(backbone, weights.shape[0]), indent=2))
-    (out / "README.md").write_text(model_card(backbone, task, prompt_path, weights.shape[0],
-                                              unit_metrics(prompt_path, task)))
+    (out / "README.md").write_text(model_card(backbone, task, prompt_path, weights.shape[0]))
     return out
 
 
