@@ -12,6 +12,7 @@ import mptune.evaluate as evaluate_mod
 from mptune.backbone import Backbone, resolve_precision
 from mptune.config import TrainArgs
 from mptune.data import collate, encode, tokenize_targets
+from mptune.errors import MptuneError
 from mptune.evaluate import choice_scores, evaluate_items
 from mptune.losses import distill_kl, hidden_mse, plm_loss
 from mptune.prompts import MultitaskPrompt, SoftPrompt
@@ -180,11 +181,39 @@ def test_mixed_task_batch_gives_each_example_its_own_prompt(backbone, data_dir, 
             assert not torch.allclose(other.logits, ref.logits, atol=1e-4)
 
 
-def test_precision_resolution():
+def test_precision_resolution(monkeypatch):
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu) == "fp32"
     assert resolve_precision("bf16", cpu) == "bf16"
     assert resolve_precision("auto", cpu) in ("fp32", "bf16")
+
+
+@pytest.mark.parametrize("launcher, auto", [("bf16", "bf16"), ("BF16", "bf16"), ("no", "fp32")])
+def test_auto_precision_follows_accelerate_launch(monkeypatch, launcher, auto):
+    """`accelerate launch --mixed_precision X` sets ACCELERATE_MIXED_PRECISION=X; an explicit precision wins."""
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", launcher)
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == auto
+    assert [resolve_precision(p, cpu) for p in ("fp32", "bf16")] == ["fp32", "bf16"]
+
+
+@pytest.mark.parametrize("launcher", ["fp16", "fp8"])
+def test_unsupported_launcher_precision_is_a_user_error_unless_precision_is_explicit(monkeypatch, launcher):
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", launcher)
+    cpu = torch.device("cpu")
+    with pytest.raises(MptuneError, match=f"accelerate's mixed precision '{launcher}' is not supported"):
+        resolve_precision("auto", cpu)
+    assert resolve_precision("fp32", cpu) == "fp32"
+
+
+def test_load_backbone_passes_the_launcher_precision_through(monkeypatch, saved_models):
+    from mptune.models import load_backbone
+
+    for launcher, precision in (("bf16", "bf16"), ("no", "fp32")):
+        monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", launcher)
+        backbone = load_backbone(str(saved_models["llama"]))
+        assert backbone.precision == precision
 
 
 def test_bf16_autocast_keeps_fp32_outputs_and_prompt(tokenizer, data_dir):

@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 
 from mptune.checkpoint import save_prompt
 from mptune.prompts import SoftPrompt
+from mptune.resume import STATE_FILE, read_state
 from test_cli import assert_user_error, cli, flags
 
 BASE = ("--sources", "rte", "--targets", "cola")
@@ -252,6 +253,37 @@ def custom_task_unknown_metric(tmp, run, model, data):
     return _fresh(tmp, model, data, "--data.custom_tasks", str(spec)), ["bleurt"]
 
 
+def _long_rte(data: Path, tmp: Path, words: int) -> Path:
+    """A copy of the data whose first RTE training premise is `words` words long."""
+    d = _data_copy(data, tmp)
+    lines = _rte_train(d).read_text().splitlines()
+    index, _, hypothesis, label = lines[1].split("\t")
+    lines[1] = "\t".join([index, " ".join(["cat"] * words), hypothesis, label])
+    _rte_train(d).write_text("\n".join(lines) + "\n")
+    return d
+
+
+def over_long_input_beyond_model_positions(tmp, run, model, data):
+    d = _long_rte(data, tmp, 600)  # kept whole by max_input_tokens 1000, but the tiny Llama has 512 positions
+    return _fresh(tmp, model, d, "--model.max_input_tokens", "1000"), ["task rte", "more than the 512", "max_input_tokens"]
+
+
+def max_input_tokens_too_small(tmp, run, model, data):
+    return _fresh(tmp, model, data, "--model.max_input_tokens", "8"), ["max_input_tokens must be >= 32"]
+
+
+def launcher_fp16(tmp, run, model, data):
+    return (_fresh(tmp, model, data, "--model.precision", "auto"),  # an explicit bf16 or fp32 would win
+            ["mixed precision 'fp16' is not supported", "--model.precision"])
+
+
+def resume_without_a_run(tmp, run, model, data):
+    return [*_fresh(tmp, model, data), "--resume"], ["nothing to resume", str(tmp / "fresh")]
+
+
+CASE_ENV = {"launcher_fp16": {"ACCELERATE_MIXED_PRECISION": "fp16"}}
+"""Environment variables a case runs with (`accelerate launch --mixed_precision fp16` sets this one)."""
+
 CORPUS = [bad_tsv_columns, empty_data_file, missing_data_file, unknown_label, too_few_fields, non_utf8_text,
           data_dir_missing, data_dir_is_a_file, unknown_source_task, unknown_target_task, zero_shot_count,
           non_integer_shot_count, duplicate_source, zero_steps, negative_batch, negative_lr, negative_lambda,
@@ -260,7 +292,8 @@ CORPUS = [bad_tsv_columns, empty_data_file, missing_data_file, unknown_label, to
           init_prompt_wrong_width, init_prompt_wrong_length, init_prompt_foreign_format, init_prompt_garbage,
           evaluate_prompt_for_other_task, evaluate_missing_prompt, different_config_same_dir,
           distill_without_teachers, out_dir_under_a_file, out_dir_in_read_only_folder, out_dir_read_only,
-          zero_grad_accum, custom_task_unknown_metric]
+          zero_grad_accum, custom_task_unknown_metric, over_long_input_beyond_model_positions,
+          max_input_tokens_too_small, launcher_fp16, resume_without_a_run]
 
 
 @pytest.fixture(scope="module")
@@ -281,6 +314,8 @@ def _hashes(root: Path) -> dict[str, str]:
 @pytest.mark.parametrize("case", CORPUS, ids=lambda f: f.__name__)
 def test_bad_input(case, tmp_path, capsys, finished_run, saved_models, data_dir, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for key, value in CASE_ENV.get(case.__name__, {}).items():
+        monkeypatch.setenv(key, value)
     before = _hashes(finished_run)
     argv, words = case(tmp_path, finished_run, saved_models["llama"], data_dir)
     code, _, err = cli(capsys, *argv)
@@ -295,13 +330,36 @@ def test_corpus_size():
     assert len(CORPUS) >= 30
 
 
-def test_nan_loss_names_stage_and_step(tmp_path, capsys, saved_models, data_dir):
+def test_over_long_input_is_truncated_not_refused(tmp_path, capsys, saved_models, data_dir):
+    """A 2000-word input trains: it keeps its head and last tokens within model.max_input_tokens."""
+    d = _long_rte(data_dir, tmp_path, 2000)
+    code, _, err = cli(capsys, *_fresh(tmp_path, saved_models["llama"], d))
+    assert code == 0, err
+    assert (tmp_path / "fresh" / "teach" / "rte" / "metrics.json").is_file()
+
+
+def test_over_long_input_on_gpt2_is_refused_before_training(gpt2_backbone, data_dir, tmp_path):
+    """GPT-2's learned positions end at n_positions: past them its forward fails with an IndexError."""
+    from mptune.config import DataArgs, ModelArgs, PromptArgs, RunConfig
+    from mptune.errors import MptuneError
+    from mptune.stages import load_tasks
+
+    d = _long_rte(data_dir, tmp_path, 600)
+    cfg = RunConfig(model=ModelArgs(max_input_tokens=1000), prompt=PromptArgs(length=4), data=DataArgs(data_dir=str(d)))
+    with pytest.raises(MptuneError, match="task rte: its longest example needs 6.. positions .* more than the 512"):
+        load_tasks(cfg, gpt2_backbone, ["rte"], "dev")
+    fits = RunConfig(model=ModelArgs(max_input_tokens=500), prompt=PromptArgs(length=4), data=DataArgs(data_dir=str(d)))
+    assert load_tasks(fits, gpt2_backbone, ["rte"], "dev")[0].train
+
+
+def test_nan_loss_names_stage_step_and_task_and_keeps_the_last_checkpoint(tmp_path, capsys, saved_models, data_dir):
     out = tmp_path / "nan"
     argv = flags(out, saved_models["llama"], data_dir, *BASE, "--teach.lr", "inf", "--teach.steps", "6",
                  "--teach.checkpoint_every", "1")
     code, _, err = cli(capsys, "teach", *argv)
-    assert_user_error(code, err, "teach rte", "step", one_line=False)
+    assert_user_error(code, err, "teach rte: loss is nan at step 2 on a batch of rte", one_line=False)
     assert not (out / "teach" / "rte" / "metrics.json").exists()
+    assert read_state(out / "teach" / "rte" / STATE_FILE)["step"] == 1  # the last good checkpoint is kept
 
 
 def test_full_disk_while_saving(tmp_path, capsys, saved_models, data_dir, monkeypatch):

@@ -263,6 +263,46 @@ def test_different_config_on_same_dir_is_refused(tmp_path, capsys, llama_dir, da
     assert code == 0, err
 
 
+def test_resume_flag_continues_an_interrupted_run_and_refuses_when_there_is_none(tmp_path, capsys, llama_dir,
+                                                                                   data_dir, monkeypatch):
+    import torch
+
+    import mptune.stages as stages
+    from mptune.cli import build_parser
+    from mptune.resume import STATE_FILE, read_state
+
+    assert all(build_parser().parse_args([c, "--resume"]).resume for c in ("run", "teach", "distill", "adapt"))
+    out = tmp_path / "run"
+    argv = flags(out, llama_dir, data_dir, "--sources", "rte", "--teach.steps", "6", "--teach.checkpoint_every", "2")
+    code, _, err = cli(capsys, "teach", *argv, "--resume")
+    assert_user_error(code, err, "nothing to resume", f"{out} does not exist", "drop --resume")
+    assert not out.exists()
+    out.mkdir()
+    code, _, err = cli(capsys, "teach", *argv, "--resume")
+    assert_user_error(code, err, "nothing to resume", f"{out} holds no run (no config.yaml)")
+
+    real = stages.check_finite
+
+    def interrupted_at_step_5(loss, stage, step, tasks=()):  # Ctrl-C after the step-4 checkpoint
+        if step == 5:
+            raise KeyboardInterrupt
+        real(loss, stage, step, tasks)
+
+    monkeypatch.setattr(stages, "check_finite", interrupted_at_step_5)
+    assert cli(capsys, "teach", *argv)[0] == 130
+    monkeypatch.undo()
+    assert read_state(out / "teach" / "rte" / STATE_FILE)["step"] == 4
+    code, _, err = cli(capsys, "teach", "--config", str(out / "config.yaml"), "--resume")  # the saved settings
+    assert code == 0, err
+    clean = tmp_path / "clean"
+    assert cli(capsys, "teach", *flags(clean, llama_dir, data_dir, "--sources", "rte", "--teach.steps", "6"))[0] == 0
+    prompts = [load_prompt(d / "teach" / "rte" / "prompt.safetensors")[0].prompt for d in (out, clean)]
+    assert torch.equal(*prompts)
+
+    code, _, err = cli(capsys, "teach", *argv, "--seed", "3", "--resume")
+    assert_user_error(code, err, "different config", str(out))
+
+
 def test_unknown_task(tmp_path, capsys, llama_dir, data_dir):
     out = tmp_path / "run"
     code, _, err = cli(capsys, "run", *flags(out, llama_dir, data_dir, "--targets", "cola,nosuchtask"))

@@ -60,10 +60,10 @@ class Killed(Exception):
 
 def _dying_at_step_4(real):
     """stages.check_finite that stops the loop at step 4 in every process (as a kill would)."""
-    def check(loss, stage, step):
+    def check(loss, stage, step, tasks=()):
         if step == 4:
             raise Killed
-        real(loss, stage, step)
+        real(loss, stage, step, tasks)
     return check
 
 

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from itertools import islice
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from mptune.config import DistillArgs, RunConfig, TrainArgs
 from mptune.data import encode
 from mptune.errors import MptuneError
 from mptune.prompts import MultitaskPrompt, SoftPrompt
-from mptune.resume import PREV_STATE_FILE, STATE_FILE, read_state
+from mptune.resume import PREV_STATE_FILE, STATE_FILE, read_state, restore_state, save_state
 from mptune.stages import TaskData, train_distill, train_plm
 from mptune.tasks import get_task
 
@@ -42,6 +43,14 @@ def _prompt(backbone, tasks=1):
     return SoftPrompt(torch.randn(tasks, 3, backbone.dim, generator=torch.Generator().manual_seed(1)) * 0.1)
 
 
+def _trained(backbone, data, folder: Path, desc: str) -> SoftPrompt:
+    """The prompt train_plm (ARGS, seed 0) ends with in `folder`: a fresh run, or a resumed one."""
+    prompt = _prompt(backbone)
+    folder.mkdir(exist_ok=True)
+    train_plm(backbone, prompt, data, ARGS, 2, 0, folder, desc)
+    return prompt
+
+
 class Killed(Exception):
     pass
 
@@ -50,10 +59,10 @@ def _kill_after(monkeypatch, step_to_die: int):
     """Make the loop die right after `step_to_die` finished steps (as a SIGKILL would, nothing saved after)."""
     real = stages.check_finite
 
-    def dying(loss, stage, step):
+    def dying(loss, stage, step, tasks=()):
         if step == step_to_die + 1:
             raise Killed
-        real(loss, stage, step)
+        real(loss, stage, step, tasks)
 
     monkeypatch.setattr(stages, "check_finite", dying)
 
@@ -61,9 +70,7 @@ def _kill_after(monkeypatch, step_to_die: int):
 @pytest.mark.parametrize("die_after", [1, 3, 4, 6])
 def test_train_plm_resumes_bitwise(backbone, data_dir, tmp_path, monkeypatch, die_after):
     data = _data(backbone, data_dir)
-    whole = _prompt(backbone)
-    (tmp_path / "a").mkdir()
-    train_plm(backbone, whole, data, ARGS, 2, 0, tmp_path / "a", "whole")
+    whole = _trained(backbone, data, tmp_path / "a", "whole")
 
     folder = tmp_path / "b"
     folder.mkdir()
@@ -72,9 +79,7 @@ def test_train_plm_resumes_bitwise(backbone, data_dir, tmp_path, monkeypatch, di
         train_plm(backbone, _prompt(backbone), data, ARGS, 2, 0, folder, "killed")
     assert (folder / STATE_FILE).exists() == (die_after >= 2)
     monkeypatch.undo()
-    resumed = _prompt(backbone)
-    train_plm(backbone, resumed, data, ARGS, 2, 0, folder, "resumed")
-    assert torch.equal(resumed.prompt, whole.prompt)
+    assert torch.equal(_trained(backbone, data, folder, "resumed").prompt, whole.prompt)
     steps = [json.loads(line)["step"] for line in (folder / "log.jsonl").read_text().splitlines()]
     assert steps == list(range(1, ARGS.steps + 1))
 
@@ -102,6 +107,54 @@ def test_train_distill_resumes_bitwise(llama_backbone, data_dir, tmp_path, monke
         assert torch.equal(a, b)
 
 
+def _infinite_loss_at(monkeypatch, bad_step: int):
+    """Make the loss of step `bad_step` infinite (its label-token count becomes 0), as a diverging run's would."""
+    real, calls = stages.label_tokens, iter(range(1, 10**6))
+    monkeypatch.setattr(stages, "label_tokens", lambda items: 0 if next(calls) == bad_step else real(items))
+
+
+def test_infinite_loss_stops_naming_stage_step_task_and_keeps_the_last_checkpoint(llama_backbone, data_dir, tmp_path,
+                                                                                   monkeypatch):
+    backbone, data = llama_backbone, _data(llama_backbone, data_dir)
+    whole = _trained(backbone, data, tmp_path / "a", "whole")
+    folder = tmp_path / "b"
+    _infinite_loss_at(monkeypatch, 6)
+    with pytest.raises(MptuneError, match="^teach rte: loss is inf at step 6 on a batch of rte; lower the learning rate$"):
+        train_plm(backbone, _prompt(backbone), data, ARGS, 2, 0, folder, "teach rte")
+    monkeypatch.undo()
+    assert [read_state(folder / f)["step"] for f in (STATE_FILE, PREV_STATE_FILE)] == [4, 2]
+    # the kept checkpoint is good: resuming from it ends as the uninterrupted run
+    assert torch.equal(_trained(backbone, data, folder, "resumed").prompt, whole.prompt)
+
+
+def test_infinite_distill_loss_names_the_tasks_of_the_batch(llama_backbone, data_dir, tmp_path, monkeypatch):
+    names = ("rte", "mrpc", "cola")
+    data = _data(llama_backbone, data_dir, names)
+    cfg = RunConfig(sources=list(names), distill=ARGS, mpt=DistillArgs(kappa=3))
+    third = list(islice(stages.batch_stream(data, ARGS, 3, cfg.seed), 3))[-1]
+    tasks = [names[t] for t in sorted({e.task_id for e in third})]
+    assert len(tasks) >= 2  # a multitask batch: K >= 2 tasks
+    _infinite_loss_at(monkeypatch, 3)
+    with pytest.raises(MptuneError, match=f"^distill: loss is inf at step 3 on a batch of {', '.join(tasks)};"):
+        train_distill(cfg, llama_backbone, MultitaskPrompt(torch.ones(3, llama_backbone.dim) * 0.05, 3),
+                      _prompt(llama_backbone, 3), data, tmp_path)
+    assert read_state(tmp_path / STATE_FILE)["step"] == 2
+
+
+def test_checkpoint_restores_the_rng_states(llama_backbone, tmp_path):
+    """state.pt carries torch's and Python's RNG states; resuming puts both back."""
+    prompt = _prompt(llama_backbone)
+    opt, sched = stages.make_optimizer(prompt, ARGS)
+    torch.manual_seed(5)
+    random.seed(5)
+    save_state(tmp_path, 3, prompt, opt, sched)
+    expected = torch.rand(4), random.random()
+    torch.manual_seed(6)
+    random.seed(6)
+    assert restore_state(tmp_path, prompt, opt, sched) == 3
+    assert torch.equal(torch.rand(4), expected[0]) and random.random() == expected[1]
+
+
 DAMAGE = {
     "truncated": lambda data: data[: len(data) // 2],
     "flipped_byte": lambda data: data[:999] + bytes([data[999] ^ 0xFF]) + data[1000:],  # one byte inside the payload
@@ -117,9 +170,7 @@ def test_damaged_checkpoint_is_reported_and_resume_still_ends_bitwise(llama_back
     """A damaged state.pt is named in a warning and state.prev.pt (step 2) takes over; with both damaged
     the unit restarts from step 0. Either way the prompt ends bit for bit as in an uninterrupted run."""
     backbone, data = llama_backbone, _data(llama_backbone, data_dir)
-    whole = _prompt(backbone)
-    (tmp_path / "a").mkdir()
-    train_plm(backbone, whole, data, ARGS, 2, 0, tmp_path / "a", "whole")
+    whole = _trained(backbone, data, tmp_path / "a", "whole")
     folder = tmp_path / "b"
     _kill_after(monkeypatch, 5)
     with pytest.raises(Killed):
@@ -133,8 +184,7 @@ def test_damaged_checkpoint_is_reported_and_resume_still_ends_bitwise(llama_back
             read_state(path)
 
     capsys.readouterr()
-    resumed = _prompt(backbone)
-    train_plm(backbone, resumed, data, ARGS, 2, 0, folder, "resumed")
+    resumed = _trained(backbone, data, folder, "resumed")
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("mptune: warning")]
     assert torch.equal(resumed.prompt, whole.prompt)
     assert [f"checkpoint {path} is damaged" in w for path, w in zip(damaged, warnings)] == [True] * len(damaged)

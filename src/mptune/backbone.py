@@ -14,16 +14,23 @@ Decisions
 - `Outputs.hidden` holds those same final hidden states (the LM head's input); the hidden-state
   distillation loss compares them (see `losses`).
 - bf16 autocast is used where the hardware runs bf16 natively (CPUs with AVX512-BF16/AMX, CUDA
-  devices with bf16); the prompts and the loss stay in fp32.
+  devices with bf16); the prompts and the loss stay in fp32. Under `accelerate launch`, precision
+  'auto' follows its `--mixed_precision` (environment ACCELERATE_MIXED_PRECISION): bf16 -> bf16,
+  no -> fp32. fp16 (and fp8) are refused with a user error: fp16 autocast needs loss scaling,
+  which would make the update differ from the bf16/fp32 one and skip steps on overflow; bf16 has
+  fp32's range and needs none. An explicit 'bf16' or 'fp32' wins over the launcher.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from mptune.errors import MptuneError
 
 
 @dataclass
@@ -71,10 +78,28 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+LAUNCHER_PRECISION = {"bf16": "bf16", "no": "fp32"}
+"""mptune's precision for each `accelerate launch --mixed_precision` value it supports."""
+
+
+def launcher_precision() -> str | None:
+    """The precision `accelerate launch --mixed_precision` passes on (ACCELERATE_MIXED_PRECISION), or None."""
+    value = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    if value is None:
+        return None
+    if value.lower() not in LAUNCHER_PRECISION:
+        raise MptuneError(f"accelerate's mixed precision {value!r} is not supported: mptune trains with bf16 "
+                          f"autocast or in fp32; launch with --mixed_precision bf16 or no, or set --model.precision")
+    return LAUNCHER_PRECISION[value.lower()]
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' -> 'bf16' where the hardware supports it natively, else 'fp32'."""
+    """'auto' -> the launcher's mixed precision if one is set, else 'bf16' where the hardware supports
+    it natively, else 'fp32'."""
     if precision != "auto":
         return precision
+    if launched := launcher_precision():
+        return launched
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     return "bf16" if cpu_has_bf16() else "fp32"
@@ -100,6 +125,12 @@ class Backbone:
     def dim(self) -> int:
         """Width d of the input embeddings (and of every prompt row)."""
         return self.embeddings.shape[1]
+
+    @property
+    def max_positions(self) -> int | None:
+        """Longest sequence the model has positions for (GPT-2's n_positions, Llama's context), None for
+        T5's relative positions."""
+        return getattr(self.model.config, "max_position_embeddings", None)
 
     @property
     def embeddings(self) -> torch.Tensor:

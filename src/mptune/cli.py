@@ -2,7 +2,9 @@
 
 Every setting of `RunConfig` is a flag `--section.field` (help text = the field's docstring),
 applied on top of `--config FILE.yaml`, applied on top of the defaults. User errors print one
-line `mptune: error: ...` and exit with status 2.
+line `mptune: error: ...` and exit with status 2. The training commands (run, teach, distill,
+adapt) continue a run directory that holds the same config; `--resume` also refuses to start a
+new run when there is none.
 
 Under `torchrun` / `accelerate launch` every process runs the same command (`python -m mptune`
 works too); they join one process group before the model is loaded, and only the main process
@@ -30,6 +32,9 @@ STAGES = {
     "tasks": "list the known tasks with their label words, splits and metric",
 }
 
+TRAINING = ("run", "teach", "distill", "adapt")
+"""The commands that train into a run directory (and take --resume)."""
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mptune", description="Multitask Prompt Tuning (Wang et al., ICLR 2023)")
@@ -50,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
                            help="names of the adapter's task prompts, in order (one for prompt tuning)")
             continue
         p.add_argument("--config", metavar="FILE", help="YAML file with settings (flags override it)")
+        if name in TRAINING:
+            p.add_argument("--resume", action="store_true",
+                           help="continue the run in --out_dir (skip its finished units, continue the others "
+                                "from their last checkpoint) and refuse if it holds no run; "
+                                "`--config RUN_DIR/config.yaml --resume` repeats its settings. Without --resume "
+                                "the command continues an existing run too, or starts a new one")
         if name == "evaluate":
             p.add_argument("--prompt", required=True, metavar="FILE", help="prompt.safetensors to score")
             p.add_argument("--task", required=True, help="task to score it on (one of the file's tasks)")
@@ -110,8 +121,8 @@ def dispatch(args: argparse.Namespace) -> None:
     distributed.init_from_env(cfg.model.device)  # before loading: a CUDA process picks its GPU
     show = print if distributed.is_main() else lambda *lines: None
 
-    if args.command in ("run", "teach", "distill", "adapt"):
-        stages.prepare_run_dir(cfg)  # refuse bad settings or a clashing run directory before loading the model
+    if args.command in TRAINING:  # refuse bad settings or a clashing run directory before loading the model
+        stages.prepare_run_dir(cfg, resume=args.resume)
     if args.command == "export" and args.task is None:
         from mptune.checkpoint import load_prompt
 

@@ -23,8 +23,8 @@ Decisions
 - Evaluation: each rank scores a contiguous run of whole evaluation batches (`eval_range`: the
   batches one process would form), and the predictions are gathered in rank order, so every rank
   scores the full list, in order, each batch computed as one process computes it.
-- Precision is mptune's own `model.precision`, the same in every process (a launcher's mixed
-  precision setting, such as `accelerate launch --mixed_precision`, is not read).
+- Precision is `model.precision`, the same in every process; its default 'auto' follows
+  `accelerate launch --mixed_precision bf16|no` (fp16 is refused, see `backbone`).
 - An error on one rank ends its process and the launcher stops the others; user errors met by
   rank 0 inside `from_main` are raised on every rank.
 """

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from mptune.backbone import Backbone
+from mptune.backbone import Backbone, resolve_precision
 from mptune.errors import MptuneError
 
 EMBEDDED = "smollm2-135m-instruct"
@@ -69,8 +69,10 @@ def dequantized_copy() -> Path:
 
 def load_backbone(name: str = EMBEDDED, precision: str = "auto", device: str = "cpu") -> Backbone:
     """The frozen backbone for a model name: the embedded default, a local directory or a hub id."""
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
+    precision = resolve_precision(precision, torch.device(device))  # a refused launcher precision fails before loading
     path = str(dequantized_copy()) if name == EMBEDDED else name
     if os.sep in name and not Path(name).is_dir():
         raise MptuneError(f"model directory {name} does not exist")

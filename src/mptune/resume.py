@@ -1,10 +1,12 @@
 """Step checkpoints inside a unit of work, so a killed stage resumes where it stopped, exactly.
 
 A unit of work (one teacher, the distillation, one target method) saves `state.pt` every
-`checkpoint_every` steps: the trainable tensors, the optimizer and scheduler states and the step.
-Nothing else is needed to continue bit for bit: the backbone is frozen and in eval mode (no
-dropout, so no random numbers are drawn while training), and the batches come from a generator
-seeded by the run seed, which is fast-forwarded by the number of finished steps. `state.pt` is
+`checkpoint_every` steps: the trainable tensors, the optimizer and scheduler states, the step and
+the RNG states (torch's CPU generator and Python's `random`). The data position needs no state of
+its own: the batches come from a generator seeded by the run seed, which is fast-forwarded by the
+number of finished steps. The RNG states are saved for safety only: the backbone is frozen and in
+eval mode (no dropout), so training draws no random numbers, and restoring them changes nothing
+today; a future source of randomness inside the loop would still resume exactly. `state.pt` is
 removed once the unit's metrics.json exists.
 
 Integrity
@@ -30,6 +32,7 @@ import hashlib
 import io
 import os
 import pickle
+import random
 import sys
 from itertools import islice
 from pathlib import Path
@@ -50,8 +53,9 @@ def save_state(folder: Path, step: int, module: torch.nn.Module, opt, sched) -> 
     if not distributed.is_main():
         return
     buffer = io.BytesIO()
+    rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
     torch.save({"step": step, "module": module.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict()}, buffer)
+                "scheduler": sched.state_dict(), "rng": rng}, buffer)
     payload = buffer.getvalue()
     path = folder / STATE_FILE
     tmp = path.with_name(path.name + ".tmp")
@@ -107,7 +111,7 @@ def latest_state(folder: Path) -> dict | None:
 
 
 def restore_state(folder: Path, module: torch.nn.Module, opt, sched) -> int:
-    """Load the latest intact state into module, optimizer and scheduler; return the finished steps (0 if none)."""
+    """Load the latest intact state into module, optimizer, scheduler and the RNGs; return the finished steps (0 if none)."""
     state = distributed.from_main(lambda: latest_state(folder))
     if state is None:
         return 0
@@ -115,7 +119,10 @@ def restore_state(folder: Path, module: torch.nn.Module, opt, sched) -> int:
         module.load_state_dict(state["module"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-    except (RuntimeError, KeyError, ValueError) as err:
+        if "rng" in state:  # checkpoints written before mptune saved RNG states have none
+            torch.set_rng_state(state["rng"]["torch"])
+            random.setstate(state["rng"]["python"])
+    except (RuntimeError, KeyError, ValueError, TypeError) as err:
         raise MptuneError(f"the checkpoint in {folder} does not fit this unit ({str(err).splitlines()[0]}); "
                           f"delete {STATE_FILE} and {PREV_STATE_FILE} to restart it from step 0") from None
     return int(state["step"])

@@ -28,6 +28,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -36,7 +37,7 @@ from mptune import distributed
 from mptune.backbone import Backbone
 from mptune.checkpoint import PROMPT_FILE, load_prompt, save_prompt
 from mptune.config import RunConfig, TrainArgs, same_run, save_yaml
-from mptune.data import Encoded, collate, encode, label_tokens, multitask_batches
+from mptune.data import Encoded, collate, encode, label_tokens, multitask_batches, tokenize_targets
 from mptune.errors import MptuneError
 from mptune.evaluate import evaluate_items
 from mptune.logs import StepLog, use_loggers
@@ -66,11 +67,12 @@ class TaskData:
 
 
 def load_tasks(cfg: RunConfig, backbone: Backbone, names: list[str], split: str,
-               seed: int | None = None) -> list[TaskData]:
+               seed: int | None = None, prompt_length: int | None = None) -> list[TaskData]:
     """Tokenise train and `split` of each task once; task ids follow the order of `names`.
 
     Few-shot tasks draw their k-shot train sample with data.split_seed + `seed` (default: the run
-    seed), so each seed of target.seeds trains on its own sample.
+    seed), so each seed of target.seeds trains on its own sample. Every task must fit the model's
+    positions with a prompt of `prompt_length` rows (default prompt.length), see `check_fits`.
     """
     data_dir = resolve_data_dir(cfg.data.data_dir)
     sample_seed = cfg.data.split_seed + (cfg.seed if seed is None else seed)
@@ -87,7 +89,29 @@ def load_tasks(cfg: RunConfig, backbone: Backbone, names: list[str], split: str,
         enc = lambda rows: encode(rows, backbone.tokenizer, backbone.is_seq2seq,  # noqa: E731
                                   cfg.model.max_input_tokens, task_id, append_eos=not task.is_classification)
         out.append(TaskData(task, enc(train), enc(evals), [e.label for e in evals]))
+        check_fits(backbone, cfg.prompt.length if prompt_length is None else prompt_length, out[-1])
     return out
+
+
+def check_fits(backbone: Backbone, length: int, data: TaskData) -> None:
+    """MptuneError when prompt + longest (truncated) input + longest answer exceed the model's positions.
+
+    The answer is the longest target, label word or, for generation tasks, max_new_tokens; a
+    seq2seq model reads prompt + input in its encoder and the answer in its decoder.
+    """
+    limit, task = backbone.max_positions, data.task
+    if limit is None:
+        return
+    items = data.train + data.eval
+    words = tokenize_targets(backbone.tokenizer, task.choices, backbone.is_seq2seq) if task.choices else []
+    answer = max([len(e.target_ids) for e in items] + [len(w) for w in words]
+                 + ([] if task.is_classification else [task.max_new_tokens]))
+    source = length + max(len(e.input_ids) for e in items)
+    need = max(source, answer) if backbone.is_seq2seq else source + answer
+    if need > limit:
+        raise MptuneError(f"task {task.name}: its longest example needs {need} positions (prompt {length}, input "
+                          f"{source - length}, answer {answer} tokens), more than the {limit} of model "
+                          f"{backbone.name}; lower --model.max_input_tokens or --prompt.length")
 
 
 # --- prompts and optimisation ------------------------------------------------------------------
@@ -133,9 +157,19 @@ def batch_stream(data: list[TaskData], args: TrainArgs, kappa: int, seed: int):
         yield [data[t].train[i] for t, i in chosen]
 
 
-def check_finite(loss: torch.Tensor, stage: str, step: int) -> None:
+def batch_tasks(data: list[TaskData], items: list[Encoded]) -> list[str]:
+    """Names of the tasks a batch draws from, in task-id order."""
+    return [data[t].task.name for t in sorted({e.task_id for e in items})]
+
+
+def check_finite(loss: torch.Tensor, stage: str, step: int, tasks: Sequence[str] = ()) -> None:
+    """Stop with a user error naming the stage, step and the batch's tasks when the loss is NaN or infinite.
+
+    Raised before the optimizer steps, so the unit's last checkpoint stays the last good state.
+    """
     if not math.isfinite(loss.item()):
-        raise MptuneError(f"{stage}: loss is {loss.item()} at step {step}; lower the learning rate")
+        on = f" on a batch of {', '.join(tasks)}" if tasks else ""
+        raise MptuneError(f"{stage}: loss is {loss.item()} at step {step}{on}; lower the learning rate")
 
 
 # --- the two training loops --------------------------------------------------------------------
@@ -172,7 +206,7 @@ def train_plm(backbone: Backbone, prompt: torch.nn.Module, data: list[TaskData],
             part_loss.backward()
             loss += part_loss.detach()
         distributed.all_reduce_sum([loss, *(p.grad for p in prompt.parameters())])
-        check_finite(loss, desc, step)
+        check_finite(loss, desc, step, batch_tasks(data, items))
         torch.nn.utils.clip_grad_norm_(prompt.parameters(), 1.0)
         opt.step()
         sched.step()
@@ -214,7 +248,7 @@ def train_distill(cfg: RunConfig, backbone: Backbone, student: MultitaskPrompt, 
         distributed.all_reduce_sum([terms, *(p.grad for p in student.parameters())])
         ce, kl, mse = terms
         loss = ce + mpt.lam * (kl + mse)
-        check_finite(loss, "distill", step)
+        check_finite(loss, "distill", step, batch_tasks(data, items))
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
         opt.step()
         sched.step()
@@ -233,9 +267,10 @@ def register_custom_tasks(cfg: RunConfig) -> None:
         register_custom(load_custom_yaml(path))
 
 
-def prepare_run_dir(cfg: RunConfig) -> Path:
+def prepare_run_dir(cfg: RunConfig, resume: bool = False) -> Path:
     """Create the run directory and record the config; refuse a directory holding another config.
 
+    resume: the directory must already hold this run (`--resume`): refuse rather than start a new one.
     Also joins the process group when launched as several processes (`distributed.init_from_env`).
     """
     distributed.init_from_env(cfg.model.device)
@@ -248,15 +283,21 @@ def prepare_run_dir(cfg: RunConfig) -> Path:
         distributed.check_batch(args.batch_size, args.grad_accum, f"{stage}.batch_size")
     out = Path(cfg.out_dir)
     use_loggers(out, cfg.loggers)
-    distributed.from_main(lambda: claim_run_dir(cfg, out))
+    distributed.from_main(lambda: claim_run_dir(cfg, out, resume))
     return out
 
 
-def claim_run_dir(cfg: RunConfig, out: Path) -> None:
-    """Lock the run directory, then check its config.yaml or write it (the main process only)."""
+def claim_run_dir(cfg: RunConfig, out: Path, resume: bool = False) -> None:
+    """Lock the run directory, then check its config.yaml or write it (the main process only).
+
+    resume: a directory without config.yaml is an error, not a new run.
+    """
     saved = out / "config.yaml"
     if out.exists():
         lock_run_dir(out)
+    if resume and not saved.exists():
+        why = f"holds no run (no {saved.name})" if out.exists() else "does not exist"
+        raise MptuneError(f"nothing to resume: {out} {why}; check --out_dir, or drop --resume to start a new run")
     if saved.exists():
         import yaml
 
@@ -496,7 +537,7 @@ def evaluate_prompt(cfg: RunConfig, backbone: Backbone, prompt_path: str, task_n
     """The metric of a saved prompt on one task's split; the task must be one of the file's rows."""
     register_custom_tasks(cfg)
     module, row = prompt_row(prompt_path, task_name, backbone.dim)
-    data = load_tasks(cfg, backbone, [task_name], split)[0]
+    data = load_tasks(cfg, backbone, [task_name], split, prompt_length=module.length)[0]
     return evaluate_items(backbone, lambda ids: module(torch.full_like(ids, row)), data.task, data.eval,
                           data.eval_labels, progress=f"eval {task_name}")
 
