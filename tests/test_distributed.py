@@ -2,7 +2,7 @@
 
 The same `_scenarios` run in this process (world size 1) and in 2 processes started with
 torch.multiprocessing.spawn on the tiny Llama saved to disk; every rank saves what it got, and the
-tests compare. `test_torchrun_cli_run_matches_one_process` runs the real launcher on `mptune run`.
+tests compare. `test_launched_cli_run_matches_one_process` runs the real launchers (torchrun, accelerate) on `mptune run`.
 """
 
 from __future__ import annotations
@@ -248,16 +248,28 @@ def test_grad_accum_equals_one_batch_for_distill(llama_backbone, data_dir, tmp_p
 
 # --- the real launcher -------------------------------------------------------------------------
 
-def test_torchrun_cli_run_matches_one_process(tmp_path, llama_dir, data_dir, capsys):
-    """`torchrun --standalone --nproc_per_node 2 -m mptune run` writes what one process writes."""
+LAUNCHERS = {
+    "torchrun": ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"],
+    # accelerate's --cpu launcher starts a single process (several need mpirun); --multi_gpu is its
+    # torchrun-based launcher, which starts the 2 processes on CPU too (mptune then uses gloo)
+    "accelerate": ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                   "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port"],
+}
+
+
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_launched_cli_run_matches_one_process(tmp_path, llama_dir, data_dir, capsys, launcher):
+    """`torchrun ... -m mptune run` and `accelerate launch ... -m mptune run` (2 CPU processes) write
+    what one process writes."""
     from test_cli import cli, flags
 
     one, two = (["run", *flags(tmp_path / d, llama_dir, data_dir, "--teach.checkpoint_every", "1")]
                 for d in ("one", "two"))
     assert cli(capsys, *one)[0] == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "mptune", *two], env=env, capture_output=True, text=True, timeout=300)
+    port = [str(_free_port())] if launcher == "accelerate" else []
+    proc = subprocess.run([sys.executable, *LAUNCHERS[launcher], *port, "-m", "mptune", *two], env=env,
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("| **average** |") == 1  # rank 0 alone prints the table
     files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file())
@@ -270,5 +282,7 @@ def test_torchrun_cli_run_matches_one_process(tmp_path, llama_dir, data_dir, cap
             assert torch.allclose(x, y, atol=1e-6), f
     for f in [f for f in files if f.name == "log.jsonl"]:
         assert len((tmp_path / "two" / f).read_text().splitlines()) == 3, f
+    for d, processes in (("one", 1), ("two", 2)):  # the launcher really started two processes
+        assert json.loads((tmp_path / d / "distill" / "metrics.json").read_text())["processes"] == processes
     table = [json.loads((tmp_path / d / "results.json").read_text())["targets"] for d in ("one", "two")]
     assert table[0] == table[1]

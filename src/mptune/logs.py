@@ -105,7 +105,8 @@ class StepLog:
         if self.tensorboard is not None:
             self.tensorboard.close()
         elapsed = time.perf_counter() - self.start
-        return {"train_seconds": round(elapsed, 1), "train_examples_per_s": round(self.examples / elapsed, 2)}
+        return {"train_seconds": round(elapsed, 1), "train_examples_per_s": round(self.examples / elapsed, 2),
+                "processes": distributed.world_size()}
 
 
 def read_log(path: Path) -> list[dict]:
