@@ -361,11 +361,19 @@ def test_evaluate_errors(tmp_path, capsys, llama_dir, data_dir):
 # --- help and the task list --------------------------------------------------------------------
 
 def test_tasks_command(capsys):
+    from mptune.tasks import task_names
+
     code, out, err = cli(capsys, "tasks")
     assert code == 0
-    assert "| task | family | metric | label words | splits |" in out
-    for name in ("rte", "mrpc", "cola", "wnli", "sst2", "cb"):
-        assert f"| {name} |" in out
+    assert "| task | family | metrics | label words | splits | files (under the data dir) | hub copy |" in out
+    rows = {line.split(" | ")[0][2:]: line for line in out.splitlines() if line.startswith("| ")}
+    assert set(task_names()) <= set(rows)
+    assert all(row.count(" | ") == 6 for name, row in rows.items() if name in task_names())
+    assert rows["mnli"].endswith("| glue/MNLI/{train.tsv,dev_matched.tsv,dev_mismatched.tsv} "
+                                 "| nyu-mll/glue (mnli) @bcdcba79d07b |")
+    assert "| accuracy, f1 | no, yes |" in rows["qqp"] and "| f1, question_em |" in rows["multirc"]
+    assert "| squad/{train-v1.1.json,dev-v1.1.json} | rajpurkar/squad (plain_text) @7b6d24c440a3 |" in rows["squad"]
+    assert rows["webnlg"].endswith("| webnlg/{train.json,dev.json,test.json} | none |")
     assert "NAME@K" in out
 
 

@@ -23,6 +23,12 @@ def test_run_with_a_squad_target(tmp_path, capsys, llama_dir):
     scores = json.loads((out / "adapt" / "pt" / "squad" / "metrics.json").read_text())["scores"]["squad"]
     assert set(scores) == {"squad_f1", "squad_em", "empty_generations"} and 0 <= scores["empty_generations"] <= 4
 
+    code, _, err = cli(capsys, "report", str(out))
+    assert code == 0, err
+    report = (out / "report" / "report.md").read_text()
+    assert f"squad squad_f1 {scores['squad_f1']:.1f}, squad_em {scores['squad_em']:.1f}, " \
+           f"empty_generations {scores['empty_generations']} |" in report  # invalid generations counted
+
     prompt = out / "adapt" / "mpt" / "squad" / "prompt.safetensors"
     code, stdout, err = cli(capsys, "evaluate", "--prompt", str(prompt), "--task", "squad", *argv)
     assert code == 0, err

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import sacrebleu
+from rouge_score import rouge_scorer
 
 from mptune.errors import MptuneError
-from mptune.metrics import bleu, normalize_answer, rouge_l, score, squad_em, squad_f1
+from mptune.metrics import bleu, normalize_answer, rouge_l, score, squad_em, squad_f1, ter
 from mptune.tasks import get_task
 
 
@@ -62,6 +65,33 @@ def test_bleu_matches_sacrebleu_with_variable_references():
     assert bleu(["", ""], [("a b c d",), ("e f g h",)]) == 0.0
 
 
+def test_ter_hand_computed():
+    # one substitution over six reference words; TER is an error rate: lower is better
+    assert ter(["the cat sat on a mat"], [("the cat sat on the mat",)]) == pytest.approx(100 / 6)
+    assert ter(["the cat sat on a mat"], [("a dog", "the cat sat on a mat")]) == 0.0  # closest reference
+    assert ter(["", ""], [("a b",), ("c d",)]) == 100.0  # every reference word is an edit
+
+
+def _random_corpus(seed: int) -> tuple[list[str], list[tuple[str, ...]]]:
+    rng = random.Random(seed)
+    words = "the a cat dog sat ran on in mat park house river by today".split()
+    sentence = lambda: " ".join(rng.choices(words, k=rng.randint(3, 12)))  # noqa: E731
+    preds = [sentence() for _ in range(30)]
+    labels = [tuple(sentence() for _ in range(rng.randint(1, 3))) for _ in preds]
+    return preds, labels
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_nlg_metrics_agree_with_the_packages_on_random_data(seed):
+    preds, labels = _random_corpus(seed)
+    streams = [[g[k] if k < len(g) else None for g in labels] for k in range(3)]
+    assert bleu(preds, labels) == pytest.approx(sacrebleu.corpus_bleu(preds, streams).score)
+    assert ter(preds, labels) == pytest.approx(sacrebleu.corpus_ter(preds, streams).score)
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    expected = sum(scorer.score_multi(list(g), p)["rougeL"].fmeasure for p, g in zip(preds, labels)) / len(preds)
+    assert rouge_l(preds, labels) == pytest.approx(100 * expected)
+
+
 def test_rouge_l_hand_computed():
     # LCS("the cat sat", "the cat sat on the mat") = 3: P = 1, R = 1/2 -> F = 2/3
     assert rouge_l(["the cat sat"], [("the cat sat on the mat",)]) == pytest.approx(200 / 3)
@@ -71,7 +101,7 @@ def test_rouge_l_hand_computed():
 
 
 def test_bad_inputs():
-    for fn in (squad_em, squad_f1, bleu, rouge_l):
+    for fn in (squad_em, squad_f1, bleu, ter, rouge_l):
         with pytest.raises(MptuneError, match="2 predictions for 1 labels"):
             fn(["a", "b"], [("a",)])
         with pytest.raises(MptuneError, match="empty"):
@@ -84,4 +114,4 @@ def test_score_uses_generation_task_metrics():
     assert list(score(get_task("squad"), ["a b"], [("a b",)])) == ["squad_f1", "squad_em"]
     assert list(score(get_task("record"), ["a b"], [("a b",)])) == ["squad_f1", "squad_em"]
     assert list(score(get_task("e2e"), ["a b"], [("a b",)])) == ["bleu", "rouge_l"]
-    assert list(score(get_task("webnlg"), ["a b"], [("a b",)])) == ["bleu", "rouge_l"]
+    assert list(score(get_task("webnlg"), ["a b"], [("a b",)])) == ["bleu", "ter", "rouge_l"]

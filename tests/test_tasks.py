@@ -11,9 +11,11 @@ import pytest
 
 from mptune.errors import MptuneError
 from mptune.tasks import Example, get_task, resolve_data_dir, task_names
-from mptune.tasks import glue, superglue
+from mptune.tasks import glue, hub, superglue
 from mptune.tasks.fewshot import kshot
 from mptune.tasks.splits import HELD_OUT, halves, partition, select
+
+from test_tasks_others import MNLI_COLUMNS
 
 
 def _find_data() -> Path | None:
@@ -56,6 +58,19 @@ SPLIT_SIZES = {
     "qnli": (8999, 1000, 5463), "rte": (2490, 138, 139), "wnli": (635, 35, 36),
     "boolq": (32, 1635, 1635), "cb": (250, 28, 28), "copa": (400, 50, 50),
     "multirc": (26243, 1000, 4848), "rte_sg": (2490, 138, 139), "wsc": (554, 52, 52),
+}
+
+# Label words over train + dev + test (= every labelled row of the files read), seed 0. They are the official
+# class counts: e.g. CoLA train 6,023/2,528 + dev 721/322; SST-2 train 37,569/29,780 + dev 444/428; RTE train
+# 1,249/1,241 + dev 146/131; CB train 115/119/16 + val 23/28/5; BoolQ val 2,033/1,237 + FewGLUE train 18/14.
+# MNLI, QQP and QNLI train are the 9,999-row samples; MRPC train lacks one positive pair (see FILE_ROWS).
+LABEL_COUNTS = {
+    "cola": {"no": 2850, "yes": 6744}, "sst2": {"negative": 30208, "positive": 38013},
+    "mrpc": {"no": 1323, "yes": 2752}, "qqp": {"no": 6370, "yes": 3629},
+    "mnli": {"maybe": 3313, "no": 3278, "yes": 3408}, "qnli": {"no": 7733, "yes": 7729},
+    "rte": {"no": 1372, "yes": 1395}, "wnli": {"no": 363, "yes": 343}, "boolq": {"no": 1251, "yes": 2051},
+    "cb": {"maybe": 21, "no": 147, "yes": 138}, "copa": {"1": 250, "2": 250},
+    "multirc": {"no": 17991, "yes": 14100}, "rte_sg": {"no": 1372, "yes": 1395}, "wsc": {"no": 361, "yes": 297},
 }
 
 _cache: dict[tuple[str, str, int], list[Example]] = {}
@@ -115,6 +130,53 @@ def test_split_sizes_labels_and_format(data, name):
         assert {e.label for e in load(data, name, "train")} == set(range(len(task.choices)))
 
 
+# The first train example (seed 0) of every task on the shared data: (input start, input end, target).
+FIRST_TRAIN = {
+    "cola": ("sentence: Our friends won't buy this analysis, let alone the next one we propose.\n",
+             "Is this sentence grammatical?\nAnswer:", "yes"),
+    "sst2": ("sentence: hide new secretions from the parental units\n",
+             "Is the sentiment positive or negative?\nAnswer:", "negative"),
+    "mrpc": ('sentence1: Amrozi accused his brother , whom he called " the witness " , of deliberately distorting his '
+             'evidence .\nsentence2: Referring to him as only " the witness " , Amrozi',
+             "distorting his evidence .\nDo they mean the same thing?\nAnswer:", "yes"),
+    "qqp": ("sentence1: How do I get inside University College London being an Indian?\nsentence2: Which is better",
+            "for a foreigner (Indian National)?\nDo they mean the same thing?\nAnswer:", "no"),
+    "stsb": ("sentence1: A plane is taking off.\nsentence2: An air plane is taking off.\n",
+             "How similar are they from 0 to 5?\nAnswer:", "5.0"),
+    "mnli": ("premise: Our hearts are particularly heavy this year as we look back at those we've lost, the Globe "
+             "writes lovingly.\nhypothesis: We are especially sad this year because we lost a lot of people.\n",
+             "Does the premise entail the hypothesis?\nAnswer:", "yes"),
+    "qnli": ("question: What sector has expanded radiply by selling outsourcing services to North America and "
+             "Europe?\nsentence: The IT sector", "Does the sentence answer the question?\nAnswer:", "no"),
+    "rte": ("premise: No Weapons of Mass Destruction Found in Iraq Yet.\nhypothesis: Weapons of Mass Destruction "
+            "Found in Iraq.\n", "Does the premise entail the hypothesis?\nAnswer:", "no"),
+    "wnli": ("premise: I stuck a pin through a carrot. When I pulled the pin out, it had a hole.\n"
+             "hypothesis: The carrot had a hole.\n", "Does the premise entail the hypothesis?\nAnswer:", "yes"),
+    "boolq": ("passage: Ghost in the Shell -- Animation studio Production I.G has produced",
+              "\nquestion: is ghost in the shell based on the anime?\nAnswer:", "no"),
+    "cb": ("premise: It was a complex language. Not written down but handed down. One might say it was peeled "
+           "down.\nhypothesis: the language was peeled down\n", "Does the premise entail the hypothesis?\nAnswer:",
+           "yes"),
+    "copa": ("premise: My body cast a shadow over the grass.\nWhat was the cause?\n",
+             "1: The sun was rising.\n2: The grass was cut.\nAnswer:", "1"),
+    "multirc": ("paragraph: While this process moved along, diplomacy continued its rounds.",
+                "\nquestion: What did the high-level effort to persuade Pakistan include?\nanswer: Children, Gerd, "
+                "or Dorian Popa\nIs the answer correct?\nAnswer:", "no"),
+    "rte_sg": ("premise: No Weapons of Mass Destruction Found in Iraq Yet.\nhypothesis: Weapons of Mass "
+               "Destruction Found in Iraq.\n", "Does the premise entail the hypothesis?\nAnswer:", "no"),
+    "wsc": ("text: Mark told Pete many lies about himself, which Pete included in his book. He should have been more "
+            "skeptical.\n", "Does 'He' refer to 'Mark'?\nAnswer:", "no"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FIRST_TRAIN))
+def test_first_train_example_is_formatted(data, name):
+    first = load(data, name, "train")[0]
+    start, end, target = FIRST_TRAIN[name]
+    assert first.input_text.startswith(start) and first.input_text.endswith(end)
+    assert first.target_text == target
+
+
 def test_label_words_and_metrics():
     expect = {
         "mnli": ("yes", "maybe", "no"), "cb": ("yes", "no", "maybe"), "rte": ("yes", "no"),
@@ -130,6 +192,20 @@ def test_label_words_and_metrics():
     assert (stsb.metric, stsb.extra_metrics) == ("pearson", ("spearman",))
     assert get_task("cola").metric == "matthews" and get_task("multirc").metric == "f1"
     assert get_task("cb").extra_metrics == ("macro_f1",) and get_task("qqp").extra_metrics == ("f1",)
+
+
+@pytest.mark.parametrize("name", sorted(LABEL_COUNTS))
+def test_label_counts_over_all_splits(data, name):
+    counts = collections.Counter(e.target_text for split in ("train", "dev", "test") for e in load(data, name, split))
+    assert counts == LABEL_COUNTS[name]
+    assert set(counts) == set(get_task(name).choices)  # the official label set, every class present
+
+
+def test_multirc_labels_name_their_question(data):
+    test = load(data, "multirc", "test")  # the official validation set: 953 questions, 4,848 answers
+    assert len({e.label.group for e in test}) == 953
+    train = load(data, "multirc", "train") + load(data, "multirc", "dev")
+    assert len({e.label.group for e in train}) == 5131
 
 
 def test_known_labels_on_real_rows(data):
@@ -346,15 +422,51 @@ def test_small_tree_reads_and_normalises(tmp_path):
     assert [e.label for e in exs] == [1, 0] and "paragraph: One. Two.\nquestion: Q?\nanswer: A\n" in exs[0].input_text
 
 
+MNLI_TRAIN_COLUMNS = ("index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\t"
+                      "sentence1_parse\tsentence2_parse\tsentence1\tsentence2\tlabel1\tgold_label\n")
+
+
+def _mnli_row(i: int, premise: str, hypothesis: str, label: str, dev: bool) -> str:
+    labels = [label] * (5 if dev else 1)
+    return "\t".join([str(i), str(100 + i), f"{100 + i}n", "fiction", "( a )", "( b )", "(a)", "(b)",
+                      premise, hypothesis, *labels, label]) + "\n"
+
+
+def write_mnli(root: Path) -> None:
+    """glue/MNLI/{train,dev_matched,dev_mismatched}.tsv in the official column layouts."""
+    _write(root / "glue/MNLI/train.tsv", MNLI_TRAIN_COLUMNS + _mnli_row(0, "a", "b", "neutral", False)
+           + _mnli_row(1, "c", "d", "entailment", False))
+    _write(root / "glue/MNLI/dev_matched.tsv", MNLI_COLUMNS + _mnli_row(0, "m", "n", "contradiction", True))
+    _write(root / "glue/MNLI/dev_mismatched.tsv", MNLI_COLUMNS + _mnli_row(0, "x", "y", "entailment", True)
+           + _mnli_row(1, "u", "v", "neutral", True))
+
+
 def test_mnli_uses_official_validation_files_when_present(tmp_path):
-    cols = "index\tsentence1\tsentence2\tgold_label\n"
-    _write(tmp_path / "glue/MNLI/train.tsv", cols + "0\ta\tb\tneutral\n1\tc\td\tentailment\n")
-    _write(tmp_path / "glue/MNLI/dev_matched.tsv", cols + "0\tm\tn\tcontradiction\n")
-    _write(tmp_path / "glue/MNLI/dev_mismatched.tsv", cols + "0\tx\ty\tentailment\n")
+    write_mnli(tmp_path)
     mnli = get_task("mnli")
-    assert [e.target_text for e in mnli.load(tmp_path, "train")] == ["maybe", "yes"]
-    assert [e.input_text.split("\n")[0] for e in mnli.load(tmp_path, "dev")] == ["premise: x"]
-    assert [(e.label, e.target_text) for e in mnli.load(tmp_path, "test")] == [(2, "no")]
+    assert [e.target_text for e in mnli.load(tmp_path, "train")] == ["maybe", "yes"]  # train = official train
+    assert [e.input_text.split("\n")[0] for e in mnli.load(tmp_path, "dev")] == ["premise: x", "premise: u"]
+    assert [(e.input_text.split("\n")[0], e.label, e.target_text) for e in mnli.load(tmp_path, "test")] == [
+        ("premise: m", 2, "no")]  # test = matched
+    assert "dev: validation_mismatched; test: validation_matched" in mnli.splits_doc
+
+
+def test_mnli_hub_copy_gives_dev_mismatched_and_test_matched(tmp_path, monkeypatch):
+    write_mnli(tmp_path / "local")
+    rows = {"train": [("a", "b", 1), ("c", "d", 0)], "validation_matched": [("m", "n", 2)],
+            "validation_mismatched": [("x", "y", 0), ("u", "v", 1)]}
+    calls = []
+
+    def load(dataset_id, config, split, revision=None):
+        calls.append((dataset_id, config, split, revision))
+        return [{"premise": p, "hypothesis": h, "label": y, "idx": i} for i, (p, h, y) in enumerate(rows[split])]
+
+    monkeypatch.setattr(hub, "load_from_hub", load)
+    monkeypatch.delenv("MPTUNE_OFFLINE")
+    for split in ("train", "dev", "test"):
+        assert get_task("mnli").load(tmp_path / "empty", split) == get_task("mnli").load(tmp_path / "local", split)
+    assert {c[2] for c in calls} == {"train", "validation_matched", "validation_mismatched"}
+    assert all(c[:2] == ("nyu-mll/glue", "mnli") and c[3] == hub.REVISIONS["nyu-mll/glue"] for c in calls)
 
 
 # ---------------------------------------------------------------- data dir

@@ -89,6 +89,7 @@ def test_register_and_read_csv(tmp_path):
     assert (first.target_text, first.label, first.task) == ("negative", 0, "mood")
     assert [e.label for e in examples] == [0, 1, 2, 0, 1, 2]
     assert task.splits_doc == "train: train.csv; dev: train.csv; test: train.csv"
+    assert task.source == ", ".join([str(tmp_path / "train.csv")] * 3)
 
 
 def test_jsonl_with_template_and_json_labels(tmp_path):

@@ -17,6 +17,8 @@ from mptune.errors import MptuneError
 from mptune.tasks import Example, get_task, hub, task_names
 from mptune.tasks.splits import HELD_OUT
 
+from test_tasks_others import fake_hub
+
 QA_TASKS = ("squad", "nq", "hotpotqa", "searchqa", "newsqa", "record")
 NLG_TASKS = ("e2e", "webnlg")
 MRQA = {"nq": "NaturalQuestionsShort", "hotpotqa": "HotpotQA", "searchqa": "SearchQA", "newsqa": "NewsQA"}
@@ -149,7 +151,8 @@ def test_registered_as_generation_tasks():
         if name in QA_TASKS:
             assert (task.metric, task.extra_metrics, task.max_new_tokens) == ("squad_f1", ("squad_em",), 32)
         else:
-            assert (task.metric, task.extra_metrics, task.max_new_tokens) == ("bleu", ("rouge_l",), 128)
+            extra = ("ter", "rouge_l") if name == "webnlg" else ("rouge_l",)
+            assert (task.metric, task.extra_metrics, task.max_new_tokens) == ("bleu", extra, 128)
     assert get_task("record").family == "superglue" and get_task("nq").family == "qa"
     assert get_task("e2e").family == "nlg"
     assert "dev: those 1,000; test: official dev (10,570)" in get_task("squad").splits_doc
@@ -360,21 +363,6 @@ def test_bad_webnlg_files(tmp_path):
 
 
 # --- the hub copies ---------------------------------------------------------------------------
-
-def fake_hub(monkeypatch, task: str, split: str, rows: list[dict]) -> list:
-    """Replace the hub with `rows` for (task's hub id, split); return the list of calls made."""
-    calls = []
-
-    def load(dataset_id, config, hub_split, revision=None):
-        calls.append((dataset_id, config, hub_split))
-        assert (dataset_id, config) == hub.HUB_IDS[task] and hub_split == split
-        return iter(rows)
-
-    monkeypatch.setattr(hub, "load_from_hub", load)
-    for var in hub.OFFLINE_VARS:
-        monkeypatch.delenv(var, raising=False)
-    return calls
-
 
 def _squad_hub_rows(doc: dict) -> list[dict]:
     return [{"id": qa["id"], "title": article["title"], "context": p["context"], "question": qa["question"],

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import collections
 import json
+import re
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -314,6 +316,7 @@ def fake_hub(monkeypatch, task: str, split: str, rows: list[dict]) -> list:
     def load(dataset_id, config, hub_split, revision=None):
         calls.append((dataset_id, config, hub_split))
         assert (dataset_id, config) == hub.HUB_IDS[task] and hub_split == split
+        assert revision == hub.REVISIONS[dataset_id]  # every hub read is pinned
         return iter(rows)
 
     monkeypatch.setattr(hub, "load_from_hub", load)
@@ -331,7 +334,10 @@ def test_hub_rows_give_the_same_examples_as_the_official_file(tmp_path, monkeypa
     expected = get_task(name).load(local, split)
     assert expected
     calls = fake_hub(monkeypatch, name, hub_split, rows)
-    assert get_task(name).load(tmp_path / "empty", split) == expected
+    got = get_task(name).load(tmp_path / "empty", split)
+    assert got == expected
+    groups = lambda examples: [getattr(e.label, "group", None) for e in examples]  # noqa: E731 (MultiRC questions)
+    assert groups(got) == groups(expected)
     assert calls == [(*hub.HUB_IDS[name], hub_split)]
 
 
@@ -361,6 +367,38 @@ def test_hub_allowed_reads_the_offline_switches(monkeypatch):
     for value, allowed in (("1", False), ("true", False), ("0", True), ("", True)):
         monkeypatch.setenv("HF_HUB_OFFLINE", value)
         assert hub.hub_allowed() is allowed
+
+
+def test_every_hub_copy_is_pinned_and_the_pin_can_be_overridden(tmp_path, monkeypatch):
+    for task, (dataset_id, _) in hub.HUB_IDS.items():
+        revision = hub.REVISIONS[dataset_id]
+        assert re.fullmatch(r"[0-9a-f]{40}", revision) or revision == "refs/convert/parquet", task
+    assert hub.describe("rte") == "nyu-mll/glue (rte) @bcdcba79d07b" and hub.describe("webnlg") == "none"
+    assert hub.describe("e2e") == "tuetschek/e2e_nlg @refs/convert/parquet"
+    fake_hub(monkeypatch, "paws", "train", [])
+    seen = []
+    monkeypatch.setattr(hub, "load_from_hub", lambda d, c, s, revision=None: seen.append((d, revision)) or iter([]))
+    monkeypatch.setenv(hub.REVISIONS_ENV, " google-research-datasets/paws = main , allenai/scitail=abc")
+    assert hub.hub_revision("allenai/scitail") == "abc" and hub.hub_revision(hub.GLUE) == hub.REVISIONS[hub.GLUE]
+    assert get_task("paws").load(tmp_path, "train") == [] and seen == [("google-research-datasets/paws", "main")]
+    assert hub.describe("paws") == "google-research-datasets/paws (labeled_final) @main"
+    monkeypatch.setenv(hub.REVISIONS_ENV, "nyu-mll/glue")
+    with pytest.raises(MptuneError, match=r"MPTUNE_HUB_REVISIONS entry 'nyu-mll/glue' is not 'dataset_id=revision'"):
+        hub.hub_revision(hub.GLUE)
+
+
+def test_hub_failure_names_the_revision(monkeypatch):
+    calls = []
+
+    def load_dataset(*args, **kwargs):
+        calls.append((args, kwargs))
+        raise ConnectionError("no network")
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    pin = hub.REVISIONS["allenai/scitail"]
+    with pytest.raises(MptuneError, match=rf"at revision {pin} .*ConnectionError: no network.*MPTUNE_HUB_REVISIONS"):
+        hub.load_from_hub("allenai/scitail", "tsv_format", "train", pin)
+    assert calls == [(("allenai/scitail", "tsv_format"), {"split": "train", "revision": pin})]
 
 
 def test_hub_row_missing_field_names_the_row(tmp_path, monkeypatch):

@@ -29,7 +29,7 @@ STAGES = {
     "export": "write a saved prompt as a Hugging Face PEFT prompt-tuning adapter (merged, with a model card)",
     "import": "write a PEFT prompt-tuning or multitask prompt-tuning adapter as an mptune prompt file",
     "report": "plot a run's learning curves and results and summarise it in RUN_DIR/report/report.md",
-    "tasks": "list the known tasks with their label words, splits and metric",
+    "tasks": "list the known tasks with their metrics, label words, splits, files and hub copy",
 }
 
 TRAINING = ("run", "teach", "distill", "adapt")
@@ -86,14 +86,17 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
 
 
 def list_tasks() -> str:
-    from mptune.tasks import get_task, task_names
+    from mptune.tasks import get_task, hub, task_names
 
-    rows = ["| task | family | metric | label words | splits |", "|---|---|---|---|---|"]
+    rows = ["| task | family | metrics | label words | splits | files (under the data dir) | hub copy |",
+            "|---|---|---|---|---|---|---|"]
     for name in task_names():
         t = get_task(name)
         words = ", ".join(t.choices) if len(t.choices) <= 4 else f"{len(t.choices)} score strings"
         words = words or "(generated text)"
-        rows.append(f"| {name} | {t.family} | {t.metric} | {words} | {t.splits_doc} |")
+        cells = [name, t.family, ", ".join((t.metric, *t.extra_metrics)), words, t.splits_doc, t.source,
+                 hub.describe(name)]
+        rows.append("| " + " | ".join(cells) + " |")
     rows.append("\nAny task NAME also exists as NAME@K: K training examples per class "
                 "(2K examples for regression and generation tasks).")
     return "\n".join(rows)

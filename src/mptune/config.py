@@ -47,7 +47,7 @@ class ModelArgs:
     device: str = "cpu"
     """Torch device: 'cpu' or 'cuda'."""
     max_input_tokens: int = 128
-    """Longest input kept, in tokens; longer inputs keep their head and their last 24 tokens."""
+    """Longest input kept, in tokens; longer inputs keep their head and their last 24 tokens (a warning names splits with over a tenth of inputs cut; QA contexts need 512)."""
 
     def __post_init__(self):
         _check(self.precision in ("auto", "bf16", "fp32"),

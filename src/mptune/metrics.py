@@ -4,7 +4,8 @@ Design decisions
 - Every metric takes (predictions, labels) and returns a float in percent (correlations in
   [-100, 100]), the scale GLUE/SuperGLUE results are reported on.
 - `f1` is binary F1 of the positive class 1 (MRPC, QQP; MultiRC's F1a over all answers);
-  `macro_f1` averages F1 over the classes present in labels or predictions (CB).
+  `macro_f1` averages F1 over the classes present in labels or predictions (CB); `question_em`
+  is MultiRC's EM, the share of questions with every answer right (labels name their question).
 - Degenerate inputs give 0.0, never NaN: constant predictions or labels for pearson/spearman,
   no predicted or gold positives for f1, a single class for matthews.
 - Mismatched lengths or empty inputs raise `MptuneError`.
@@ -19,6 +20,9 @@ gold strings, every one of them acceptable):
 - `bleu` is sacrebleu's corpus BLEU with its defaults (13a tokenisation, exponential smoothing),
   every gold string of a label being one reference of that segment (a variable number of
   references per segment is allowed).
+- `ter` is sacrebleu's corpus TER with its defaults, references as for `bleu`: the edits needed
+  per reference word, in percent, where LOWER is better (WebNLG reports BLEU, METEOR and TER;
+  METEOR needs WordNet data and Java-free ports differ, so it is not computed).
 - `rouge_l` is rouge-score's ROUGE-L F-measure (with its Porter stemmer), best reference per
   prediction, averaged. It is not the e2e-metrics implementation (which weights recall, beta 1.2),
   so E2E numbers are close to but not exactly the challenge's ROUGE-L.
@@ -86,6 +90,19 @@ def matthews(preds: Sequence, labels: Sequence) -> float:
     with warnings.catch_warnings():  # a single class warns, then scores 0
         warnings.simplefilter("ignore")
         return _percent(skm.matthews_corrcoef(y, p))
+
+
+def question_em(preds: Sequence, labels: Sequence) -> float:
+    """Percent of groups (MultiRC questions) whose every example is right; labels are `GroupedLabel`s."""
+    preds, labels = list(preds), list(labels)
+    _check_sizes(len(preds), len(labels))
+    right: dict[str, bool] = {}
+    for pred, label in zip(preds, labels):
+        group = getattr(label, "group", None)
+        if group is None:
+            raise MptuneError("question_em needs labels that name their question (tasks.base.GroupedLabel).")
+        right[group] = right.get(group, True) and pred == label
+    return _percent(sum(right.values()) / len(right))
 
 
 def _correlation(fn: Callable, preds: Sequence, labels: Sequence) -> float:
@@ -156,14 +173,26 @@ def squad_f1(preds: Sequence, labels: Sequence) -> float:
     return _best_over_golds(_token_f1, preds, labels)
 
 
+def _reference_streams(golds: Sequence[tuple[str, ...]]) -> list[list[str | None]]:
+    """sacrebleu's reference streams: stream k holds each segment's k-th reference, None where it has none."""
+    width = max(map(len, golds))
+    return [[g[k] if k < len(g) else None for g in golds] for k in range(width)]
+
+
 def bleu(preds: Sequence, labels: Sequence) -> float:
     """sacrebleu corpus BLEU; every gold string of a label is a reference of that segment (E2E, WebNLG)."""
     import sacrebleu
 
     texts, golds = _texts(preds, labels)
-    width = max(map(len, golds))
-    streams = [[g[k] if k < len(g) else None for g in golds] for k in range(width)]
-    return float(sacrebleu.corpus_bleu(texts, streams).score)
+    return float(sacrebleu.corpus_bleu(texts, _reference_streams(golds)).score)
+
+
+def ter(preds: Sequence, labels: Sequence) -> float:
+    """sacrebleu corpus TER (edits per reference word, in percent; LOWER is better), multi-reference (WebNLG)."""
+    import sacrebleu
+
+    texts, golds = _texts(preds, labels)
+    return float(sacrebleu.corpus_ter(texts, _reference_streams(golds)).score)
 
 
 def rouge_l(preds: Sequence, labels: Sequence) -> float:
@@ -181,11 +210,13 @@ METRICS: dict[str, Callable[[Sequence, Sequence], float]] = {
     "f1": f1,
     "macro_f1": macro_f1,
     "matthews": matthews,
+    "question_em": question_em,
     "pearson": pearson,
     "spearman": spearman,
     "squad_em": squad_em,
     "squad_f1": squad_f1,
     "bleu": bleu,
+    "ter": ter,
     "rouge_l": rouge_l,
 }
 

@@ -241,7 +241,8 @@ def unit_table(units: list[Unit]) -> list[str]:
              "trainable parameters | scores |", "|---|---|---|---|---|---|---|---|"]
     for u in units:
         m = u.metrics or {}
-        scores = "; ".join(f"{task} " + ", ".join(f"{k} {v:.1f}" for k, v in values.items())
+        scores = "; ".join(f"{task} " + ", ".join(f"{k} {v}" if isinstance(v, int) else f"{k} {v:.1f}"
+                                                 for k, v in values.items())  # counts (empty_generations) as ints
                            for task, values in m.get("scores", {}).items())
         cells = [u.label, u.status,
                  str(len(u.log)), m.get("train_seconds", ""), m.get("train_examples_per_s", ""),

@@ -37,14 +37,14 @@ from mptune import distributed
 from mptune.backbone import Backbone
 from mptune.checkpoint import PROMPT_FILE, load_prompt, save_prompt
 from mptune.config import RunConfig, TrainArgs, same_run, save_yaml
-from mptune.data import Encoded, collate, encode, label_tokens, multitask_batches, tokenize_targets
+from mptune.data import TAIL, Encoded, collate, encode, label_tokens, multitask_batches, tokenize_targets
 from mptune.errors import MptuneError
 from mptune.evaluate import evaluate_items
 from mptune.logs import StepLog, use_loggers
 from mptune.losses import distill_kl, hidden_mse, plm_loss
 from mptune.prompts import (MultitaskPrompt, SoftPrompt, mpt_target_parameters, num_parameters,
                             target_from_source, text_init, vocab_init)
-from mptune.resume import clear_state, restore_state, save_state, skip
+from mptune.resume import clear_state, restore_state, save_state, skip, warn
 from mptune.tasks import Task, get_task, resolve_data_dir
 from mptune.tasks.custom import load_custom_yaml, register_custom
 
@@ -52,6 +52,8 @@ MERGED_FILE = "merged.safetensors"
 """A trained multitask prompt merged into plain l x d prompts, one per task row."""
 SPOT_PROBE_EXAMPLES = 100
 """Dev examples used to pick the best teacher for SPoT (spot_source = 'best')."""
+CUT_WARNING = 0.1
+"""`load_tasks` warns when more than this share of a split's inputs is cut to model.max_input_tokens."""
 
 
 # --- data --------------------------------------------------------------------------------------
@@ -67,30 +69,44 @@ class TaskData:
 
 
 def load_tasks(cfg: RunConfig, backbone: Backbone, names: list[str], split: str,
-               seed: int | None = None, prompt_length: int | None = None) -> list[TaskData]:
+               seed: int | None = None, prompt_length: int | None = None,
+               with_train: bool = True) -> list[TaskData]:
     """Tokenise train and `split` of each task once; task ids follow the order of `names`.
 
     Few-shot tasks draw their k-shot train sample with data.split_seed + `seed` (default: the run
-    seed), so each seed of target.seeds trains on its own sample. Every task must fit the model's
-    positions with a prompt of `prompt_length` rows (default prompt.length), see `check_fits`.
+    seed), so each seed of target.seeds trains on its own sample. `with_train=False` (evaluation
+    only) leaves train empty and unread. Every task must fit the model's positions with a prompt
+    of `prompt_length` rows (default prompt.length), see `check_fits`.
     """
     data_dir = resolve_data_dir(cfg.data.data_dir)
     sample_seed = cfg.data.split_seed + (cfg.seed if seed is None else seed)
     out = []
     for task_id, name in enumerate(names):
         task = get_task(name)
-        train = task.load(data_dir, "train", cfg.data.split_seed, sample_seed)
+        parts = {"train": task.load(data_dir, "train", cfg.data.split_seed, sample_seed)} if with_train else {}
         evals = task.load(data_dir, split, cfg.data.split_seed)
         if cfg.data.eval_examples and len(evals) > cfg.data.eval_examples:
             evals = random.Random(cfg.data.split_seed).sample(evals, cfg.data.eval_examples)
-        for part, rows in (("train", train), (split, evals)):
+        parts[split] = evals
+        encoded = {}
+        for part, rows in parts.items():
             if not rows:
                 raise MptuneError(f"task {name} has an empty {part} split")
-        enc = lambda rows: encode(rows, backbone.tokenizer, backbone.is_seq2seq,  # noqa: E731
-                                  cfg.model.max_input_tokens, task_id, append_eos=not task.is_classification)
-        out.append(TaskData(task, enc(train), enc(evals), [e.label for e in evals]))
+            encoded[part] = encode(rows, backbone.tokenizer, backbone.is_seq2seq, cfg.model.max_input_tokens,
+                                   task_id, append_eos=not task.is_classification)
+            warn_if_cut(name, part, encoded[part], cfg.model.max_input_tokens)
+        out.append(TaskData(task, encoded.get("train", []), encoded[split], [e.label for e in evals]))
         check_fits(backbone, cfg.prompt.length if prompt_length is None else prompt_length, out[-1])
     return out
+
+
+def warn_if_cut(name: str, part: str, items: list[Encoded], max_tokens: int) -> None:
+    """Warn (main process) when over `CUT_WARNING` of a split's inputs fill `max_tokens`, i.e. were cut."""
+    cut = sum(len(it.input_ids) >= max_tokens for it in items)
+    if cut > CUT_WARNING * len(items) and distributed.is_main():
+        warn(f"task {name}: {cut:,} of {len(items):,} {part} inputs reach model.max_input_tokens ({max_tokens}) "
+             f"and lose their middle (head and last {TAIL} tokens kept); long-input tasks such as QA need more, "
+             "e.g. --model.max_input_tokens 512")
 
 
 def check_fits(backbone: Backbone, length: int, data: TaskData) -> None:
@@ -437,7 +453,7 @@ def spot_init(cfg: RunConfig, backbone: Backbone, target: TaskData) -> tuple[Sof
                               f"{', '.join(cfg.sources)}")
         pick = cfg.sources.index(cfg.target.spot_source)
     else:
-        dev = load_tasks(cfg, backbone, [target.task.name], "dev")[0]
+        dev = load_tasks(cfg, backbone, [target.task.name], "dev", with_train=False)[0]
         probe, labels = dev.eval[:SPOT_PROBE_EXAMPLES], dev.eval_labels[:SPOT_PROBE_EXAMPLES]
         task = target.task
         values = [evaluate_items(backbone, lambda ids, k=k: teachers.prompt[k].expand(len(ids), -1, -1),
@@ -537,7 +553,7 @@ def evaluate_prompt(cfg: RunConfig, backbone: Backbone, prompt_path: str, task_n
     """The metric of a saved prompt on one task's split; the task must be one of the file's rows."""
     register_custom_tasks(cfg)
     module, row = prompt_row(prompt_path, task_name, backbone.dim)
-    data = load_tasks(cfg, backbone, [task_name], split, prompt_length=module.length)[0]
+    data = load_tasks(cfg, backbone, [task_name], split, prompt_length=module.length, with_train=False)[0]
     return evaluate_items(backbone, lambda ids: module(torch.full_like(ids, row)), data.task, data.eval,
                           data.eval_labels, progress=f"eval {task_name}")
 

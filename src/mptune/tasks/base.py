@@ -16,11 +16,30 @@ Design decisions
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 from mptune.tasks.fewshot import kshot
+
+
+class GroupedLabel(int):
+    """A class index that also names the group its example belongs to (MultiRC: the question).
+
+    It is the int everywhere (metrics, label words, k-shot classes); group metrics such as
+    MultiRC's exact match (`metrics.question_em`) read `group`.
+    """
+
+    group: str
+
+    def __new__(cls, value: int, group: str) -> "GroupedLabel":
+        label = super().__new__(cls, value)
+        label.group = group
+        return label
+
+    def __getnewargs__(self) -> tuple[int, str]:
+        return int(self), self.group
 
 
 @dataclass(frozen=True)
@@ -53,6 +72,8 @@ class Task:
     """(data_dir, split, seed) -> examples of split 'train', 'dev' or 'test' (labelled)."""
     splits_doc: str = ""
     """One line on where each split comes from (shown by `mptune tasks`)."""
+    source: str = ""
+    """The files read under the data directory, e.g. 'glue/RTE/{train.tsv,dev.tsv}' (see `files_doc`)."""
     extra_metrics: tuple[str, ...] = field(default_factory=tuple)
     """Further metrics reported next to the headline metric."""
     regression: bool = False
@@ -86,3 +107,12 @@ class Task:
 def label_index(choices: Sequence[str], word: str) -> int:
     """Class index of a label word."""
     return list(choices).index(word)
+
+
+def files_doc(paths: Sequence[str]) -> str:
+    """Relative file paths in one line: 'glue/RTE/{train.tsv,dev.tsv}' for files sharing a folder."""
+    if len(paths) == 1:
+        return paths[0]
+    folder = posixpath.commonpath([posixpath.dirname(p) for p in paths])
+    names = ",".join(posixpath.relpath(p, folder) for p in paths)
+    return f"{folder}/{{{names}}}" if folder else f"{{{names}}}"

@@ -194,7 +194,8 @@ def register_custom(spec: CustomTaskSpec) -> Task:
         return select_given(split, seed, loader(train), loader(dev), loader(test), train_name=str(train))
 
     task = Task(name=spec.name, family="custom", choices=tuple(spec.label_words.values()), metric=spec.metric,
-                load_split=load_split, splits_doc=spec.splits_doc())
+                load_split=load_split, splits_doc=spec.splits_doc(),
+                source=", ".join(str(p) for p in (spec.train, spec.dev, spec.test) if p is not None))
     registry.TASKS[spec.name] = task
     return task
 

@@ -30,7 +30,11 @@ Design decisions
 - NLG: train has one example per reference; dev and test have one example per input (MR or
   triple set), whose label is the tuple of all its references and whose target is the first, so
   corpus BLEU is multi-reference as in the challenges. Triples read "subject : property : object"
-  joined by " | ", with "_" in entity names read as spaces. Metrics bleu (headline) and rouge_l.
+  joined by " | ", with "_" in entity names read as spaces. Metrics: bleu (headline) and rouge_l,
+  and for WebNLG ter (sacrebleu; lower is better), the metrics of maintained packages among those
+  the challenges report (E2E: BLEU, NIST, METEOR, ROUGE-L, CIDEr; WebNLG 2017: BLEU, METEOR,
+  TER). NIST, METEOR and CIDEr are left out: nltk's NIST fails on corpora whose outputs are all
+  shorter than 5 tokens, METEOR needs WordNet data or Java, CIDEr another package (pycocoevalcap).
 - Splits (`tasks/splits.py`): SQuAD, MRQA and ReCoRD have over 10,000 training questions and a
   labelled official dev set: dev = 1,000 held out of train (seeded), test = official dev. E2E and
   WebNLG ship labelled train/dev/test, used as they are (`select_given`).
@@ -53,7 +57,7 @@ from typing import Any, Callable, Sequence
 
 from mptune.errors import MptuneError
 from mptune.tasks import hub
-from mptune.tasks.base import Example, Task
+from mptune.tasks.base import Example, Task, files_doc
 from mptune.tasks.glue import normalize, read_tsv
 from mptune.tasks.splits import describe, select, select_given
 from mptune.tasks.superglue import read_jsonl
@@ -180,12 +184,18 @@ def mrqa_row(subset: str) -> hub.RowReader:
     return read
 
 
+def mrqa_layouts(subset: str) -> tuple[dict[str, str], dict[str, str]]:
+    """Names under `mrqa/` by role: nested `<subset>/{train,dev}.jsonl.gz`, download `{train,dev}/<subset>.jsonl.gz`."""
+    nested = {"train": f"{subset}/train.jsonl.gz", "validation": f"{subset}/dev.jsonl.gz"}
+    download = {"train": f"train/{subset}.jsonl.gz", "validation": f"dev/{subset}.jsonl.gz"}
+    return nested, download
+
+
 def mrqa_files(subset: str) -> Files:
     """`mrqa/<subset>/{train,dev}.jsonl.gz`, or the download layout `mrqa/{train,dev}/<subset>.jsonl.gz`."""
 
     def files(root: Path) -> dict[str, tuple[str, str]]:
-        nested = {"train": f"{subset}/train.jsonl.gz", "validation": f"{subset}/dev.jsonl.gz"}
-        download = {"train": f"train/{subset}.jsonl.gz", "validation": f"dev/{subset}.jsonl.gz"}
+        nested, download = mrqa_layouts(subset)
         exists = lambda layout: any((root / name).is_file() for name in layout.values())  # noqa: E731
         chosen = download if exists(download) and not exists(nested) else nested
         return {role: (name, role) for role, name in chosen.items()}
@@ -310,12 +320,14 @@ def read_webnlg(path: Path) -> list[Example]:
 
 def make_task(name: str, family: str, folder: str, files: Files, read_file: Callable[[Path], list[Example]],
               read_row: hub.RowReader | None, metric: str, extra: tuple[str, ...], doc: str,
-              official_train: int = 0, max_new_tokens: int = 32) -> Task:
+              official_train: int = 0, max_new_tokens: int = 32, source: str = "") -> Task:
     """A generation `Task` over `<data_dir>/<folder>/`.
 
     Roles train+validation are split by `select`; train+dev+test are used as given, with dev and
-    test grouped into one example per input (`group_references`).
+    test grouped into one example per input (`group_references`). `source` (for `mptune tasks`)
+    defaults to the files `files` names.
     """
+    source = source or files_doc([f"{folder}/{file}" for file, _ in files(Path(folder)).values()])
 
     def load_split(data_dir: Path, split: str, seed: int) -> list[Example]:
         root = Path(data_dir) / folder
@@ -326,21 +338,27 @@ def make_task(name: str, family: str, folder: str, files: Files, read_file: Call
         return select(split, seed, official_train, found["train"], found["validation"])
 
     return Task(name=name, family=family, choices=(), metric=metric, load_split=load_split, splits_doc=doc,
-                extra_metrics=extra, max_new_tokens=max_new_tokens)
+                extra_metrics=extra, max_new_tokens=max_new_tokens, source=source)
 
 
 def qa_task(name: str, family: str, folder: str, files: Files, read_file: Callable[[Path], list[Example]],
-            read_row: hub.RowReader, official_train: int, validation: str) -> Task:
+            read_row: hub.RowReader, official_train: int, validation: str, source: str = "") -> Task:
     """A QA task split by the large-task rule: dev = 1,000 held out of train, test = official dev."""
     doc = describe(official_train, validation=validation)
-    return make_task(name, family, folder, files, read_file, read_row, "squad_f1", ("squad_em",), doc, official_train)
+    return make_task(name, family, folder, files, read_file, read_row, "squad_f1", ("squad_em",), doc, official_train,
+                     source=source)
+
+
+def mrqa_source(subset: str) -> str:
+    """Both MRQA layouts in one line (`mptune tasks`)."""
+    return " or ".join(files_doc([f"mrqa/{file}" for file in layout.values()]) for layout in mrqa_layouts(subset))
 
 
 def nlg_task(name: str, folder: str, names: tuple[str, str, str], read_file: Callable[[Path], list[Example]],
-             read_row: hub.RowReader | None, doc: str) -> Task:
+             read_row: hub.RowReader | None, doc: str, extra: tuple[str, ...]) -> Task:
     """A data-to-text task shipping labelled train/dev/test files `names`, used as they are."""
     files = dict(zip(("train", "dev", "test"), zip(names, ("train", "validation", "test"))))
-    return make_task(name, "nlg", folder, lambda root: files, read_file, read_row, "bleu", ("rouge_l",), doc,
+    return make_task(name, "nlg", folder, lambda root: files, read_file, read_row, "bleu", extra, doc,
                      max_new_tokens=128)
 
 
@@ -358,15 +376,15 @@ TASKS: dict[str, Task] = {
                                                       "validation": ("dev-v1.1.json", "validation")},
                 read_squad, squad_row, 87_599, "official dev (10,570)"),
         *(qa_task(name, "qa", "mrqa", mrqa_files(subset), read_mrqa, mrqa_row(subset), train,
-                  f"official MRQA dev ({dev:,})") for name, subset, train, dev in MRQA_TASKS),
+                  f"official MRQA dev ({dev:,})", mrqa_source(subset)) for name, subset, train, dev in MRQA_TASKS),
         qa_task("record", "superglue", "superglue/ReCoRD", lambda root: {"train": ("train.jsonl", "train"),
                                                                          "validation": ("val.jsonl", "validation")},
                 read_record, record_row, 100_730, "official validation (10,000)"),
         nlg_task("e2e", "e2e", ("trainset.csv", "devset.csv", "testset_w_refs.csv"), read_e2e, e2e_row,
                  "train: official trainset (42,061 MR-reference pairs); dev/test: official devset (547 MRs) "
-                 "and testset_w_refs (630 MRs), one example per MR with all its references"),
+                 "and testset_w_refs (630 MRs), one example per MR with all its references", ("rouge_l",)),
         nlg_task("webnlg", "webnlg", ("train.json", "dev.json", "test.json"), read_webnlg, None,
                  "train: official train (18,102 texts of 6,940 triple sets); dev/test: official dev (872) and "
-                 "test (1,862) triple sets, one example per set with all its references"),
+                 "test (1,862) triple sets, one example per set with all its references", ("ter", "rouge_l")),
     )
 }

@@ -30,7 +30,7 @@ from typing import Callable, Sequence
 
 from mptune.errors import MptuneError
 from mptune.tasks import hub
-from mptune.tasks.base import Example, Task
+from mptune.tasks.base import Example, Task, files_doc
 from mptune.tasks.splits import describe, select
 
 ENTAIL = "premise: {0}\nhypothesis: {1}\nDoes the premise entail the hypothesis?\nAnswer:"
@@ -194,7 +194,7 @@ def make_task(spec: GlueSpec) -> Task:
     return Task(
         name=spec.name, family="glue", choices=spec.choices, metric=spec.metric,
         load_split=load_split, splits_doc=doc, extra_metrics=spec.extra_metrics,
-        regression=spec.labels is None,
+        regression=spec.labels is None, source=files_doc([f"glue/{spec.dir}/{name}" for name, _ in files.values()]),
     )
 
 

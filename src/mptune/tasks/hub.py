@@ -7,8 +7,15 @@ Design decisions
   huggingface_hub). A partial local tree is never topped up from the hub: the missing file
   raises the usual `MptuneError`, so one run never mixes two copies of a task.
 - `HUB_IDS` names each task's canonical hub repository and config (the maintained ids, not the
-  legacy aliases 'glue'/'super_glue'). `load_from_hub` takes a `revision` to pin a commit or tag;
-  the tasks read the default branch (no commit hashes are pinned here).
+  legacy aliases 'glue'/'super_glue').
+- `REVISIONS` pins each repository to a commit, so a hub copy cannot change under a result. The
+  hashes come from public code, not from the hub itself (written without network access): each
+  is pinned by other projects or appears in `datasets` cache paths
+  (`<name>/<config>/0.0.0/<commit>/`), as the comment next to it says. tuetschek/e2e_nlg is the
+  exception: its default branch holds a loading script, which `datasets` 4 no longer runs, so it
+  reads the hub's parquet conversion branch `refs/convert/parquet` (a branch, not a commit).
+  $MPTUNE_HUB_REVISIONS overrides the table without code (`hub_revision`), e.g.
+  'nyu-mll/glue=main,aps/super_glue=<commit>'.
 - Hub splits play the part of the official files ('train' for train.tsv, 'validation' for
   dev.tsv or val.jsonl, ...), so `tasks/splits.py` cuts them exactly like the local files.
 - Each task maps a hub row back to its official row format and then reuses its local row
@@ -55,10 +62,54 @@ HUB_IDS: dict[str, tuple[str, str | None]] = {
 }
 """Task name -> (hub dataset id, config) of its canonical hub copy."""
 
+REVISIONS: dict[str, str] = {
+    # seen in datasets cache paths glue/<config>/0.0.0/<commit>/ and hf://datasets/nyu-mll/glue@<commit>/mrpc/...
+    GLUE: "bcdcba79d07bc864c1c254ccfcedcce55bcc9a8c",
+    # seen in cache paths super_glue/rte/0.0.0/<commit>/ and pinned for boolq, multirc, wic by several projects
+    SUPERGLUE: "3de24cf8022e94f4ee4b9d55a6f539891524d646",
+    # seen in cache paths winogrande/winogrande_xl/0.0.0/<commit>/ and inspect_evals' pinned revision
+    "allenai/winogrande": "01e74176c63542e6b0bcb004dcdea22d94fb67b5",
+    # pinned by several projects that record its 560,000 train and 38,000 test rows
+    "fancyzhx/yelp_polarity": "bbf1c97a1f0cf005e5aded43839fd814654a1557",
+    # pinned by several projects, with the file tsv_format/train-00000-of-00001.parquet
+    "allenai/scitail": "0cc4353235b289165dfde1c7c5d1be983f99ce44",
+    # pinned with .../paws/resolve/<commit>/labeled_final URLs and 49,401 train rows
+    "google-research-datasets/paws": "161ece9501cf0a11f3e48bd356eaa82de46d6a09",
+    # seen in cache paths squad/plain_text/0.0.0/<commit>/ and datasets--rajpurkar--squad/snapshots/<commit>
+    "rajpurkar/squad": "7b6d24c440a36b6815f21b70d25016731768db1f",
+    # pinned with plain_text/train-0000i-of-00009.parquet, 516,819 train rows (104,071 NaturalQuestionsShort)
+    "mrqa-workshop/mrqa": "f3178d9888471dfb2b67c93de14f0ddf499a8d9f",
+    # the default branch is a loading script; this branch holds its parquet conversion (not a commit)
+    "tuetschek/e2e_nlg": "refs/convert/parquet",
+}
+"""Hub dataset id -> the revision (commit, or branch where noted) read; see the module docstring."""
+REVISIONS_ENV = "MPTUNE_HUB_REVISIONS"
+
 
 def hub_allowed() -> bool:
     """False when any of `OFFLINE_VARS` is set to a true value."""
     return not any(os.environ.get(var, "").strip().lower() in TRUE for var in OFFLINE_VARS)
+
+
+def hub_revision(dataset_id: str) -> str | None:
+    """The revision of `dataset_id` to read: from $MPTUNE_HUB_REVISIONS ('id=rev,...'), else `REVISIONS`."""
+    overrides = {}
+    for entry in filter(None, (e.strip() for e in os.environ.get(REVISIONS_ENV, "").split(","))):
+        name, eq, rev = (part.strip() for part in entry.partition("="))
+        if not (eq and name and rev):
+            raise MptuneError(f"${REVISIONS_ENV} entry {entry!r} is not 'dataset_id=revision'.")
+        overrides[name] = rev
+    return overrides.get(dataset_id, REVISIONS.get(dataset_id))
+
+
+def describe(task: str) -> str:
+    """'id (config) @revision' of the task's hub copy, or 'none' (`mptune tasks`)."""
+    if task not in HUB_IDS:
+        return "none"
+    dataset_id, config = HUB_IDS[task]
+    text = dataset_id + (f" ({config})" if config else "")
+    rev = hub_revision(dataset_id)
+    return f"{text} @{rev[:12] if len(rev) == 40 else rev}" if rev else text
 
 
 def use_hub(task: str, local_files: Iterable[Path]) -> bool:
@@ -79,8 +130,8 @@ def load_from_hub(dataset_id: str, config: str | None, split: str, revision: str
         return datasets.load_dataset(dataset_id, config, split=split, revision=revision)
     except Exception as exc:  # network, auth or schema problems: all fixable by the user
         raise MptuneError(
-            f"Could not load split {split!r} of {dataset_id} ({config}) from the Hugging Face Hub "
-            f"({type(exc).__name__}: {exc})."
+            f"Could not load split {split!r} of {dataset_id} ({config}) at revision {revision or 'main'} from "
+            f"the Hugging Face Hub ({type(exc).__name__}: {exc}); ${REVISIONS_ENV} can choose another revision."
         ) from exc
 
 
@@ -99,7 +150,7 @@ def hub_split(task: str, split: str, read_row: RowReader, root: Path) -> Loader:
 
     def load() -> list[Example]:
         try:
-            rows = load_from_hub(dataset_id, config, split)
+            rows = load_from_hub(dataset_id, config, split, hub_revision(dataset_id))
         except MptuneError as exc:
             raise MptuneError(f"Task {task!r} has no data files under {root} and its hub copy could not "
                               f"be read: {exc}") from None

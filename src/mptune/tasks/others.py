@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Callable
 
 from mptune.tasks import hub
-from mptune.tasks.base import Example, Task
+from mptune.tasks.base import Example, Task, files_doc
 from mptune.tasks.glue import (BINARY, ENTAIL, NO_YES, PARAPHRASE, SENTIMENT, YES_NO, GlueSpec,
                                example_from_values, hub_reader, hub_values, normalize, read_examples, read_tsv)
 from mptune.tasks.splits import describe, select, select_given
@@ -98,7 +98,9 @@ def make_task(name: str, folder: str, files: dict[str, tuple[str, str]], read_fi
             return select_given(split, seed, found["train"], found["dev"], found["test"])
         return select(split, seed, official_train, found["train"], found["validation"])
 
-    return Task(name=name, family=FAMILY, choices=choices, metric="accuracy", load_split=load_split, splits_doc=doc)
+    source = files_doc([f"{folder}/{file}" for file, _ in files.values()])
+    return Task(name=name, family=FAMILY, choices=choices, metric="accuracy", load_split=load_split, splits_doc=doc,
+                source=source)
 
 
 def official_three(spec: GlueSpec, prefix: str, sizes: tuple[int, int, int]) -> Task:

@@ -6,9 +6,13 @@ Design decisions
 - Labels map to class indices in the official label order; `target_text` is the shared label
   word (CB uses the same "yes"/"maybe"/"no" words as MNLI, BoolQ/WSC/MultiRC "no"/"yes").
 - MultiRC becomes one binary example per (paragraph, question, answer); its headline metric is
-  F1 over all answers (F1a). Paragraph HTML tags such as <br> become spaces. Splits work on
-  these answer rows, as the prompt-transfer literature does with the Hugging Face rows, so one
-  question's answers can fall on both sides of the held-out dev split.
+  F1 over all answers (F1a), next to exact match over questions (EM: every answer of a question
+  right), for which each label is a `GroupedLabel` naming its (paragraph idx, question idx).
+  Paragraph HTML tags such as <br> become spaces. Splits work on these answer rows, as the
+  prompt-transfer literature does with the Hugging Face rows, so one question's answers can fall
+  on both sides of the held-out dev split (and a sampled evaluation set, data.eval_examples > 0,
+  can hold part of a question's answers): EM is exact on the test split, the official validation
+  set scored whole.
 - BoolQ's official train (9,427 rows) is often absent offline: `train.jsonl` is used when
   present, otherwise the 32-example `FewGLUE_32dev/train.jsonl`. The split rule still follows
   the official size (< 10K: dev/test are halves of the official validation set).
@@ -33,7 +37,7 @@ from typing import Any, Callable, Sequence
 
 from mptune.errors import MptuneError
 from mptune.tasks import hub
-from mptune.tasks.base import Example, Task
+from mptune.tasks.base import Example, GroupedLabel, Task, files_doc
 from mptune.tasks.glue import normalize
 from mptune.tasks.splits import describe, select
 
@@ -134,19 +138,20 @@ def read_wic(row: Row, path: Path, line: int) -> list[tuple[str, int]]:
 
 
 def read_multirc(row: Row, path: Path, line: int) -> list[tuple[str, int]]:
-    """MultiRC: one example per (paragraph, question, answer)."""
+    """MultiRC: one example per (paragraph, question, answer); the label names its question."""
     passage = get(row, "passage", path, line)
     if not isinstance(passage, dict):
         raise MptuneError(f"{path} line {line} field 'passage' is not an object with text and questions.")
     paragraph = normalize(TAG.sub(" ", str(get(passage, "text", path, line))))
     out = []
-    for q in get(passage, "questions", path, line):
+    for position, q in enumerate(get(passage, "questions", path, line)):
         question = normalize(TAG.sub(" ", str(get(q, "question", path, line))))
+        group = f"{row.get('idx', line)}/{q.get('idx', position)}"  # (paragraph, question) ids
         for a in get(q, "answers", path, line):
             answer = normalize(TAG.sub(" ", str(get(a, "text", path, line))))
             text = (f"paragraph: {paragraph}\nquestion: {question}\nanswer: {answer}\n"
                     "Is the answer correct?\nAnswer:")
-            out.append((text, label_of(a, {0: 0, 1: 1}, path, line)))
+            out.append((text, GroupedLabel(label_of(a, {0: 0, 1: 1}, path, line), group)))
     return out
 
 
@@ -166,9 +171,11 @@ def pick(row: Row, **names: str) -> Row:
 
 
 def hub_multirc(row: Row) -> Row:
-    """A flat hub MultiRC row (paragraph, question, answer, label) as a one-answer official row."""
-    question = {**pick(row, question="question"), "answers": [pick(row, text="answer", label="label")]}
-    return {"passage": {**pick(row, text="paragraph"), "questions": [question]}}
+    """A flat hub MultiRC row (paragraph, question, answer, label, idx) as a one-answer official row."""
+    idx = row.get("idx") if isinstance(row.get("idx"), dict) else {}
+    question = {**pick(row, question="question"), **pick(idx, idx="question"),
+                "answers": [pick(row, text="answer", label="label")]}
+    return {**pick(idx, idx="paragraph"), "passage": {**pick(row, text="paragraph"), "questions": [question]}}
 
 
 def hub_wsc(row: Row) -> Row:
@@ -203,8 +210,9 @@ def make_task(name: str, folder: str, choices: tuple[str, ...], read: Callable, 
     doc = describe(official_train)
     if fallback_train:
         doc = doc.replace(f"({official_train:,})", f"({official_train:,}; {fallback_train} when train.jsonl is absent)")
+    source = files_doc([f"superglue/{folder}/{file}" for file in ("train.jsonl", "val.jsonl")])
     return Task(name=name, family="superglue", choices=choices, metric=metric, load_split=load_split,
-                splits_doc=doc, extra_metrics=extra_metrics)
+                splits_doc=doc, extra_metrics=extra_metrics, source=source)
 
 
 CB_LABELS = {"entailment": 0, "contradiction": 1, "neutral": 2}
@@ -216,7 +224,8 @@ TASKS: dict[str, Task] = {
         make_task("cb", "CB", ("yes", "no", "maybe"), pair_task("premise", "hypothesis", CB_LABELS, ENTAIL),
                   250, extra_metrics=("macro_f1",), hub_row=relabel(tuple(CB_LABELS))),
         make_task("copa", "COPA", ("1", "2"), read_copa, 400),
-        make_task("multirc", "MultiRC", ("no", "yes"), read_multirc, 27_243, metric="f1", hub_row=hub_multirc),
+        make_task("multirc", "MultiRC", ("no", "yes"), read_multirc, 27_243, metric="f1",
+                  extra_metrics=("question_em",), hub_row=hub_multirc),
         make_task("rte_sg", "RTE", ("yes", "no"), pair_task("premise", "hypothesis", RTE_LABELS, ENTAIL), 2_490,
                   hub_row=relabel(tuple(RTE_LABELS))),
         make_task("wic", "WiC", ("no", "yes"), read_wic, 5_428, hub_row=relabel((False, True))),
