@@ -117,6 +117,11 @@ def test_exported_trained_target_and_its_card(tmp_path, capsys, llama_dir, data_
     code, _, err = cli(capsys, "export", "--prompt", str(unit / "prompt.safetensors"), "--peft", str(tmp_path / "b"),
                        "--task", "rte", *argv)
     assert_user_error(code, err, "cola", "rte")
+    other = tmp_path / "other-model"  # a prompt exported for another model than its run's: refused before loading
+    code, _, err = cli(capsys, "export", "--prompt", str(unit / "prompt.safetensors"), "--peft", str(tmp_path / "c"),
+                       *argv, "--model.name", str(other))
+    assert_user_error(code, err, f"trained on model {llama_dir}", f"not {other}", "config.yaml")
+    assert not (tmp_path / "c").exists()
 
 
 def test_card_of_a_few_shot_seed_unit_and_of_a_loose_file(tmp_path, capsys, llama_dir, data_dir, llama_backbone):

@@ -70,6 +70,25 @@ def find_origin(prompt_path: Path) -> Origin | None:
     return None
 
 
+def check_model(prompt_path: Path, model_name: str) -> None:
+    """MptuneError when the prompt's run directory records another model than `model_name`.
+
+    A prompt only means something on the model it was trained with; two models of the same width
+    would otherwise export silently.
+    """
+    origin = find_origin(prompt_path)
+    trained = origin.config.get("model", {}).get("name") if origin else None
+    if trained is None or same_model(trained, model_name):
+        return
+    raise MptuneError(f"{prompt_path} was trained on model {trained} ({origin.run_dir / 'config.yaml'}), "
+                      f"not {model_name}; pass --model.name {trained}")
+
+
+def same_model(a: str, b: str) -> bool:
+    """Equal model names, or two spellings of one local directory."""
+    return a == b or (Path(a).is_dir() and Path(b).is_dir() and Path(a).resolve() == Path(b).resolve())
+
+
 def task_scores(metrics: dict, task: str) -> dict | None:
     """The unit's scores on `task` (a NAME@K task matches scores recorded for NAME, as prompt rows do)."""
     scores = metrics.get("scores", {})

@@ -136,6 +136,12 @@ def dispatch(args: argparse.Namespace) -> None:
     if args.command in ("evaluate", "export"):
         stages.register_custom_tasks(cfg)
         stages.prompt_row(args.prompt, args.task)  # refuse a bad prompt file or task before loading the model
+    if args.command == "export":
+        from pathlib import Path
+
+        from mptune.card import check_model
+
+        check_model(Path(args.prompt), cfg.model.name)
     backbone = load_backbone(cfg.model.name, cfg.model.precision, cfg.model.device)
     if args.command == "run":
         table, markdown = stages.run(cfg, backbone)
