@@ -142,6 +142,19 @@ def test_report_of_a_partial_run_says_what_is_missing(tmp_path, capsys, llama_di
     assert "| teach | 2 of 2 |" in markdown and "No target is finished yet." in markdown
 
 
+def test_adapt_plot_of_a_partial_run_has_a_panel_per_started_target(tmp_path, capsys, llama_dir, data_dir):
+    """Targets with no adapt log yet get no empty panel (targets cola, wnli; only cola started)."""
+    out = tmp_path / "run"
+    assert cli(capsys, "teach", *flags(out, llama_dir, data_dir))[0] == 0
+    (out / "adapt" / "pt" / "cola").mkdir(parents=True)
+    (out / "adapt" / "pt" / "cola" / "log.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n')
+    write_report(out)
+    from matplotlib.image import imread
+
+    height, width = imread(out / "report" / "adapt.png").shape[:2]
+    assert width == 5.0 * 110 and height == round(4.2 * 110)  # one panel of new_figure(1, width=5.0) at 110 dpi
+
+
 def test_report_refuses_a_directory_that_is_not_a_run(tmp_path, capsys):
     code, _, err = cli(capsys, "report", str(tmp_path))
     assert_user_error(code, err, "not an mptune run directory", str(tmp_path))

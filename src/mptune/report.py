@@ -192,6 +192,8 @@ def plot_adapt(units: list[Unit], targets: list[str], path: Path) -> bool:
     logged = [u for u in units if u.stage == "adapt" and u.log]
     if not logged:
         return False
+    joint = any(u.name.startswith("mpt-joint") for u in logged)
+    targets = [t for t in targets if joint or any(u.name.rsplit("/", 1)[1] == t for u in logged)]  # no empty panels
     fig, axes = new_figure(len(targets), width=5.0)
     for ax, target in zip(axes, targets):
         labelled = set()  # with target.seeds, one legend entry per method
