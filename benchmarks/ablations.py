@@ -288,6 +288,9 @@ def main() -> None:
     if args.dry_run:
         return
     stem = (root / "results" if args.quick else common.RESULTS) / "ablations"
+    if args.report_only:
+        print(report(cfgs, targets, table, budget, stem))
+        return
     backbone = load_backbone(base.model.name, base.model.precision, base.model.device)
     for seed in seeds:
         for variant in chosen:

@@ -272,6 +272,8 @@ def add_budget_arguments(parser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any RunConfig setting, e.g. --set adapt.steps=80 (repeatable)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and the time estimate, then stop")
+    parser.add_argument("--report-only", action="store_true",
+                        help="write the results (JSON, markdown, PNG) of the units finished so far; train nothing")
 
 
 def print_budget(title: str, cfg, full: bool) -> list[str]:

@@ -364,9 +364,13 @@ def main() -> None:
         stages.SPOT_PROBE_EXAMPLES = 8  # smoke test only: SPoT picks its teacher on 8 dev examples, not 100
     stem = ((Path(cfg.out_dir).parent / "results") if args.quick else common.RESULTS) / (
         Path(cfg.out_dir).parent.name.replace("-quick", "") + ("_fewshot" if args.fewshot else ""))
-    backbone = load_backbone(cfg.model.name, cfg.model.precision, cfg.model.device)
     if args.shared_sources:
-        budget.append(f"sources trained once with seed {seeds[0]}; targets adapted once per seed")
+        budget.append(f"sources trained once (in seed {seeds[0]}'s run) and copied into every seed's run; "
+                      "targets adapted once per seed")
+    if args.report_only:
+        print(report(cfgs, targets, budget, stem))
+        return
+    backbone = load_backbone(cfg.model.name, cfg.model.precision, cfg.model.device)
     for seed in seeds:
         if args.shared_sources and seed != seeds[0]:
             share_sources(cfgs[seeds[0]], cfgs[seed])
