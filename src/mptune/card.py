@@ -70,13 +70,13 @@ def find_origin(prompt_path: Path) -> Origin | None:
     return None
 
 
-def check_model(prompt_path: Path, model_name: str) -> None:
+def check_model(prompt_path: str | Path, model_name: str) -> None:
     """MptuneError when the prompt's run directory records another model than `model_name`.
 
     A prompt only means something on the model it was trained with; two models of the same width
     would otherwise export silently.
     """
-    origin = find_origin(prompt_path)
+    origin = find_origin(Path(prompt_path))
     trained = origin.config.get("model", {}).get("name") if origin else None
     if trained is None or same_model(trained, model_name):
         return

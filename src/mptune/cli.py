@@ -137,11 +137,9 @@ def dispatch(args: argparse.Namespace) -> None:
         stages.register_custom_tasks(cfg)
         stages.prompt_row(args.prompt, args.task)  # refuse a bad prompt file or task before loading the model
     if args.command == "export":
-        from pathlib import Path
-
         from mptune.card import check_model
 
-        check_model(Path(args.prompt), cfg.model.name)
+        check_model(args.prompt, cfg.model.name)  # a prompt only works on the model of its run
     backbone = load_backbone(cfg.model.name, cfg.model.precision, cfg.model.device)
     if args.command == "run":
         table, markdown = stages.run(cfg, backbone)
