@@ -69,6 +69,8 @@ def test_evaluate_reads_no_train_file_and_warns_when_inputs_are_cut(tmp_path, ll
     assert stages.evaluate_prompt(cfg, llama_backbone, str(prompt), "record", "test")["empty_generations"] <= 4
     assert ("mptune: warning: task record: 4 of 4 test inputs reach model.max_input_tokens (32) and lose their "
             "middle") in capsys.readouterr().err
+    stages.evaluate_prompt(cfg, llama_backbone, str(prompt), "record", "test")  # same cut again: said once
+    assert "warning" not in capsys.readouterr().err
     cfg = dataclasses.replace(cfg, model=ModelArgs(max_input_tokens=512))
     stages.evaluate_prompt(cfg, llama_backbone, str(prompt), "record", "test")
     assert "warning" not in capsys.readouterr().err

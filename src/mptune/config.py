@@ -175,7 +175,7 @@ class RunConfig:
 
     sources: list[str] = field(default_factory=lambda: ["sst2", "qnli", "qqp"])
     """Source tasks (teachers are trained on these, then distilled into one shared prompt)."""
-    targets: list[str] = field(default_factory=lambda: ["sst2@16", "rte"])
+    targets: list[str] = field(default_factory=lambda: ["sst2@16", "cb", "rte"])
     """Target tasks; NAME@K trains on K examples per class."""
     out_dir: str = "runs/default"
     """Run directory: every stage writes its prompts, config and metrics under it."""

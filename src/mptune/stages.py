@@ -100,10 +100,16 @@ def load_tasks(cfg: RunConfig, backbone: Backbone, names: list[str], split: str,
     return out
 
 
+_CUT_WARNED: set[tuple[str, str, int, int]] = set()
+"""(task, split, max_tokens, cut) already warned about: a run loads a target once per method and seed."""
+
+
 def warn_if_cut(name: str, part: str, items: list[Encoded], max_tokens: int) -> None:
-    """Warn (main process) when over `CUT_WARNING` of a split's inputs fill `max_tokens`, i.e. were cut."""
+    """Warn (main process, once per task and split) when over `CUT_WARNING` of a split's inputs fill `max_tokens`."""
     cut = sum(len(it.input_ids) >= max_tokens for it in items)
-    if cut > CUT_WARNING * len(items) and distributed.is_main():
+    key = (name, part, max_tokens, cut)
+    if cut > CUT_WARNING * len(items) and distributed.is_main() and key not in _CUT_WARNED:
+        _CUT_WARNED.add(key)
         warn(f"task {name}: {cut:,} of {len(items):,} {part} inputs reach model.max_input_tokens ({max_tokens}) "
              f"and lose their middle (head and last {TAIL} tokens kept); long-input tasks such as QA need more, "
              "e.g. --model.max_input_tokens 512")
