@@ -29,6 +29,7 @@ examples for every method. Per seed:
 
     python benchmarks/quality.py                      # targets rte, mrpc, cola, stsb, boolq, cb; seeds 0,1,2
     python benchmarks/quality.py --fewshot            # boolq@K, cb@K, rte@K for K = 4, 16, 32
+    python benchmarks/quality.py --fewshot --methods pt,spot,mpt   # without PEFT (a quarter less time)
     python benchmarks/quality.py --mnli               # sources sst2, qnli, qqp, mnli (own run dirs)
     python benchmarks/quality.py --quick --seeds 0 --targets rte,cb@4   # smoke test, ~3 min
     python benchmarks/quality.py --full --dry-run     # the paper's budget on T5-Base (GPU, hub)
@@ -174,9 +175,9 @@ def unit_folder(cfg: RunConfig, method: str, target: str) -> Path:
     return out / "peft" / "adapt" / target if method == "peft" else out / "adapt" / method / target
 
 
-def run_target(cfg: RunConfig, backbone, target: str) -> None:
+def run_target(cfg: RunConfig, backbone, target: str, methods: list[str]) -> None:
     """Every method on one target (finished units are skipped before any data is loaded)."""
-    todo = [m for m in METHODS if stages.done(unit_folder(cfg, m, target)) is None]
+    todo = [m for m in methods if stages.done(unit_folder(cfg, m, target)) is None]
     if not todo:
         return
     data = stages.load_tasks(cfg, backbone, [target], cfg.eval_split)[0]
@@ -199,18 +200,18 @@ def share_sources(first: RunConfig, cfg: RunConfig) -> None:
             shutil.copytree(src, dst)
 
 
-def run_seed(cfg: RunConfig, backbone, targets: list[str], on_target) -> None:
+def run_seed(cfg: RunConfig, backbone, targets: list[str], methods: list[str], on_target) -> None:
     stages.teach(cfg, backbone)
     stages.distill(cfg, backbone)
     source = Path(cfg.out_dir) / "peft" / "source"
-    if stages.done(source) is None:
+    if "peft" in methods and stages.done(source) is None:
         peft_unit(backbone, cfg, source, stages.load_tasks(cfg, backbone, cfg.sources, cfg.eval_split), None)
     for target in targets:
-        run_target(cfg, backbone, target)
+        run_target(cfg, backbone, target, methods)
         on_target()
 
 
-def plan(cfgs: dict[int, RunConfig], targets: list[str], full: bool) -> float:
+def plan(cfgs: dict[int, RunConfig], targets: list[str], methods: list[str], full: bool) -> float:
     """Print the units still to run with a time estimate; returns the estimated seconds."""
     total, todo, done = 0.0, 0, 0
     for cfg in cfgs.values():
@@ -220,10 +221,11 @@ def plan(cfgs: dict[int, RunConfig], targets: list[str], full: bool) -> float:
                   + common.estimate_eval(cfg, [s])) for s in sources]
         units.append((out / "distill", train(cfg.distill.steps, cfg.distill.batch_size, "distill", l, sources)
                       + common.estimate_eval(cfg, sources)))
-        units.append((out / "peft" / "source", train(cfg.distill.steps, cfg.distill.batch_size, "adapt", l, sources,
-                                                     peft=True) + common.estimate_eval(cfg, sources)))
+        if "peft" in methods:
+            units.append((out / "peft" / "source", train(cfg.distill.steps, cfg.distill.batch_size, "adapt", l,
+                                                         sources, peft=True) + common.estimate_eval(cfg, sources)))
         for t in targets:
-            for m in METHODS:
+            for m in methods:
                 probe = common.estimate_eval(cfg, [t] * len(sources), stages.SPOT_PROBE_EXAMPLES) if m == "spot" else 0
                 units.append((unit_folder(cfg, m, t), probe + common.estimate_eval(cfg, [t]) + train(
                     cfg.adapt.steps, cfg.adapt.batch_size, "adapt", l, [t], peft=m == "peft")))
@@ -233,7 +235,7 @@ def plan(cfgs: dict[int, RunConfig], targets: list[str], full: bool) -> float:
             else:
                 done += 1
     print(f"   units: {done} done, {todo} to run ({len(cfgs)} seeds x ({len(sources)} teachers"
-          f" + distill + PEFT source + {len(targets)} targets x {len(METHODS)} methods))")
+          f" + distill{' + PEFT source' if 'peft' in methods else ''} + {len(targets)} targets x {len(methods)} methods))")
     print("   estimated time: " + ("not estimated for --full (a GPU run)" if full else
                                      f"{common.duration(total)} (from 2-core CPU rates at bf16)"))
     return total
@@ -241,13 +243,13 @@ def plan(cfgs: dict[int, RunConfig], targets: list[str], full: bool) -> float:
 
 # --- results -----------------------------------------------------------------------------------
 
-def collect(cfgs: dict[int, RunConfig], targets: list[str]) -> dict:
+def collect(cfgs: dict[int, RunConfig], targets: list[str], methods: list[str]) -> dict:
     """Scores of every finished unit: runs[seed][target][method] = {score, metric, parameters, ...}."""
     runs: dict = {}
     for seed, cfg in cfgs.items():
         for t in targets:
             metric = get_task(t).metric
-            for m in METHODS:
+            for m in methods:
                 metrics = stages.done(unit_folder(cfg, m, t))
                 if metrics is not None:
                     row = {"score": round(metrics["scores"][t][metric], 2), "metric": metric,
@@ -258,38 +260,39 @@ def collect(cfgs: dict[int, RunConfig], targets: list[str]) -> dict:
     return runs
 
 
-def averages(runs: dict, targets: list[str], subset: list[str]) -> dict:
+def averages(runs: dict, methods: list[str], subset: list[str]) -> dict:
     """Per method: mean ± std over seeds of the per-seed average over `subset` (seeds with every target done)."""
     out = {}
-    for m in METHODS:
+    for m in methods:
         per_seed = [sum(r[t][m]["score"] for t in subset) / len(subset) for r in runs.values()
                     if all(m in r.get(t, {}) for t in subset)]
         out[m] = common.summary(per_seed)
     return out
 
 
-def report(cfgs: dict[int, RunConfig], targets: list[str], budget: list[str], stem: Path) -> str:
+def report(cfgs: dict[int, RunConfig], targets: list[str], methods: list[str], budget: list[str], stem: Path) -> str:
     """Write stem.json, stem.md and stem.png from the finished units; returns the markdown."""
-    runs = collect(cfgs, targets)
+    labels = {m: METHODS[m] for m in methods}
+    runs = collect(cfgs, targets, methods)
     table = {t: {m: common.summary([r[t][m]["score"] for r in runs.values() if m in r.get(t, {})])
-                 for m in METHODS} for t in targets}
+                 for m in methods} for t in targets}
     groups = {"average": targets}
     shots = sorted({t.partition("@")[2] for t in targets if "@" in t}, key=int)
     if len(shots) > 1:
         groups.update({f"average k={k}": [t for t in targets if t.endswith(f"@{k}")] for k in shots})
-    avg = {name: averages(runs, targets, subset) for name, subset in groups.items()}
-    params = {m: next((r[t][m]["parameters"] for r in runs.values() for t in r if m in r[t]), None) for m in METHODS}
-    data = {"budget": budget, "seeds": list(map(str, cfgs)), "targets": targets, "methods": METHODS,
+    avg = {name: averages(runs, methods, subset) for name, subset in groups.items()}
+    params = {m: next((r[t][m]["parameters"] for r in runs.values() for t in r if m in r[t]), None) for m in methods}
+    data = {"budget": budget, "seeds": list(map(str, cfgs)), "targets": targets, "methods": labels,
             "runs": runs, "summary": table, "averages": avg, "parameters_per_target": params}
-    rows = [[t, get_task(t).metric, *(common.fmt(table[t][m]) for m in METHODS)] for t in targets]
-    rows += [[f"**{name}**", "", *(f"**{common.fmt(avg[name][m])}**" for m in METHODS)] for name in groups]
-    rows.append(["trainable parameters per target", "", *(f"{params[m]:,}" if params[m] else "—" for m in METHODS)])
-    markdown = (common.md_table(["target", "metric", *METHODS.values()], rows)
+    rows = [[t, get_task(t).metric, *(common.fmt(table[t][m]) for m in methods)] for t in targets]
+    rows += [[f"**{name}**", "", *(f"**{common.fmt(avg[name][m])}**" for m in methods)] for name in groups]
+    rows.append(["trainable parameters per target", "", *(f"{params[m]:,}" if params[m] else "—" for m in methods)])
+    markdown = (common.md_table(["target", "metric", *labels.values()], rows)
                 + f"\nMean ± std over seeds {', '.join(map(str, cfgs))} (test split). Budget: "
                 + "; ".join(budget) + ".\n")
     fig, (ax,) = common.figure(1, width=max(6.0, 0.9 * (len(targets) + len(groups))))
     names = targets + list(groups)
-    series = {label: [table[t][m] for t in targets] + [avg[g][m] for g in groups] for m, label in METHODS.items()}
+    series = {label: [table[t][m] for t in targets] + [avg[g][m] for g in groups] for m, label in labels.items()}
     common.bar_plot(ax, names, series, "score (task metric, %)", f"target tasks, mean ± std over {len(cfgs)} seeds")
     ax.legend()
     return common.write_outputs(stem, data, markdown, fig)
@@ -303,6 +306,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--fewshot", action="store_true", help="targets boolq@K, cb@K, rte@K for K in --shots")
     parser.add_argument("--shots", default=",".join(map(str, SHOTS)), help="K values of --fewshot")
     parser.add_argument("--mnli", action="store_true", help="add MNLI to the source tasks (separate run dirs)")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help=f"methods to train and report, comma-separated among {', '.join(METHODS)}")
     parser.add_argument("--shared-sources", action="store_true",
                         help="train the sources once (first seed) and only repeat target adaptation per seed")
     parser.add_argument("--runs", help="run directory root (default: benchmarks/runs/quality[-mnli][-full][-quick])")
@@ -354,10 +359,14 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     cfgs = seed_configs(args, seeds)
     cfg = cfgs[seeds[0]]
-    budget = common.print_budget("quality: PT, SPoT, MPT (mptune) and PEFT MPT", cfg, args.full)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise SystemExit(f"quality.py: --methods must be among {', '.join(METHODS)}, got {args.methods!r}")
+    budget = common.print_budget("quality: " + ", ".join(METHODS[m] for m in methods), cfg, args.full)
     targets = default_targets(args) if args.full else loadable(default_targets(args), cfg.data.split_seed)
     print(f"   targets {', '.join(targets)}; seeds {', '.join(map(str, seeds))}; runs {Path(cfg.out_dir).parent}")
-    plan(cfgs, targets, args.full)
+    plan(cfgs, targets, methods, args.full)
     if args.dry_run:
         return
     if args.quick:
@@ -368,14 +377,14 @@ def main() -> None:
         budget.append(f"sources trained once (in seed {seeds[0]}'s run) and copied into every seed's run; "
                       "targets adapted once per seed")
     if args.report_only:
-        print(report(cfgs, targets, budget, stem))
+        print(report(cfgs, targets, methods, budget, stem))
         return
     backbone = load_backbone(cfg.model.name, cfg.model.precision, cfg.model.device)
     for seed in seeds:
         if args.shared_sources and seed != seeds[0]:
             share_sources(cfgs[seeds[0]], cfgs[seed])
-        run_seed(cfgs[seed], backbone, targets, lambda: report(cfgs, targets, budget, stem))
-    print(report(cfgs, targets, budget, stem))
+        run_seed(cfgs[seed], backbone, targets, methods, lambda: report(cfgs, targets, methods, budget, stem))
+    print(report(cfgs, targets, methods, budget, stem))
     print(f"written: {stem}.json, .md, .png")
 
 

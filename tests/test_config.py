@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from mptune.config import (AdaptArgs, DataArgs, DistillArgs, ModelArgs, PromptArgs, RunConfig, TrainArgs,
-                           field_docs, flat_fields, from_dict, load_yaml, parse_value, save_yaml, to_dict,
+                           field_docs, flat_fields, from_dict, load_yaml, parse_value, same_run, save_yaml, to_dict,
                            with_overrides)
 from mptune.errors import MptuneError
 
@@ -168,3 +168,11 @@ def test_every_field_has_a_docstring():
 def test_from_dict_and_to_dict_agree():
     cfg = RunConfig(sources=["rte"], targets=["mrpc"])
     assert from_dict(RunConfig, to_dict(cfg)) == cfg
+
+
+def test_same_run_ignores_where_the_run_directory_is_named_but_not_its_settings(tmp_path):
+    saved = to_dict(RunConfig(out_dir="runs/a"))
+    assert same_run(saved, RunConfig(out_dir=str(tmp_path / "runs" / "a")))  # absolute name, or a moved dir
+    assert same_run(saved, RunConfig(out_dir="runs/a", loggers=["tensorboard"]))
+    assert not same_run(saved, RunConfig(out_dir="runs/a", seed=1))
+    assert not same_run(saved, RunConfig(out_dir="runs/a", targets=["rte"]))

@@ -27,8 +27,9 @@ from mptune.models import EMBEDDED
 METHODS = ("pt", "spot", "mpt")
 LOGGERS = ("tensorboard",)
 """Step loggers that can be added to log.jsonl (see mptune.logs)."""
-NOT_RUN_IDENTITY = ("loggers",)
-"""Settings that do not change a run's results: a run directory may be resumed with other values."""
+NOT_RUN_IDENTITY = ("loggers", "out_dir")
+"""Settings that do not change a run's results: a run directory may be resumed with other values
+(out_dir too: the same directory named relatively or absolutely, or moved, is the same run)."""
 
 
 def _check(ok: bool, message: str) -> None:
@@ -319,7 +320,7 @@ def same_run(saved: dict, config: RunConfig) -> bool:
     """True when a run directory's saved config (a dict read from config.yaml) describes the same run.
 
     The saved dict is read like a user's YAML, so a setting added to mptune after the run started
-    takes its default; settings in NOT_RUN_IDENTITY (where logs go) are ignored.
+    takes its default; settings in NOT_RUN_IDENTITY (where logs and the run go) are ignored.
     """
     if not isinstance(saved, dict):
         return False

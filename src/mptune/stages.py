@@ -591,9 +591,9 @@ def results_table(cfg: RunConfig, results: dict[str, dict[str, dict]], backbone_
               "mpt": (mpt_target_parameters(l, backbone_dim, tau, r) if cfg.target.joint
                       else mpt_target_parameters(l, backbone_dim, 1, r))}
     table["parameters"] = {m: params[m] for m in methods}
-    scope = f"all {tau} targets" if cfg.target.joint else "per target"
+    joint = f" (all {tau} targets, one shared P*)"
     lines.append("| trainable parameters | | " + " | ".join(
-        f"{params[m]:,}" + (f" ({scope})" if m == "mpt" else " per target") for m in methods) + " |")
+        f"{params[m]:,}" + (joint if m == "mpt" and cfg.target.joint else " per target") for m in methods) + " |")
     return table, "\n".join(lines) + "\n"
 
 
