@@ -196,7 +196,7 @@ def share_sources(first: RunConfig, cfg: RunConfig) -> None:
     """Copy the first seed's finished source units (teachers, P*, PEFT source) into cfg's run."""
     for unit in SOURCE_UNITS:
         src, dst = Path(first.out_dir) / unit, Path(cfg.out_dir) / unit
-        if not dst.exists():
+        if src.exists() and not dst.exists():  # no peft/source when --methods leaves PEFT out
             shutil.copytree(src, dst)
 
 
