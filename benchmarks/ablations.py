@@ -208,12 +208,23 @@ def plan(cfgs: dict, targets: list[str], elsewhere: dict, full: bool) -> None:
 
 # --- results -----------------------------------------------------------------------------------
 
+def recorded(stem: Path, budget: list[str], targets: list[str]) -> dict:
+    """variant -> its entry in stem.json ({group, setting, runs, ...}) when that file has this budget
+    and these targets, else {}. The JSON is the record of every finished unit: a run on some
+    variants or seeds keeps what earlier runs wrote, and a run directory may be deleted once reported."""
+    old = common.read_json(stem.with_suffix(".json"), {})
+    return old.get("variants", {}) if old.get("budget") == budget and old.get("targets") == targets else {}
+
+
 def report(cfgs: dict, targets: list[str], table: dict, budget: list[str], stem: Path) -> str:
-    """Write stem.json, stem.md and stem.png from the finished units; returns the markdown."""
+    """Write stem.json, stem.md and stem.png from the finished units and those `recorded` earlier."""
+    old = recorded(stem, budget, targets)
+    table = {**{v: {"group": r["group"], "setting": r["setting"]} for v, r in old.items()}, **table}
     result = {}
-    for variant, per_seed in cfgs.items():
-        runs, params = {}, None
-        for seed, cfg in per_seed.items():
+    for variant in table:
+        before = old.get(variant, {})
+        runs, params = json.loads(json.dumps(before.get("runs", {}))), before.get("parameters_per_target")
+        for seed, cfg in cfgs.get(variant, {}).items():
             for t in targets:
                 metrics = stages.done(unit_folder(cfg, variant, t))
                 if metrics is not None:
@@ -225,7 +236,8 @@ def report(cfgs: dict, targets: list[str], table: dict, budget: list[str], stem:
                            "parameters_per_target": params}
     base = next(iter(cfgs["baseline"].values()))
     layout = groups(table, base.sources, base.prompt.length)
-    data = {"budget": budget, "targets": targets, "seeds": list(map(str, cfgs["baseline"])), "variants": result,
+    seeds = sorted({*map(str, cfgs["baseline"]), *(s for r in result.values() for s in r["runs"])}, key=int)
+    data = {"budget": budget, "targets": targets, "seeds": seeds, "variants": result,
             "groups": layout}
     rows = []
     for group, members in layout.items():

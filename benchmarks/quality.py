@@ -270,10 +270,34 @@ def averages(runs: dict, methods: list[str], subset: list[str]) -> dict:
     return out
 
 
+def merged(stem: Path, budget: list[str], runs: dict) -> dict:
+    """The units recorded in stem.json under the same budget, updated with `runs` (the run dirs).
+
+    The results JSON is the record of every finished unit: an invocation on some seeds or targets
+    keeps what earlier ones wrote, and a run directory may be deleted once its units are reported.
+    A different budget starts a new record.
+    """
+    old = common.read_json(stem.with_suffix(".json"), {})
+    out = copy.deepcopy(old.get("runs", {})) if old.get("budget") == budget else {}
+    for seed, by_target in runs.items():
+        for target, by_method in by_target.items():
+            out.setdefault(seed, {}).setdefault(target, {}).update(by_method)
+    return out
+
+
+def in_order(wanted: list[str], present, canonical: list[str]) -> list[str]:
+    """`wanted` plus the other names in `present`, in the order of `canonical` (unknown names last)."""
+    names = set(wanted) | set(present)
+    return sorted(names, key=lambda n: canonical.index(n) if n in canonical else len(canonical))
+
+
 def report(cfgs: dict[int, RunConfig], targets: list[str], methods: list[str], budget: list[str], stem: Path) -> str:
-    """Write stem.json, stem.md and stem.png from the finished units; returns the markdown."""
+    """Write stem.json, stem.md and stem.png from every unit finished under this budget (see `merged`)."""
+    runs = merged(stem, budget, collect(cfgs, targets, methods))
+    seeds = sorted({*runs, *map(str, cfgs)}, key=int)
+    targets = in_order(targets, {t for r in runs.values() for t in r}, next(iter(cfgs.values())).targets)
+    methods = in_order(methods, {m for r in runs.values() for by in r.values() for m in by}, list(METHODS))
     labels = {m: METHODS[m] for m in methods}
-    runs = collect(cfgs, targets, methods)
     table = {t: {m: common.summary([r[t][m]["score"] for r in runs.values() if m in r.get(t, {})])
                  for m in methods} for t in targets}
     groups = {"average": targets}
@@ -282,18 +306,18 @@ def report(cfgs: dict[int, RunConfig], targets: list[str], methods: list[str], b
         groups.update({f"average k={k}": [t for t in targets if t.endswith(f"@{k}")] for k in shots})
     avg = {name: averages(runs, methods, subset) for name, subset in groups.items()}
     params = {m: next((r[t][m]["parameters"] for r in runs.values() for t in r if m in r[t]), None) for m in methods}
-    data = {"budget": budget, "seeds": list(map(str, cfgs)), "targets": targets, "methods": labels,
+    data = {"budget": budget, "seeds": seeds, "targets": targets, "methods": labels,
             "runs": runs, "summary": table, "averages": avg, "parameters_per_target": params}
     rows = [[t, get_task(t).metric, *(common.fmt(table[t][m]) for m in methods)] for t in targets]
     rows += [[f"**{name}**", "", *(f"**{common.fmt(avg[name][m])}**" for m in methods)] for name in groups]
     rows.append(["trainable parameters per target", "", *(f"{params[m]:,}" if params[m] else "—" for m in methods)])
     markdown = (common.md_table(["target", "metric", *labels.values()], rows)
-                + f"\nMean ± std over seeds {', '.join(map(str, cfgs))} (test split). Budget: "
+                + f"\nMean ± std over seeds {', '.join(seeds)} (test split). Budget: "
                 + "; ".join(budget) + ".\n")
     fig, (ax,) = common.figure(1, width=max(6.0, 0.9 * (len(targets) + len(groups))))
     names = targets + list(groups)
     series = {label: [table[t][m] for t in targets] + [avg[g][m] for g in groups] for m, label in labels.items()}
-    common.bar_plot(ax, names, series, "score (task metric, %)", f"target tasks, mean ± std over {len(cfgs)} seeds")
+    common.bar_plot(ax, names, series, "score (task metric, %)", f"target tasks, mean ± std over {len(seeds)} seeds")
     ax.legend()
     return common.write_outputs(stem, data, markdown, fig)
 
@@ -374,7 +398,7 @@ def main() -> None:
     stem = ((Path(cfg.out_dir).parent / "results") if args.quick else common.RESULTS) / (
         Path(cfg.out_dir).parent.name.replace("-quick", "") + ("_fewshot" if args.fewshot else ""))
     if args.shared_sources:
-        budget.append(f"sources trained once (in seed {seeds[0]}'s run) and copied into every seed's run; "
+        budget.append("sources trained once (in the first seed's run) and copied into every seed's run; "
                       "targets adapted once per seed")
     if args.report_only:
         print(report(cfgs, targets, methods, budget, stem))
