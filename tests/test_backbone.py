@@ -261,11 +261,14 @@ def test_choice_scores_causal_fast_path_equals_general_path(llama_backbone, data
     assert torch.allclose(fast, general, atol=1e-5)
 
 
-def test_choice_scores_causal_multi_token_choices(llama_backbone, data_dir):
-    bb = llama_backbone
+@pytest.mark.parametrize("model", ["llama", "gpt2"])
+@pytest.mark.parametrize("choices", [("the cat", "a dog", "yes"), ("the cat sat", "a dog", "yes", "the the")])
+def test_choice_scores_causal_multi_token_choices(request, model, data_dir, choices):
+    """Prompt + input once with the KV cache, then the choices on copies of it: the same scores as
+    scoring every (example, choice) sequence alone, with choices of different lengths."""
+    bb = request.getfixturevalue(f"{model}_backbone")
     prompt = _mpt(bb)
     items = _items(bb, data_dir, per_task=2)
-    choices = ("the cat", "a dog", "yes")
     assert evaluate_mod._single_token_choices(tokenize_targets(bb.tokenizer, choices, False)) is None
     got = choice_scores(bb, prompt, items, choices, batch_size=4)
     assert torch.allclose(got, _direct_scores(bb, prompt, items, choices), atol=1e-5)

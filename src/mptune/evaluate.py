@@ -6,8 +6,12 @@ Decisions
   An output outside the label set is impossible by construction.
 - Decoder-only models whose choices are distinct single tokens (the common case: "yes", "no",
   "maybe") need one forward pass per batch: the logits at the answer position are compared
-  directly. Otherwise every example is expanded once per choice; encoder-decoder models run the
-  encoder once per example and only the (short) decoder once per choice.
+  directly. With longer choices (STS-B's 26 scores "0.0" ... "5.0" are 3 tokens each) prompt +
+  input run once with the KV cache, the cache is copied once per choice and only the choice
+  tokens run on it. Rank-classifying 32 STS-B test examples took 18 s instead of 126 s with one
+  expanded sequence per (example, choice) (SmolLM2-135M, bf16, one thread; same predictions).
+  Encoder-decoder models run the encoder once per example and only the (short) decoder once per
+  choice.
 - Generation tasks (no choices) are scored on greedy generations (`mptune.generate`, at most
   `task.max_new_tokens` tokens), decoded without special tokens and stripped. An empty
   generation scores 0 on every metric, and the metrics report how many there were
@@ -26,9 +30,9 @@ import torch
 from tqdm.auto import tqdm
 
 from mptune import distributed
-from mptune.backbone import Backbone
+from mptune.backbone import Backbone, Batch
 from mptune.data import Encoded, collate, tokenize_targets
-from mptune.generate import generate
+from mptune.generate import cache_keyword, generate, left_pad
 from mptune.metrics import score
 from mptune.tasks import Task
 
@@ -36,6 +40,40 @@ from mptune.tasks import Task
 def _single_token_choices(choice_ids: list[list[int]]) -> list[int] | None:
     firsts = [ids[0] for ids in choice_ids if len(ids) == 1]
     return firsts if len(firsts) == len(choice_ids) and len(set(firsts)) == len(firsts) else None
+
+
+def causal_choice_scores(backbone: Backbone, prompts: torch.Tensor, base: Batch,
+                         choice_ids: list[list[int]]) -> torch.Tensor:
+    """Decoder-only: log-likelihood [B, C] of each choice's tokens after prompt [B, l, d] + input.
+
+    The batch runs once left-padded, as `generate` does (positions count real tokens), with the
+    KV cache; each choice's first token is scored from its last position. The cache is then
+    repeated C times and the choices' remaining tokens (right-padded, [B*C, t-1]) run on it.
+    """
+    model, key = backbone.model.base_model, cache_keyword(backbone.model.base_model)
+    width = max(map(len, choice_ids))
+    pad = backbone.tokenizer.pad_token_id
+    ids = torch.tensor([c + [pad] * (width - len(c)) for c in choice_ids], device=backbone.device)  # [C, t]
+    valid = torch.tensor([[j < len(c) for j in range(width)] for c in choice_ids], device=backbone.device)
+    with backbone.autocast():
+        x, mask = left_pad(*backbone._with_prompt(prompts, base))
+        out = model(inputs_embeds=x, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
+                    use_cache=True)
+        scores = backbone.head(out.last_hidden_state[:, -1]).float().log_softmax(-1)[:, ids[:, 0]]  # [B, C]
+        if width == 1:
+            return scores
+        rows, choices = len(base), len(choice_ids)
+        cache = out[key]
+        cache.batch_repeat_interleave(choices)
+        feed, targets = ids[:, :-1].repeat(rows, 1), ids[:, 1:].repeat(rows, 1)  # [B*C, t-1]
+        start = mask.sum(1).repeat_interleave(choices)[:, None]
+        h = model(input_ids=feed, position_ids=start + torch.arange(width - 1, device=feed.device),
+                  attention_mask=torch.cat([mask.repeat_interleave(choices, 0), torch.ones_like(feed)], 1),
+                  use_cache=True, **{key: cache}).last_hidden_state
+        r, c = valid[:, 1:].repeat(rows, 1).nonzero(as_tuple=True)
+        logp = backbone.head(h[r, c]).float().log_softmax(-1).gather(1, targets[r, c][:, None]).squeeze(1)
+    rest = torch.zeros(rows * choices, device=logp.device).index_add_(0, r, logp)
+    return scores + rest.view(rows, choices)
 
 
 @torch.no_grad()
@@ -54,14 +92,16 @@ def choice_scores(backbone: Backbone, prompt, items: Sequence[Encoded], choices:
             logits = backbone.forward(prompt(batch.task_ids), batch).logits  # one label token per example
             out.append(torch.log_softmax(logits, -1)[:, single])
             continue
+        if not seq2seq:
+            base = collate([replace(it, target_ids=[]) for it in chunk], pad, seq2seq).to(backbone.device)
+            out.append(causal_choice_scores(backbone, prompt(base.task_ids), base, choice_ids))
+            continue
         base = collate(chunk, pad, seq2seq).to(backbone.device)
         prompts = prompt(base.task_ids)
+        states, mask = backbone.encode(prompts, base)
+        encoded = (states.repeat_interleave(len(choices), 0), mask.repeat_interleave(len(choices), 0))
         expanded = [replace(it, target_ids=ids) for it in chunk for ids in choice_ids]
         batch = collate(expanded, pad, seq2seq).to(backbone.device)
-        encoded = None
-        if seq2seq:
-            states, mask = backbone.encode(prompts, base)
-            encoded = (states.repeat_interleave(len(choices), 0), mask.repeat_interleave(len(choices), 0))
         outputs = backbone.forward(prompts.repeat_interleave(len(choices), 0), batch, encoded)
         out.append(backbone.sequence_logprobs(outputs, len(expanded)).view(len(chunk), len(choices)))
     return torch.cat(out) if out else torch.zeros(0, len(choices))
