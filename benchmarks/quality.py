@@ -34,7 +34,9 @@ examples for every method. Per seed:
     python benchmarks/quality.py --quick --seeds 0 --targets rte,cb@4   # smoke test, ~3 min
     python benchmarks/quality.py --full --dry-run     # the paper's budget on T5-Base (GPU, hub)
 
-writes benchmarks/results/quality[_fewshot].{json,md,png} (with --quick: under the runs dir).
+writes benchmarks/results/quality[_fewshot].{json,md,png} (with --quick: under the runs dir). The JSON
+records every finished unit of its budget: a run on other seeds or targets adds to it, and the run
+directories may be deleted once their units are in it.
 """
 
 from __future__ import annotations
