@@ -29,6 +29,7 @@ writes benchmarks/results/ablations.{json,md,png} (with --quick: under the runs 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import shutil
@@ -223,7 +224,7 @@ def report(cfgs: dict, targets: list[str], table: dict, budget: list[str], stem:
     result = {}
     for variant in table:
         before = old.get(variant, {})
-        runs, params = json.loads(json.dumps(before.get("runs", {}))), before.get("parameters_per_target")
+        runs, params = copy.deepcopy(before.get("runs", {})), before.get("parameters_per_target")
         for seed, cfg in cfgs.get(variant, {}).items():
             for t in targets:
                 metrics = stages.done(unit_folder(cfg, variant, t))

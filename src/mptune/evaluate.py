@@ -6,10 +6,11 @@ Decisions
   An output outside the label set is impossible by construction.
 - Decoder-only models whose choices are distinct single tokens (the common case: "yes", "no",
   "maybe") need one forward pass per batch: the logits at the answer position are compared
-  directly. With longer choices (STS-B's 26 scores "0.0" ... "5.0" are 3 tokens each) prompt +
-  input run once with the KV cache, the cache is copied once per choice and only the choice
-  tokens run on it. Rank-classifying 32 STS-B test examples took 18 s instead of 126 s with one
-  expanded sequence per (example, choice) (SmolLM2-135M, bf16, one thread; same predictions).
+  directly. With longer choices (STS-B's 26 scores "0.0" ... "5.0", 4 tokens each on SmolLM2)
+  prompt + input run once with the KV cache, the cache is copied once per choice and only the
+  choice tokens run on it. Rank-classifying 32 STS-B test examples took 10 s instead of 85 s with
+  one expanded sequence per (example, choice) (SmolLM2-135M, bf16, one thread, idle machine;
+  same predictions).
   Encoder-decoder models run the encoder once per example and only the (short) decoder once per
   choice.
 - Generation tasks (no choices) are scored on greedy generations (`mptune.generate`, at most
@@ -32,7 +33,7 @@ from tqdm.auto import tqdm
 from mptune import distributed
 from mptune.backbone import Backbone, Batch
 from mptune.data import Encoded, collate, tokenize_targets
-from mptune.generate import cache_keyword, generate, left_pad
+from mptune.generate import cache_keyword, generate, prefill
 from mptune.metrics import score
 from mptune.tasks import Task
 
@@ -46,8 +47,8 @@ def causal_choice_scores(backbone: Backbone, prompts: torch.Tensor, base: Batch,
                          choice_ids: list[list[int]]) -> torch.Tensor:
     """Decoder-only: log-likelihood [B, C] of each choice's tokens after prompt [B, l, d] + input.
 
-    The batch runs once left-padded, as `generate` does (positions count real tokens), with the
-    KV cache; each choice's first token is scored from its last position. The cache is then
+    The batch runs once left-padded with the KV cache (`generate.prefill`, as generation starts);
+    each choice's first token is scored from its last position. The cache is then
     repeated C times and the choices' remaining tokens (right-padded, [B*C, t-1]) run on it.
     """
     model, key = backbone.model.base_model, cache_keyword(backbone.model.base_model)
@@ -56,9 +57,7 @@ def causal_choice_scores(backbone: Backbone, prompts: torch.Tensor, base: Batch,
     ids = torch.tensor([c + [pad] * (width - len(c)) for c in choice_ids], device=backbone.device)  # [C, t]
     valid = torch.tensor([[j < len(c) for j in range(width)] for c in choice_ids], device=backbone.device)
     with backbone.autocast():
-        x, mask = left_pad(*backbone._with_prompt(prompts, base))
-        out = model(inputs_embeds=x, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
-                    use_cache=True)
+        out, mask = prefill(backbone, prompts, base)
         scores = backbone.head(out.last_hidden_state[:, -1]).float().log_softmax(-1)[:, ids[:, 0]]  # [B, C]
         if width == 1:
             return scores

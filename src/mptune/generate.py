@@ -50,22 +50,34 @@ def left_pad(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return x.gather(1, index[..., None].expand_as(x)), mask.gather(1, index)
 
 
+def prefill(backbone: Backbone, prompts: torch.Tensor, batch: Batch):
+    """Decoder-only: run [pads, prompt, input] once with the KV cache.
+
+    -> (the base model's output, whose cache is `out[cache_keyword(model)]`, and the left-padded
+    mask [B, l+n]); the last column of `out.last_hidden_state` is every row's last real token.
+    """
+    model = backbone.model.base_model
+    with backbone.autocast():
+        x, mask = left_pad(*backbone._with_prompt(prompts, batch))
+        out = model(inputs_embeds=x, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
+                    use_cache=True)
+    return out, mask
+
+
 def causal_stepper(backbone: Backbone, prompts: torch.Tensor, batch: Batch) -> Step:
     """Greedy steps of a decoder-only model over [pads, prompt, input] with the KV cache."""
     model = backbone.model.base_model
     key = cache_keyword(model)
-    with backbone.autocast():
-        x, mask = left_pad(*backbone._with_prompt(prompts, batch))
-    state = {"mask": mask, key: None}
+    state = {}
 
     def step(tokens: torch.Tensor | None) -> torch.Tensor:
-        if tokens is None:
-            inputs = {"inputs_embeds": x, "position_ids": (mask.cumsum(1) - 1).clamp(min=0)}
-        else:
-            state["mask"] = torch.cat([state["mask"], state["mask"].new_ones(len(tokens), 1)], 1)
-            inputs = {"input_ids": tokens[:, None], "position_ids": state["mask"].sum(1, keepdim=True) - 1}
         with backbone.autocast():
-            out = model(**inputs, attention_mask=state["mask"], use_cache=True, **{key: state[key]})
+            if tokens is None:
+                out, state["mask"] = prefill(backbone, prompts, batch)
+            else:
+                state["mask"] = torch.cat([state["mask"], state["mask"].new_ones(len(tokens), 1)], 1)
+                out = model(input_ids=tokens[:, None], position_ids=state["mask"].sum(1, keepdim=True) - 1,
+                            attention_mask=state["mask"], use_cache=True, **{key: state[key]})
             state[key] = out[key]
             return backbone.head(out.last_hidden_state[:, -1]).float()
 
