@@ -304,7 +304,8 @@ def main() -> None:
     if args.report_only:
         print(report(cfgs, targets, table, budget, stem))
         return
-    backbone = load_backbone(base.model.name, base.model.precision, base.model.device)
+    backbone = load_backbone(base.model.name, base.model.precision, base.model.device, base.model.attention,
+                             base.model.compile)
     for seed in seeds:
         for variant in chosen:
             run_variant(cfgs[variant][seed], variant, backbone, targets, elsewhere[seed])

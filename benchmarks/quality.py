@@ -113,7 +113,7 @@ def peft_prompt(model):
 def loss_check(backbone, model, items: list) -> dict:
     """PEFT's own loss and mptune's L_PLM with PEFT's extracted prompt on one batch: equal up to precision."""
     batch = collate(items, backbone.tokenizer.pad_token_id, backbone.is_seq2seq).to(backbone.device)
-    with backbone.autocast():
+    with backbone.compute():
         peft_loss = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels,
                           task_ids=batch.task_ids).loss
     out = backbone.forward(peft_prompt(model)(batch.task_ids), batch)
@@ -132,7 +132,7 @@ def train_peft(backbone, model, data: list, args, kappa: int, seed: int, folder:
     bar = tqdm(range(start + 1, args.steps + 1), desc=desc, initial=start, total=args.steps, dynamic_ncols=True)
     for step in bar:
         batch = collate(next(batches), pad, backbone.is_seq2seq).to(backbone.device)
-        with backbone.autocast():
+        with backbone.compute():
             loss = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels,
                          task_ids=batch.task_ids).loss
         stages.check_finite(loss, desc, step)
@@ -405,7 +405,8 @@ def main() -> None:
     if args.report_only:
         print(report(cfgs, targets, methods, budget, stem))
         return
-    backbone = load_backbone(cfg.model.name, cfg.model.precision, cfg.model.device)
+    backbone = load_backbone(cfg.model.name, cfg.model.precision, cfg.model.device, cfg.model.attention,
+                             cfg.model.compile)
     for seed in seeds:
         if args.shared_sources and seed != seeds[0]:
             share_sources(cfgs[seeds[0]], cfgs[seed])

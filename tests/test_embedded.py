@@ -100,14 +100,13 @@ def test_exported_prompt_gives_mptune_logits_in_peft(embedded, tmp_path):
     pytest.importorskip("peft")
 
     from conftest import peft_label_logits
-    from mptune.backbone import Backbone
     from mptune.checkpoint import save_prompt
     from mptune.data import collate
     from mptune.interop import export_peft
     from mptune.prompts import MultitaskPrompt
     from test_export import load_as_the_card_says
 
-    fp32 = Backbone(embedded.model, embedded.tokenizer, precision="fp32", name=EMBEDDED)  # same weights, no autocast
+    fp32 = load_backbone(EMBEDDED, precision="fp32")  # the same weights, all in fp32, no autocast
     g = torch.Generator().manual_seed(0)
     shared = vocab_init(fp32.embeddings, 8, g)
     prompt = MultitaskPrompt(shared, 2, 1, 1 + 0.2 * torch.randn(2, 8, 1, generator=g),

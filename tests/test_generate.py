@@ -159,8 +159,11 @@ def test_evaluate_items_scores_decoded_generations(backbone, data_dir):
 def test_empty_generations_are_counted_and_wrong(llama_backbone, data_dir, monkeypatch):
     bb = llama_backbone
     cat = bb.tokenizer("the cat", add_special_tokens=False)["input_ids"]
-    monkeypatch.setattr(evaluate_mod, "generate", lambda *a, **k: [[], cat, [bb.tokenizer.pad_token_id]])
     items = _items(bb, data_dir)[:3]
+    outputs = {tuple(it.input_ids): ids for it, ids in zip(items, [[], cat, [bb.tokenizer.pad_token_id]])}
+    # evaluation predicts items longest first: the fake generation answers each item, in any order
+    monkeypatch.setattr(evaluate_mod, "generate", lambda _bb, _prompt, chunk, *a, **k:
+                        [outputs[tuple(it.input_ids)] for it in chunk])
     metrics = evaluate_items(bb, _prompt(bb, tasks=3), _qa_task(), items, [("The",), ("the cat",), ("x",)])
     assert metrics["empty_generations"] == 2  # nothing, and only a special token
     assert metrics["squad_em"] == pytest.approx(100 / 3) and metrics["squad_f1"] == pytest.approx(100 / 3)

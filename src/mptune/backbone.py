@@ -18,7 +18,11 @@ Decisions
 - `Outputs.hidden` holds those same final hidden states (the LM head's input); the hidden-state
   distillation loss compares them (see `losses`).
 - bf16 autocast is used where the hardware runs bf16 natively (CPUs with AVX512-BF16/AMX, CUDA
-  devices with bf16); the prompts and the loss stay in fp32. Under `accelerate launch`, precision
+  devices with bf16); the prompts and the loss stay in fp32. `load_backbone` stores the linear
+  layers' weights in bf16 once (`kernels.store_linear_weights`: bitwise the same outputs as
+  autocast over fp32 weights, without casting them on every call).
+- Every forward runs inside `compute()`: autocast and the attention implementation chosen for its
+  kind (`attention["train"]` with gradients, `attention["infer"]` without; `mptune.kernels`). Under `accelerate launch`, precision
   'auto' follows its `--mixed_precision` (environment ACCELERATE_MIXED_PRECISION): bf16 -> bf16,
   no -> fp32. fp16 (and fp8) are refused with a user error: fp16 autocast needs loss scaling,
   which would make the update differ from the bf16/fp32 one and skip steps on overflow; bf16 has
@@ -27,6 +31,7 @@ Decisions
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +39,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mptune import kernels
 from mptune.errors import MptuneError
 
 
@@ -112,7 +118,10 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 class Backbone:
     """A frozen Hugging Face model and its tokenizer; prompts go in, label-position outputs come out."""
 
-    def __init__(self, model: nn.Module, tokenizer, precision: str = "auto", name: str = ""):
+    def __init__(self, model: nn.Module, tokenizer, precision: str = "auto", name: str = "",
+                 attention: str | dict[str, str] = "sdpa"):
+        """attention: one of `kernels.ATTENTION` for every forward, or {"train": ..., "infer": ...}
+        (`kernels.choose_attention` measures the fastest)."""
         model.eval()
         model.requires_grad_(False)
         self.model = model
@@ -121,6 +130,11 @@ class Backbone:
         self.is_seq2seq = bool(model.config.is_encoder_decoder)
         self.device = next(model.parameters()).device
         self.precision = resolve_precision(precision, self.device)
+        if self.precision == "fp32" and any(p.dtype != torch.float32 for p in model.parameters()):
+            raise MptuneError("precision fp32 needs a model whose weights are all fp32 (this one stores some "
+                              "in bf16); load it again with load_backbone(name, 'fp32')")
+        self.attention = attention if isinstance(attention, dict) else {mode: attention for mode in kernels.MODES}
+        self._active_attention = getattr(model.config, "_attn_implementation", None)
         self.lm_head = model.get_output_embeddings()
         self.scale_decoder = self.is_seq2seq and getattr(
             model.config, "scale_decoder_outputs", getattr(model.config, "tie_word_embeddings", True))
@@ -141,8 +155,17 @@ class Backbone:
         """The input embedding matrix [V, d]."""
         return self.model.get_input_embeddings().weight
 
-    def autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+    @contextlib.contextmanager
+    def compute(self):
+        """Autocast (bf16 precision) and the attention implementation of this kind of forward: every
+        call of the model runs inside it."""
+        impl = self.attention["train" if torch.is_grad_enabled() else "infer"]
+        if impl != self._active_attention:
+            kernels.set_hf_attention(self.model, impl)
+            self._active_attention = impl
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"), \
+                kernels.attention_context(impl):
+            yield
 
     def assert_frozen(self) -> None:
         """Fail loudly if anything in the backbone would be trained."""
@@ -159,7 +182,7 @@ class Backbone:
     def encode(self, prompts: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Seq2seq only: encoder states [B, l+n, d] and their mask [B, l+n]."""
         x, mask = self._with_prompt(prompts, batch)
-        with self.autocast():
+        with self.compute():
             states = self.model.get_encoder()(inputs_embeds=x, attention_mask=mask).last_hidden_state
         return states, mask
 
@@ -170,7 +193,7 @@ class Backbone:
         encoded: precomputed `encode()` result to reuse (seq2seq rank classification).
         """
         rows, cols = (batch.labels != -100).nonzero(as_tuple=True)
-        with self.autocast():
+        with self.compute():
             if self.is_seq2seq:
                 states, mask = encoded if encoded is not None else self.encode(prompts, batch)
                 decoder_input = self.model._shift_right(batch.labels)

@@ -140,7 +140,8 @@ def dispatch(args: argparse.Namespace) -> None:
         from mptune.card import check_model
 
         check_model(args.prompt, cfg.model.name)  # a prompt only works on the model of its run
-    backbone = load_backbone(cfg.model.name, cfg.model.precision, cfg.model.device)
+    backbone = load_backbone(cfg.model.name, cfg.model.precision, cfg.model.device, cfg.model.attention,
+                             cfg.model.compile)
     if args.command == "run":
         table, markdown = stages.run(cfg, backbone)
         show(markdown)

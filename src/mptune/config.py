@@ -22,14 +22,16 @@ from pathlib import Path
 import yaml
 
 from mptune.errors import MptuneError
+from mptune.kernels import ATTENTION
 from mptune.models import EMBEDDED
 
 METHODS = ("pt", "spot", "mpt")
 LOGGERS = ("tensorboard",)
 """Step loggers that can be added to log.jsonl (see mptune.logs)."""
-NOT_RUN_IDENTITY = ("loggers", "out_dir")
-"""Settings that do not change a run's results: a run directory may be resumed with other values
-(out_dir too: the same directory named relatively or absolutely, or moved, is the same run)."""
+NOT_RUN_IDENTITY = ("loggers", "out_dir", "model.attention", "model.compile")
+"""Settings that do not change what a run computes: a run directory may be resumed with other values
+(out_dir too: the same directory named relatively or absolutely, or moved, is the same run; the
+attention kernel and compilation only change bf16 rounding, as another machine would)."""
 
 
 def _check(ok: bool, message: str) -> None:
@@ -49,10 +51,17 @@ class ModelArgs:
     """Torch device: 'cpu' or 'cuda'."""
     max_input_tokens: int = 128
     """Longest input kept, in tokens; longer inputs keep their head and their last 24 tokens (a warning names splits with over a tenth of inputs cut; QA contexts need 512)."""
+    attention: str = "auto"
+    """Attention kernel: 'auto' (the fastest for training and for inference on this machine, timed once and cached in $MPTUNE_CACHE/kernels.json), 'sdpa', 'sdpa-math' or 'eager'."""
+    compile: str = "off"
+    """'on' compiles the frozen model with torch.compile (minutes on a CPU, repaid only by long runs: see benchmarks/README.md), 'off' runs it eagerly."""
 
     def __post_init__(self):
         _check(self.precision in ("auto", "bf16", "fp32"),
                f"precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}")
+        _check(self.attention in ("auto", *ATTENTION),
+               f"attention must be 'auto' or one of {', '.join(ATTENTION)}, got {self.attention!r}")
+        _check(self.compile in ("on", "off"), f"compile must be 'on' or 'off', got {self.compile!r}")
         _check(self.max_input_tokens >= 32, f"max_input_tokens must be >= 32, got {self.max_input_tokens}")
 
 
@@ -328,8 +337,13 @@ def same_run(saved: dict, config: RunConfig) -> bool:
         old = to_dict(from_dict(RunConfig, _merge(to_dict(RunConfig()), saved)))
     except MptuneError:
         return False
-    keep = lambda d: {k: v for k, v in d.items() if k not in NOT_RUN_IDENTITY}  # noqa: E731
-    return keep(old) == keep(to_dict(config))
+    return _identity(old) == _identity(to_dict(config))
+
+
+def _identity(data: dict, prefix: str = "") -> dict:
+    """A config dict without its NOT_RUN_IDENTITY settings (dotted names reach into sections)."""
+    return {k: _identity(v, f"{prefix}{k}.") if isinstance(v, dict) else v
+            for k, v in data.items() if prefix + k not in NOT_RUN_IDENTITY}
 
 
 def save_yaml(config: RunConfig, path: str | Path) -> None:

@@ -57,7 +57,7 @@ def prefill(backbone: Backbone, prompts: torch.Tensor, batch: Batch):
     mask [B, l+n]); the last column of `out.last_hidden_state` is every row's last real token.
     """
     model = backbone.model.base_model
-    with backbone.autocast():
+    with backbone.compute():
         x, mask = left_pad(*backbone._with_prompt(prompts, batch))
         out = model(inputs_embeds=x, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
                     use_cache=True)
@@ -71,7 +71,7 @@ def causal_stepper(backbone: Backbone, prompts: torch.Tensor, batch: Batch) -> S
     state = {}
 
     def step(tokens: torch.Tensor | None) -> torch.Tensor:
-        with backbone.autocast():
+        with backbone.compute():
             if tokens is None:
                 out, state["mask"] = prefill(backbone, prompts, batch)
             else:
@@ -94,7 +94,7 @@ def seq2seq_stepper(backbone: Backbone, prompts: torch.Tensor, batch: Batch) -> 
 
     def step(tokens: torch.Tensor | None) -> torch.Tensor:
         ids = torch.full((len(batch), 1), start, device=states.device) if tokens is None else tokens[:, None]
-        with backbone.autocast():
+        with backbone.compute():
             out = decoder(input_ids=ids, encoder_hidden_states=states, encoder_attention_mask=mask,
                           use_cache=True, **{key: state[key]})
             state[key] = out[key]

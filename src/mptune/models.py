@@ -67,9 +67,17 @@ def dequantized_copy() -> Path:
     return target
 
 
-def load_backbone(name: str = EMBEDDED, precision: str = "auto", device: str = "cpu") -> Backbone:
-    """The frozen backbone for a model name: the embedded default, a local directory or a hub id."""
+def load_backbone(name: str = EMBEDDED, precision: str = "auto", device: str = "cpu", attention: str = "auto",
+                  compile: str = "off") -> Backbone:
+    """The frozen backbone for a model name: the embedded default, a local directory or a hub id.
+
+    With bf16 precision the linear layers' weights are stored in bf16 (`kernels.store_linear_weights`).
+    attention: one of `kernels.ATTENTION`, or 'auto' (the fastest on this machine, measured once and
+    cached: `kernels.choose_attention`). compile: 'on' compiles the model (`kernels.compile_model`).
+    """
     import torch
+
+    from mptune import distributed, kernels
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     precision = resolve_precision(precision, torch.device(device))  # a refused launcher precision fails before loading
@@ -85,4 +93,12 @@ def load_backbone(name: str = EMBEDDED, precision: str = "auto", device: str = "
         raise MptuneError(f"cannot load model {name!r}: {str(err).splitlines()[0]}") from err
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return Backbone(model.to(device), tokenizer, precision=precision, name=name)
+    model = model.to(device)
+    if precision == "bf16":
+        kernels.store_linear_weights(model, torch.bfloat16)
+    backbone = Backbone(model, tokenizer, precision=precision, name=name)
+    # rank 0 measures (or reads its cache) and every process of a launch uses its choice
+    backbone.attention = distributed.from_main(lambda: kernels.choose_attention(backbone, attention))
+    if compile == "on":
+        kernels.compile_model(backbone)
+    return backbone

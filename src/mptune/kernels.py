@@ -1,0 +1,282 @@
+"""How the frozen backbone computes: the dtype of its weights, its attention kernel, compilation.
+
+The right choice differs between machines (on one 2-core Zen-5 bf16 halved a training step, on an
+Intel Xeon with AMX it saved 14% and the CPU flash-attention backward took a third of the step),
+so nothing here is a constant: the attention kernel is chosen by timing the candidates on this
+machine, and the choice is cached.
+
+Decisions
+- bf16 weights, stored once. With precision bf16 every linear layer's weight and bias (the GEMMs:
+  attention and MLP projections, the LM head; GPT-2's Conv1D too) is stored in bf16 when the
+  backbone is made, instead of autocast casting the fp32 weights on every call. The input
+  embeddings and the norms stay fp32, so the residual stream stays fp32 exactly as under autocast
+  over fp32 weights, and the outputs are bitwise those of that path: autocast rounds the same fp32
+  weights to the same bf16 values, only once per call. A tied LM head gets its own bf16 copy (the
+  fp32 embedding table stays: prompts are initialised from it). Autocast stays on around every
+  forward: it casts the fp32 activations into the bf16 GEMMs, and leaves bf16 weights as they are.
+- Attention candidates: 'sdpa' (torch's scaled_dot_product_attention, whichever backend torch
+  picks: flash attention on CPU), 'sdpa-math' (its reference math backend), 'eager' (the model's
+  own matmul-softmax-matmul). All compute the same function; in bf16 they round differently, and
+  each stays as close to the fp32 result as the others (SmolLM2-135M, a batch of 8 RTE examples:
+  relative error of the prompt gradient 5.6% sdpa, 3.6% sdpa-math, 3.8% eager).
+- 'auto' times the candidates on a synthetic batch of the model's own shapes (8 examples of
+  `PROBE_TOKENS` tokens after a `PROBE_PROMPT`-row prompt), separately for training (forward +
+  backward to the prompt) and inference (a no-grad forward, used by scoring and generation), and
+  picks the fastest of each. A candidate that fails, or whose loss is off the default kernel's
+  by more than bf16 rounding, is skipped. The choice is cached in `$MPTUNE_CACHE/kernels.json`
+  under a key of the device (CPU model and flags, or the CUDA device), the thread count, torch and
+  transformers versions, the model's architecture and the precision: the same machine always
+  makes the same choice, and the probe runs once (seconds for SmolLM2-135M on 2 cores).
+- Compilation (`torch.compile(dynamic=True)` of the base model) is 'off' by default: on the 2-core
+  development CPU its first compile took 130 s and saved 0.13 s of a 1 s step, paid back only
+  after ~1,000 steps, more than a default run's stages (see benchmarks/README.md, speed.py
+  --compile). 'on' compiles; the first forward of each kind (training, no-grad) pays the compile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ATTENTION = ("sdpa", "sdpa-math", "eager")
+"""Attention implementations mptune can run ('auto' picks among them by measurement)."""
+MODES = ("train", "infer")
+"""The two kinds of forward an attention choice is made for: with gradients, and without."""
+PROBE_ROWS, PROBE_TOKENS, PROBE_PROMPT, PROBE_REPEATS = 8, 108, 20, 3
+"""Shape of the auto-selection probe: rows x (prompt + tokens), timed this many times per candidate."""
+LOSS_TOLERANCE = 0.05
+"""Largest relative loss difference from the default kernel a candidate may show (bf16 rounding)."""
+
+
+def store_linear_weights(model: nn.Module, dtype: torch.dtype) -> int:
+    """Store every linear layer's weight and bias (nn.Linear, transformers' Conv1D) in `dtype`.
+
+    A weight shared with another module (a tied LM head) is replaced by a copy, so the shared
+    tensor (the input embeddings) keeps its dtype. Returns the number of layers changed.
+    """
+    changed = 0
+    for module in model.modules():
+        if not (isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"):
+            continue
+        for name in ("weight", "bias"):
+            param = getattr(module, name, None)
+            if isinstance(param, torch.Tensor) and param.dtype != dtype:
+                setattr(module, name, nn.Parameter(param.detach().to(dtype), requires_grad=False))
+        changed += 1
+    return changed
+
+
+def attention_context(impl: str):
+    """The context that selects the SDPA backend of `impl` ('sdpa-math'); a no-op for the others."""
+    if impl == "sdpa-math":
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel([SDPBackend.MATH])
+    return contextlib.nullcontext()
+
+
+def hf_attention(impl: str) -> str:
+    """The transformers attention implementation behind an mptune one ('sdpa-math' -> 'sdpa')."""
+    return "eager" if impl == "eager" else "sdpa"
+
+
+def set_hf_attention(model: nn.Module, impl: str) -> None:
+    """Switch a transformers model (and its sub-models) to `impl` without reloading it."""
+    target = hf_attention(impl)
+    if getattr(model.config, "_attn_implementation", None) != target:
+        model.set_attn_implementation(target)
+    for module in model.modules():  # GPT-2 keeps a copy of the name for its mask
+        if hasattr(module, "_attn_implementation") and not isinstance(module, type(model)):
+            module._attn_implementation = target
+
+
+def supported(model: nn.Module) -> list[str]:
+    """The candidates this model can run: all of them with SDPA support, else eager alone."""
+    return list(ATTENTION) if getattr(model, "_supports_sdpa", False) else ["eager"]
+
+
+# --- the probe ---------------------------------------------------------------------------------
+
+def device_description(device: torch.device) -> str:
+    """What the kernels' speed depends on: the CPU model and its matrix flags, or the CUDA device."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                name = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16")
+    return f"{name} [{' '.join(f for f in wanted if f in flags)}]"
+
+
+def probe_key(backbone) -> str:
+    """Cache key of a backbone's kernel choice (device, threads, versions, architecture, precision)."""
+    import transformers
+
+    arch = {k: v for k, v in backbone.model.config.to_dict().items() if not k.startswith("_") and k != "transformers_version"}
+    parts = {"device": device_description(backbone.device), "threads": torch.get_num_threads(),
+             "torch": torch.__version__, "transformers": transformers.__version__, "precision": backbone.precision,
+             "architecture": hashlib.sha256(json.dumps(arch, sort_keys=True, default=str).encode()).hexdigest()[:16]}
+    return json.dumps(parts, sort_keys=True)
+
+
+def cache_file() -> Path:
+    """Where kernel choices are kept: kernels.json beside the dequantized models."""
+    from mptune.models import cache_root
+
+    return cache_root() / "kernels.json"
+
+
+def read_cache() -> dict:
+    """All cached choices (an unreadable or damaged file counts as empty: the probe just runs again)."""
+    try:
+        data = json.loads(cache_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_cache(key: str, entry: dict) -> None:
+    """Add one entry to the cache file, atomically (a kill never leaves half a file)."""
+    path = cache_file()
+    data = read_cache()
+    data[key] = entry
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".kernels-", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+        os.replace(tmp, path)
+    except OSError:  # a read-only cache only costs a probe next time
+        pass
+
+
+def probe_batch(backbone):
+    """A synthetic batch of the probe's shape: random token ids, one label token per row."""
+    from mptune.backbone import Batch
+
+    g = torch.Generator().manual_seed(0)
+    vocab = backbone.embeddings.shape[0]
+    ids = torch.randint(0, vocab, (PROBE_ROWS, PROBE_TOKENS), generator=g)
+    labels = torch.full_like(ids, -100)
+    if backbone.is_seq2seq:
+        labels = ids[:, :2].clone()
+    else:
+        labels[:, -1] = ids[:, -1]
+    prompts = backbone.embeddings[torch.randint(0, vocab, (PROBE_PROMPT,), generator=g)].detach().float()
+    batch = Batch(ids, torch.ones_like(ids), labels, torch.zeros(PROBE_ROWS, dtype=torch.long))
+    return prompts.expand(PROBE_ROWS, -1, -1).contiguous().to(backbone.device), batch.to(backbone.device)
+
+
+def _timed(fn, device: torch.device) -> tuple[float, float]:
+    """(seconds, value) of one call of fn, synchronised on CUDA."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    value = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start, value
+
+
+def measure(backbone, candidates: list[str]) -> dict:
+    """Time every candidate for training and inference; -> {mode: {impl: seconds or None}, 'loss': ...}.
+
+    Candidates are timed in interleaved rounds (one warm-up each), best of PROBE_REPEATS; None marks a
+    candidate that failed or whose loss differs from the first candidate's by over LOSS_TOLERANCE.
+    """
+    from mptune.losses import plm_loss
+
+    prompts, batch = probe_batch(backbone)
+
+    def train():
+        p = prompts.clone().requires_grad_(True)
+        out = backbone.forward(p, batch)
+        loss = plm_loss(out.logits, out.targets)
+        loss.backward()
+        return loss.item()
+
+    def infer():
+        with torch.no_grad():
+            out = backbone.forward(prompts, batch)
+            return plm_loss(out.logits, out.targets).item()
+
+    saved = dict(backbone.attention)
+    times = {mode: {impl: [] for impl in candidates} for mode in MODES}
+    losses = {mode: {} for mode in MODES}
+    try:
+        for rnd in range(PROBE_REPEATS + 1):
+            for impl in candidates:
+                backbone.attention = {mode: impl for mode in MODES}
+                for mode, fn in (("train", train), ("infer", infer)):
+                    if times[mode][impl] is None:
+                        continue
+                    try:
+                        sec, loss = _timed(fn, backbone.device)
+                    except Exception:  # noqa: BLE001 - a kernel this build cannot run is no candidate
+                        times[mode][impl] = None
+                        continue
+                    if rnd == 0:
+                        losses[mode][impl] = loss
+                    else:
+                        times[mode][impl].append(sec)
+    finally:
+        backbone.attention = saved
+    result = {}
+    for mode in MODES:
+        ref = next((losses[mode][i] for i in candidates if i in losses[mode]), None)
+        result[mode] = {}
+        for impl in candidates:
+            ok = times[mode][impl] is not None and impl in losses[mode] and ref is not None and \
+                abs(losses[mode][impl] - ref) <= LOSS_TOLERANCE * max(abs(ref), 1e-6)
+            result[mode][impl] = round(min(times[mode][impl]), 5) if ok else None
+    result["loss"] = losses
+    return result
+
+
+def choose_attention(backbone, setting: str = "auto", refresh: bool = False) -> dict[str, str]:
+    """The attention implementation per mode: `setting` itself, or for 'auto' the cached (or newly
+    measured) fastest candidate of each mode."""
+    if setting != "auto":
+        return {mode: setting for mode in MODES}
+    candidates = supported(backbone.model)
+    if len(candidates) == 1:
+        return {mode: candidates[0] for mode in MODES}
+    key = probe_key(backbone)
+    entry = None if refresh else read_cache().get(key)
+    if not (isinstance(entry, dict) and all(entry.get("choice", {}).get(m) in candidates for m in MODES)):
+        timings = measure(backbone, candidates)
+        choice = {}
+        for mode in MODES:
+            valid = {impl: sec for impl, sec in timings[mode].items() if sec is not None}
+            choice[mode] = min(valid, key=valid.get) if valid else candidates[0]
+        entry = {"choice": choice, "seconds": {m: timings[m] for m in MODES},
+                 "probe": {"rows": PROBE_ROWS, "tokens": PROBE_TOKENS, "prompt": PROBE_PROMPT,
+                           "repeats": PROBE_REPEATS},
+                 "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+        write_cache(key, entry)
+    return dict(entry["choice"])
+
+
+def compile_model(backbone) -> None:
+    """Compile the modules `Backbone.forward` calls (the base model; T5's encoder and decoder) in place,
+    with dynamic shapes (batches are padded to their longest example, so lengths vary)."""
+    model = backbone.model
+    parts = [model.get_encoder(), model.get_decoder()] if backbone.is_seq2seq else [model.base_model]
+    for part in parts:
+        part.compile(dynamic=True)
