@@ -72,7 +72,9 @@ def matmul_gflops(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
 
 def step_flops(backbone: Backbone, batches: list, length: int, teacher: bool) -> float:
     """Approximate FLOPs of one training step: 2 forwards (2 x params x tokens each), 3 with a teacher."""
-    params = sum(p.numel() for p in backbone.model.parameters()) - backbone.embeddings.numel()
+    # the LM head runs on the label positions only (and may be a bf16 copy of the tied embeddings)
+    skip = {id(backbone.embeddings), id(backbone.lm_head.weight)}
+    params = sum(p.numel() for p in backbone.model.parameters() if id(p) not in skip)
     tokens = sum(b.input_ids.numel() + length * len(b) for b in batches) / len(batches)
     forward = 2 * params * tokens
     return forward * (3 if teacher else 2)

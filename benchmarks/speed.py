@@ -1,31 +1,40 @@
-"""Training-step throughput: mptune against PEFT's MultitaskPromptTuning, side by side in one process.
+"""Training-step and evaluation speed: mptune before and after its kernel choices, and PEFT, in one process.
 
 Same frozen model (the embedded SmolLM2-135M-Instruct), same real batches (SST-2 and RTE training
 rows, mixed tasks), same prompt length and optimizer (AdamW over the prompt parameters), in fp32
-and with bf16 autocast. Methods are timed in interleaved rounds so drifts of the machine hit all of
-them alike; the table reports examples/s and ratios against PEFT.
+and in bf16. Methods are timed in interleaved rounds (one warm-up step each), so drifts of the
+machine hit all of them alike; ratios are taken within the run.
 
-- mptune PT step: Backbone.forward (logits at label positions only) + L_PLM + backward + AdamW.
-- mptune MPT step: the same with the MultitaskPrompt P* o u v^T.
-- mptune distillation step: teacher forward (no grad) + student forward/backward with
-  L_PLM + lambda (L_logits + L_hidden); PEFT has no distillation, so it has no PEFT peer.
-- PEFT MPT step: `get_peft_model(base, MultitaskPromptTuningConfig(...))` called as its
-  documentation shows, `model(input_ids, attention_mask, labels, task_ids).loss`, backward, AdamW.
+Paths timed:
+- "before": mptune as it was before `mptune.kernels` (fp32 weights under bf16 autocast, torch's
+  SDPA): PT step, MPT step, distillation step (teacher forward + student step).
+- "now": `load_backbone` as `mptune run` uses it (bf16 weights stored once, the attention kernel
+  the cached auto-selection picked for training and for inference; the choices are in the output).
+- PEFT MPT: `get_peft_model(base, MultitaskPromptTuningConfig(...))` as its documentation shows,
+  `model(input_ids, attention_mask, labels, task_ids).loss`, backward, AdamW, on the fp32 model
+  under autocast; and the same on mptune's kernels (bf16 weights, the chosen attention), which
+  tells what mptune gains from its kernels apart from computing logits only at label positions.
+- With --compile: mptune's MPT step on a compiled model (`--model.compile on`): the seconds its
+  first steps took (the compile) and its steady step time.
 
-It also measures the CPU's fp32 and bf16 matmul throughput with torch and reports the fraction of
-it that each step reaches. FLOPs are counted as 2 x (non-embedding parameters) x tokens for a
-forward pass; the backward pass of a frozen model computes gradients for activations only (no
-weight gradients), about one more forward's worth, so a step is 2 forwards (3 with a teacher).
+Rates: the matmul throughput of 2048^3 products and of the model's own GEMMs (every linear layer's
+forward product and its input-gradient product on a step's tokens), and the fraction of each that
+a step reaches. FLOPs are 2 x (non-embedding parameters) x tokens per forward; the backward of a
+frozen model computes input gradients only (no weight gradients), about one more forward, so a
+step is 2 forwards (3 with a teacher).
 
-    python benchmarks/speed.py [--steps 8] [--batch 8] [--length 20]
+Evaluation: rank classification of RTE test examples (batches of 32) and greedy generation of 8
+tokens, before (file order, the old kernels) and now (longest first, the chosen inference kernel).
+A torch profile of two steps of the new MPT step says where the time goes.
 
-writes benchmarks/results/speed.json and speed.md.
+    python benchmarks/speed.py [--steps 8] [--batch 8] [--length 20] [--compile]
+
+writes benchmarks/results/speed.json, speed.md and speed.png.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import os
 import platform
 import time
@@ -34,27 +43,42 @@ import torch
 
 import common
 from common import RESULTS, MptuneStep, matmul_gflops, real_batches, step_flops
+from mptune import kernels
+from mptune.backbone import Backbone
+from mptune.data import encode
+from mptune.evaluate import choice_scores, length_order
+from mptune.generate import generate
 from mptune.models import load_backbone
 from mptune.prompts import MultitaskPrompt, SoftPrompt, vocab_init
+from mptune.tasks import get_task, resolve_data_dir
 
 
 class PeftStep:
-    def __init__(self, base: torch.nn.Module, length: int, bf16: bool):
+    """PEFT's documented MultitaskPromptTuning step on a copy of `backbone`'s model, in its kernels."""
+
+    def __init__(self, backbone: Backbone, length: int):
         from peft import MultitaskPromptTuningConfig, TaskType, get_peft_model
 
         config = MultitaskPromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=length,
                                              num_tasks=2, num_ranks=1)
-        self.model = get_peft_model(copy.deepcopy(base), config).eval()
+        self.backbone = copy.copy(backbone)
+        self.backbone.model = copy.deepcopy(backbone.model)
+        self.model = get_peft_model(self.backbone.model, config).eval()
         self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=0.3)
-        self.bf16 = bf16
 
     def __call__(self, batch) -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+        with self.backbone.compute():  # autocast and the backbone's training attention kernel
             out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels,
                              task_ids=batch.task_ids)
         self.opt.zero_grad(set_to_none=True)
         out.loss.backward()
         self.opt.step()
+
+
+def before(precision: str) -> Backbone:
+    """mptune's backbone before `mptune.kernels`: fp32 weights (autocast for bf16), torch's SDPA."""
+    fp32 = load_backbone(precision="fp32", attention="sdpa")
+    return Backbone(fp32.model, fp32.tokenizer, precision=precision, name=fp32.name, attention="sdpa")
 
 
 def measure(methods: dict, batches: list, rounds: int) -> dict[str, float]:
@@ -71,58 +95,187 @@ def measure(methods: dict, batches: list, rounds: int) -> dict[str, float]:
     return {name: s / rounds for name, s in seconds.items()}
 
 
+def model_gemm_gflops(backbone: Backbone, tokens: int, dtype: torch.dtype, reps: int = 5) -> float:
+    """Throughput of the model's own linear-layer products on `tokens` rows (forward x W^T and the
+    input gradient g W, each weight shape weighted by how often the model has it), GFLOP/s."""
+    shapes: dict[tuple[int, int], int] = {}
+    for module in backbone.model.modules():
+        if isinstance(module, torch.nn.Linear) and module is not backbone.lm_head:
+            shapes[tuple(module.weight.shape)] = shapes.get(tuple(module.weight.shape), 0) + 1
+    flops = seconds = 0.0
+    for (out_f, in_f), count in shapes.items():
+        w = torch.randn(out_f, in_f, dtype=dtype)
+        x, g = torch.randn(tokens, in_f, dtype=dtype), torch.randn(tokens, out_f, dtype=dtype)
+        for fn in (lambda: x @ w.t(), lambda: g @ w):
+            fn()
+            start = time.perf_counter()
+            for _ in range(reps):
+                fn()
+            seconds += (time.perf_counter() - start) / reps * count
+            flops += 2 * tokens * in_f * out_f * count
+    return flops / seconds / 1e9
+
+
+def compiled_step(precision: str, init: torch.Tensor, batches: list, rounds: int) -> dict:
+    """A compiled MPT step: the compile cost `kernels.compile_model` measured on its probe batch (cold
+    or warm, as the inductor cache finds it), the extra seconds of the first two real steps (a
+    recompile for their shapes, if any) and the steady seconds per step."""
+    backbone = load_backbone(precision=precision, compile="on")
+    record = kernels.read_cache()[kernels.probe_key(backbone)]["compile"]
+    step = MptuneStep(backbone, MultitaskPrompt(init, 2))
+    start = time.perf_counter()
+    step(batches[0])
+    step(batches[1 % len(batches)])
+    first = time.perf_counter() - start
+    steady = measure({"compiled": step}, batches, rounds)["compiled"]
+    return {"seconds_per_step": round(steady, 3), "compile_seconds": record["compile_seconds"],
+            "first_steps_extra_seconds": round(first - 2 * steady, 1), "attention": backbone.attention}
+
+
+def eval_speed(old: Backbone, new: Backbone, init: torch.Tensor, examples: int) -> dict:
+    """Rank classification (batches of 32) and greedy generation of 8 tokens, before and now."""
+    task = get_task("rte")
+    items = encode(task.load(resolve_data_dir(None), "test", 42)[:examples], new.tokenizer, False, 128)
+    prompt = SoftPrompt(init[None])
+    longest_first = [items[i] for i in length_order(items)]
+
+    def padding(order) -> float:
+        padded = real = 0
+        for i in range(0, len(order), 32):
+            lengths = [len(it.input_ids) for it in order[i:i + 32]]
+            padded += max(lengths) * len(lengths)
+            real += sum(lengths)
+        return round(1 - real / padded, 3)
+
+    def best(fn) -> float:
+        times = []
+        for _ in range(2):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    with torch.no_grad():
+        rows = {
+            "rank classification, before": best(lambda: choice_scores(old, prompt, items, task.choices)),
+            "rank classification, now": best(lambda: choice_scores(new, prompt, longest_first, task.choices)),
+            "generation (8 tokens), before": best(lambda: generate(old, prompt, items[:32], 8, eos_id=-1)),
+            "generation (8 tokens), now": best(lambda: generate(new, prompt, longest_first[:32], 8, eos_id=-1)),
+        }
+    counts = {name: examples if name.startswith("rank") else 32 for name in rows}
+    return {"examples": examples, "padding": {"before": padding(items), "now": padding(longest_first)},
+            "rows": {name: {"seconds": round(sec, 2), "examples_per_s": round(counts[name] / sec, 1)}
+                     for name, sec in rows.items()}}
+
+
+def profile_table(backbone: Backbone, init: torch.Tensor, batches: list, top: int = 10) -> list[dict]:
+    """Self time of the top ops over two MPT steps on `backbone` (torch profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step = MptuneStep(backbone, MultitaskPrompt(init, 2))
+    step(batches[0])
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for batch in batches[:2]:
+            step(batch)
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    return [{"op": e.key, "share": round(e.self_cpu_time_total / total, 3), "calls": e.count} for e in events[:top]]
+
+
 def main() -> None:
     parser = common.parser(__doc__)
     parser.add_argument("--steps", type=int, default=8, help="timed steps per method and precision")
     parser.add_argument("--batch", type=int, default=8, help="examples per step")
     parser.add_argument("--length", type=int, default=20, help="prompt length l")
+    parser.add_argument("--eval-examples", type=int, default=96, help="RTE test examples rank-classified")
+    parser.add_argument("--compile", action="store_true", help="also time a compiled model (minutes on a CPU)")
     args = parser.parse_args()
     common.setup(args.threads)
 
-    results = {"machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                           "torch": torch.__version__},
-               "settings": {k: v for k, v in vars(args).items() if k != "threads"}, "matmul_gflops": {}, "precision": {}}
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        results["matmul_gflops"][name] = round(matmul_gflops(dtype), 1)
-    for precision in ("fp32", "bf16"):
-        backbone = load_backbone(precision=precision)
-        batches = real_batches(backbone, args.steps, args.batch)
-        g = torch.Generator().manual_seed(0)
-        init = vocab_init(backbone.embeddings, args.length, g)
-        methods = {
-            "mptune PT": MptuneStep(backbone, SoftPrompt(init.expand(2, -1, -1))),
-            "mptune MPT": MptuneStep(backbone, MultitaskPrompt(init, 2)),
-            "mptune MPT distillation": MptuneStep(backbone, MultitaskPrompt(init, 2),
-                                                  teacher=SoftPrompt(init.expand(2, -1, -1))),
-            "PEFT MPT": PeftStep(backbone.model, args.length, precision == "bf16"),
-        }
+    results = {"machine": {"cpu": kernels.device_description(torch.device("cpu")), "threads": torch.get_num_threads(),
+                           "torch": torch.__version__, "platform": platform.platform()},
+               "settings": {k: v for k, v in vars(args).items() if k != "threads"},
+               "matmul_gflops": {}, "model_gemm_gflops": {}, "attention": {}, "precision": {}, "compiled": {},
+               "distill_over_plain": {}}
+    for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        results["matmul_gflops"][precision] = round(matmul_gflops(dtype), 1)
+        old, new = before(precision), load_backbone(precision=precision)
+        results["attention"][precision] = new.attention
+        batches = real_batches(new, args.steps, args.batch)
+        tokens = round(sum(b.input_ids.numel() + args.length * len(b) for b in batches) / len(batches))
+        results["model_gemm_gflops"][precision] = round(model_gemm_gflops(new, tokens, dtype), 1)
+        init = vocab_init(new.embeddings, args.length, torch.Generator().manual_seed(0))
+        methods = {}
+        for label, bb in (("before", old), ("now", new)):
+            methods[f"mptune PT ({label})"] = MptuneStep(bb, SoftPrompt(init.expand(2, -1, -1)))
+            methods[f"mptune MPT ({label})"] = MptuneStep(bb, MultitaskPrompt(init, 2))
+            methods[f"mptune distillation ({label})"] = MptuneStep(bb, MultitaskPrompt(init, 2),
+                                                                   teacher=SoftPrompt(init.expand(2, -1, -1)))
+        methods["PEFT MPT"] = PeftStep(old, args.length)
+        methods["PEFT MPT on mptune's kernels"] = PeftStep(new, args.length)
         per_step = measure(methods, batches, args.steps)
-        peak = results["matmul_gflops"][precision]
+        if args.compile:
+            results["compiled"][precision] = compiled_step(precision, init, batches, args.steps)
+            per_step["mptune MPT (compiled)"] = results["compiled"][precision]["seconds_per_step"]
         rows = {}
         for name, sec in per_step.items():
-            flops = step_flops(backbone, batches, args.length, "distillation" in name)
+            flops = step_flops(new, batches, args.length, "distillation" in name)
+            peer = name.replace("(now)", "(before)").replace("(compiled)", "(before)")
             rows[name] = {"seconds_per_step": round(sec, 3), "examples_per_s": round(args.batch / sec, 2),
                           "vs_peft_mpt": round(per_step["PEFT MPT"] / sec, 2),
-                          "fraction_of_matmul_peak": round(flops / sec / 1e9 / peak, 3)}
+                          "vs_before": round(per_step[peer] / sec, 2) if peer in per_step else None,
+                          "fraction_of_2048_matmul": round(flops / sec / 1e9 / results["matmul_gflops"][precision], 3),
+                          "fraction_of_model_gemms": round(flops / sec / 1e9 / results["model_gemm_gflops"][precision], 3)}
         results["precision"][precision] = rows
+        results["distill_over_plain"][precision] = round(per_step["mptune distillation (now)"] /
+                                                         per_step["mptune MPT (now)"], 2)
+        if precision == "bf16":
+            results["eval"] = eval_speed(old, new, init, args.eval_examples)
+            results["profile"] = profile_table(new, init, batches)
+        del old, new, methods
     write(results)
 
 
 def write(results: dict) -> None:
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "speed.json").write_text(json.dumps(results, indent=2))
-    lines = ["| precision | method | s/step | examples/s | speed vs PEFT MPT | fraction of matmul peak |",
-             "|---|---|---|---|---|---|"]
-    for precision, rows in results["precision"].items():
-        for name, r in rows.items():
-            lines.append(f"| {precision} | {name} | {r['seconds_per_step']} | {r['examples_per_s']} | "
-                         f"{r['vs_peft_mpt']}x | {r['fraction_of_matmul_peak']:.0%} |")
-    peaks = results["matmul_gflops"]
-    lines.append(f"\nMatmul throughput measured in the same run: fp32 {peaks['fp32']} GFLOP/s, "
-                 f"bf16 {peaks['bf16']} GFLOP/s ({results['machine']['threads']} threads). "
-                 f"Settings: {results['settings']}.")
-    (RESULTS / "speed.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    header = ["precision", "method", "s/step", "examples/s", "vs PEFT MPT", "vs before",
+              "of 2048³ matmul rate", "of model-GEMM rate"]
+    rows = [[precision, name, r["seconds_per_step"], r["examples_per_s"], f"{r['vs_peft_mpt']}x",
+             f"{r['vs_before']}x" if r["vs_before"] else "", f"{r['fraction_of_2048_matmul']:.0%}",
+             f"{r['fraction_of_model_gemms']:.0%}"]
+            for precision, table in results["precision"].items() for name, r in table.items()]
+    lines = [common.md_table(header, rows)]
+    peaks, gemms = results["matmul_gflops"], results["model_gemm_gflops"]
+    lines.append(f"Matmul throughput in the same run: 2048³ fp32 {peaks['fp32']}, bf16 {peaks['bf16']} GFLOP/s; "
+                 f"the model's own GEMMs fp32 {gemms['fp32']}, bf16 {gemms['bf16']} GFLOP/s "
+                 f"({results['machine']['threads']} threads, {results['machine']['cpu']}).")
+    lines.append(f"Attention chosen (train / infer): " + "; ".join(
+        f"{p} {a['train']} / {a['infer']}" for p, a in results["attention"].items()) + ".")
+    lines.append("Distillation step over the plain MPT step (now): " + ", ".join(
+        f"{p} {r}x" for p, r in results["distill_over_plain"].items()) + ".")
+    for precision, c in results["compiled"].items():
+        lines.append(f"Compiled ({precision}): {c['seconds_per_step']} s/step after {c['compile_seconds']} s of compiling "
+                     f"(the first two training steps then took {c['first_steps_extra_seconds']} s more than two steady ones).")
+    if "eval" in results:
+        ev = results["eval"]
+        lines.append(f"\nEvaluation (bf16, {ev['examples']} RTE test examples, batches of 32; padded share of the "
+                     f"batches {ev['padding']['before']:.0%} before, {ev['padding']['now']:.0%} longest first):\n")
+        lines.append(common.md_table(["evaluation", "seconds", "examples/s"],
+                                     [[n, r["seconds"], r["examples_per_s"]] for n, r in ev["rows"].items()]))
+    if "profile" in results:
+        lines.append("Where a bf16 MPT step's time goes now (torch profiler, self time over two steps):\n")
+        lines.append(common.md_table(["op", "share", "calls"],
+                                     [[p["op"], f"{p['share']:.0%}", p["calls"]] for p in results["profile"]]))
+    lines.append(f"Settings: {results['settings']}.")
+    markdown = "\n".join(lines) + "\n"
+    fig, (ax,) = common.figure(1, width=9, height=4.5)
+    for i, (precision, table) in enumerate(results["precision"].items()):
+        names = list(table)
+        ax.barh([f"{precision} {n}" for n in names], [table[n]["examples_per_s"] for n in names],
+                color=f"C{i}")
+    ax.set_xlabel("training examples / s (higher is faster)")
+    ax.invert_yaxis()
+    common.write_outputs(RESULTS / "speed", results, markdown, fig)
+    print(markdown)
 
 
 if __name__ == "__main__":

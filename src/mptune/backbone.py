@@ -135,9 +135,17 @@ class Backbone:
                               "in bf16); load it again with load_backbone(name, 'fp32')")
         self.attention = attention if isinstance(attention, dict) else {mode: attention for mode in kernels.MODES}
         self._active_attention = getattr(model.config, "_attn_implementation", None)
+        self.compiled = False
+        """Set by `kernels.compile_model`."""
         self.lm_head = model.get_output_embeddings()
         self.scale_decoder = self.is_seq2seq and getattr(
             model.config, "scale_decoder_outputs", getattr(model.config, "tie_word_embeddings", True))
+
+    @property
+    def kernels(self) -> dict:
+        """How this backbone computes, as a unit's metrics.json records it: precision, attention per
+        kind of forward, whether the model is compiled."""
+        return {"precision": self.precision, "attention": dict(self.attention), "compiled": self.compiled}
 
     @property
     def dim(self) -> int:

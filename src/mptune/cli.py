@@ -79,6 +79,15 @@ def type_name(tp) -> str:
     return {"list": "A,B,..."}.get(text, text.upper())
 
 
+def planned_examples(cfg: RunConfig, command: str) -> int:
+    """Training examples `command` runs at most (finished units included): what compiling must repay."""
+    teach = cfg.teach.steps * cfg.teach.batch_size * len(cfg.sources)
+    distill = cfg.distill.steps * cfg.distill.batch_size
+    adapt = (cfg.adapt.steps * cfg.adapt.batch_size * len(cfg.targets) * len(cfg.target.methods)
+             * max(1, len(cfg.target.seeds)))
+    return {"run": teach + distill + adapt, "teach": teach, "distill": distill, "adapt": adapt}.get(command, 0)
+
+
 def resolve_config(args: argparse.Namespace) -> RunConfig:
     cfg = load_yaml(args.config) if args.config else RunConfig()
     overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("set:") and v is not None}
@@ -141,7 +150,12 @@ def dispatch(args: argparse.Namespace) -> None:
 
         check_model(args.prompt, cfg.model.name)  # a prompt only works on the model of its run
     backbone = load_backbone(cfg.model.name, cfg.model.precision, cfg.model.device, cfg.model.attention,
-                             cfg.model.compile)
+                             cfg.model.compile, planned_examples(cfg, args.command))
+    k = backbone.kernels
+    if distributed.is_main():  # on stderr: stdout carries the command's result
+        print(f"mptune: {cfg.model.name} in {k['precision']}, attention {k['attention']['train']} (training) / "
+              f"{k['attention']['infer']} (inference), {'compiled' if k['compiled'] else 'not compiled'}",
+              file=sys.stderr)
     if args.command == "run":
         table, markdown = stages.run(cfg, backbone)
         show(markdown)

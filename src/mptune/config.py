@@ -53,15 +53,15 @@ class ModelArgs:
     """Longest input kept, in tokens; longer inputs keep their head and their last 24 tokens (a warning names splits with over a tenth of inputs cut; QA contexts need 512)."""
     attention: str = "auto"
     """Attention kernel: 'auto' (the fastest for training and for inference on this machine, timed once and cached in $MPTUNE_CACHE/kernels.json), 'sdpa', 'sdpa-math' or 'eager'."""
-    compile: str = "off"
-    """'on' compiles the frozen model with torch.compile (minutes on a CPU, repaid only by long runs: see benchmarks/README.md), 'off' runs it eagerly."""
+    compile: str = "auto"
+    """'on' compiles the frozen model with torch.compile and records what that cost and saves on this machine; 'auto' compiles only when that record says the command's training steps repay it (never before one exists); 'off' never."""
 
     def __post_init__(self):
         _check(self.precision in ("auto", "bf16", "fp32"),
                f"precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}")
         _check(self.attention in ("auto", *ATTENTION),
                f"attention must be 'auto' or one of {', '.join(ATTENTION)}, got {self.attention!r}")
-        _check(self.compile in ("on", "off"), f"compile must be 'on' or 'off', got {self.compile!r}")
+        _check(self.compile in ("auto", "on", "off"), f"compile must be 'auto', 'on' or 'off', got {self.compile!r}")
         _check(self.max_input_tokens >= 32, f"max_input_tokens must be >= 32, got {self.max_input_tokens}")
 
 

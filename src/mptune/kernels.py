@@ -27,10 +27,13 @@ Decisions
   under a key of the device (CPU model and flags, or the CUDA device), the thread count, torch and
   transformers versions, the model's architecture and the precision: the same machine always
   makes the same choice, and the probe runs once (seconds for SmolLM2-135M on 2 cores).
-- Compilation (`torch.compile(dynamic=True)` of the base model) is 'off' by default: on the 2-core
-  development CPU its first compile took 130 s and saved 0.13 s of a 1 s step, paid back only
-  after ~1,000 steps, more than a default run's stages (see benchmarks/README.md, speed.py
-  --compile). 'on' compiles; the first forward of each kind (training, no-grad) pays the compile.
+- Compilation (`torch.compile(dynamic=True)` of the base model) costs minutes the first time on
+  a CPU and seconds once its kernels are in the inductor cache (kept in $MPTUNE_CACHE/inductor),
+  and pays only over enough steps. 'on' compiles, and measures on the probe batch what compiling
+  cost and what a step saves (the compile record, cached with the attention choice). 'auto'
+  compiles only when that record says the command's planned training steps repay the compile
+  (`compile_pays`); with no record (compile never measured on this machine) it does not compile.
+  The first forward of each kind (training, no-grad, generation) pays its own compile.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from mptune import distributed
 
 ATTENTION = ("sdpa", "sdpa-math", "eager")
 """Attention implementations mptune can run ('auto' picks among them by measurement)."""
@@ -258,14 +263,15 @@ def choose_attention(backbone, setting: str = "auto", refresh: bool = False) -> 
     if len(candidates) == 1:
         return {mode: candidates[0] for mode in MODES}
     key = probe_key(backbone)
-    entry = None if refresh else read_cache().get(key)
-    if not (isinstance(entry, dict) and all(entry.get("choice", {}).get(m) in candidates for m in MODES)):
+    cached = read_cache().get(key)
+    entry = cached if isinstance(cached, dict) and not refresh else {}
+    if not (isinstance(entry.get("choice"), dict) and all(entry["choice"].get(m) in candidates for m in MODES)):
         timings = measure(backbone, candidates)
         choice = {}
         for mode in MODES:
             valid = {impl: sec for impl, sec in timings[mode].items() if sec is not None}
             choice[mode] = min(valid, key=valid.get) if valid else candidates[0]
-        entry = {"choice": choice, "seconds": {m: timings[m] for m in MODES},
+        entry = {**entry, "choice": choice, "seconds": {m: timings[m] for m in MODES},
                  "probe": {"rows": PROBE_ROWS, "tokens": PROBE_TOKENS, "prompt": PROBE_PROMPT,
                            "repeats": PROBE_REPEATS},
                  "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -273,10 +279,63 @@ def choose_attention(backbone, setting: str = "auto", refresh: bool = False) -> 
     return dict(entry["choice"])
 
 
-def compile_model(backbone) -> None:
+
+# --- compilation -------------------------------------------------------------------------------
+
+def inductor_cache() -> None:
+    """Keep torch.compile's kernels beside the dequantized models ($MPTUNE_CACHE/inductor), so a
+    later process reuses them (a warm compile takes seconds, a cold one minutes), unless
+    TORCHINDUCTOR_CACHE_DIR already says where."""
+    from mptune.models import cache_root
+
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_root() / "inductor"))
+
+
+def compile_model(backbone) -> dict:
     """Compile the modules `Backbone.forward` calls (the base model; T5's encoder and decoder) in place,
-    with dynamic shapes (batches are padded to their longest example, so lengths vary)."""
+    with dynamic shapes (batches are padded to their longest example, so lengths vary).
+
+    The cost is measured on the probe's training batch (its first compiled step minus a steady one)
+    together with the steady step time, eager and compiled, and cached as this machine's compile
+    record, which `compile_pays` reads. -> that record.
+    """
+    inductor_cache()
+    prompts, batch = probe_batch(backbone)
+
+    def step() -> None:
+        p = prompts.clone().requires_grad_(True)
+        backbone.forward(p, batch).logits.sum().backward()
+
+    eager = _best_of(step, backbone.device)
     model = backbone.model
     parts = [model.get_encoder(), model.get_decoder()] if backbone.is_seq2seq else [model.base_model]
     for part in parts:
         part.compile(dynamic=True)
+    backbone.compiled = True
+    first = _timed(step, backbone.device)[0]
+    compiled = _best_of(step, backbone.device)
+    record = {"compile_seconds": round(max(first - compiled, 0.0), 2), "eager_step": round(eager, 5),
+              "compiled_step": round(compiled, 5), "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+    key = probe_key(backbone)
+    entry = read_cache().get(key)
+    if distributed.is_main():  # every process compiles its own model; one writes the record
+        write_cache(key, {**(entry if isinstance(entry, dict) else {}), "compile": record})
+    return record
+
+
+def _best_of(fn, device: torch.device) -> float:
+    fn()
+    return min(_timed(fn, device)[0] for _ in range(PROBE_REPEATS))
+
+
+def compile_pays(backbone, examples: int) -> bool:
+    """True when this machine's compile record says compiling repays itself over `examples` training
+    examples: examples / PROBE_ROWS probe steps x (eager - compiled probe step) > compile seconds.
+    No record (compile never measured here): False."""
+    entry = read_cache().get(probe_key(backbone))
+    record = entry.get("compile") if isinstance(entry, dict) else None
+    if not isinstance(record, dict) or not all(isinstance(record.get(k), (int, float)) for k in
+                                               ("compile_seconds", "eager_step", "compiled_step")):
+        return False
+    saving = record["eager_step"] - record["compiled_step"]
+    return saving > 0 and examples / PROBE_ROWS * saving > record["compile_seconds"]

@@ -68,12 +68,13 @@ def dequantized_copy() -> Path:
 
 
 def load_backbone(name: str = EMBEDDED, precision: str = "auto", device: str = "cpu", attention: str = "auto",
-                  compile: str = "off") -> Backbone:
+                  compile: str = "auto", planned_examples: int = 0) -> Backbone:
     """The frozen backbone for a model name: the embedded default, a local directory or a hub id.
 
     With bf16 precision the linear layers' weights are stored in bf16 (`kernels.store_linear_weights`).
     attention: one of `kernels.ATTENTION`, or 'auto' (the fastest on this machine, measured once and
-    cached: `kernels.choose_attention`). compile: 'on' compiles the model (`kernels.compile_model`).
+    cached: `kernels.choose_attention`). compile: 'on' compiles the model (`kernels.compile_model`),
+    'auto' only when this machine's compile record says `planned_examples` training examples repay it.
     """
     import torch
 
@@ -99,6 +100,7 @@ def load_backbone(name: str = EMBEDDED, precision: str = "auto", device: str = "
     backbone = Backbone(model, tokenizer, precision=precision, name=name)
     # rank 0 measures (or reads its cache) and every process of a launch uses its choice
     backbone.attention = distributed.from_main(lambda: kernels.choose_attention(backbone, attention))
-    if compile == "on":
+    if compile == "on" or (compile == "auto" and distributed.from_main(
+            lambda: kernels.compile_pays(backbone, planned_examples))):
         kernels.compile_model(backbone)
     return backbone

@@ -236,7 +236,7 @@ def train_plm(backbone: Backbone, prompt: torch.nn.Module, data: list[TaskData],
         bar.set_postfix(loss=f"{row['loss']:.3f}", ex_s=row["examples_per_s"])
         if args.checkpoint_every and step % args.checkpoint_every == 0 and step < args.steps:
             save_state(folder, step, prompt, opt, sched)
-    return log.close()
+    return {**log.close(), "kernels": backbone.kernels}
 
 
 def train_distill(cfg: RunConfig, backbone: Backbone, student: MultitaskPrompt, teachers: SoftPrompt,
@@ -278,7 +278,7 @@ def train_distill(cfg: RunConfig, backbone: Backbone, student: MultitaskPrompt, 
         bar.set_postfix(ce=f"{row['ce']:.3f}", kl=f"{row['kl']:.3f}", mse=f"{row['mse']:.3f}")
         if args.checkpoint_every and step % args.checkpoint_every == 0 and step < args.steps:
             save_state(folder, step, student, opt, sched)
-    return log.close()
+    return {**log.close(), "kernels": backbone.kernels}
 
 
 # --- run directory -----------------------------------------------------------------------------
