@@ -39,10 +39,10 @@ import os
 import platform
 import time
 
-import torch
-
 import common
+import torch
 from common import RESULTS, MptuneStep, matmul_gflops, real_batches, step_flops
+
 from mptune import kernels
 from mptune.backbone import Backbone
 from mptune.data import encode
@@ -106,11 +106,11 @@ def model_gemm_gflops(backbone: Backbone, tokens: int, dtype: torch.dtype, reps:
     for (out_f, in_f), count in shapes.items():
         w = torch.randn(out_f, in_f, dtype=dtype)
         x, g = torch.randn(tokens, in_f, dtype=dtype), torch.randn(tokens, out_f, dtype=dtype)
-        for fn in (lambda: x @ w.t(), lambda: g @ w):
-            fn()
+        for a, b in ((x, w.t()), (g, w)):  # the forward product and the input-gradient product
+            a @ b
             start = time.perf_counter()
             for _ in range(reps):
-                fn()
+                a @ b
             seconds += (time.perf_counter() - start) / reps * count
             flops += 2 * tokens * in_f * out_f * count
     return flops / seconds / 1e9
@@ -248,7 +248,7 @@ def write(results: dict) -> None:
     lines.append(f"Matmul throughput in the same run: 2048³ fp32 {peaks['fp32']}, bf16 {peaks['bf16']} GFLOP/s; "
                  f"the model's own GEMMs fp32 {gemms['fp32']}, bf16 {gemms['bf16']} GFLOP/s "
                  f"({results['machine']['threads']} threads, {results['machine']['cpu']}).")
-    lines.append(f"Attention chosen (train / infer): " + "; ".join(
+    lines.append("Attention chosen (train / infer): " + "; ".join(
         f"{p} {a['train']} / {a['infer']}" for p, a in results["attention"].items()) + ".")
     lines.append("Distillation step over the plain MPT step (now): " + ", ".join(
         f"{p} {r}x" for p, r in results["distill_over_plain"].items()) + ".")

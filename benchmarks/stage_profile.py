@@ -10,7 +10,7 @@ Reported per stage: wall seconds, CPU seconds (user + system), peak RSS, and the
 training loops (the `train_seconds` of the stage's units); the rest is model loading, tokenising
 and evaluation.
 
-    python benchmarks/stage_profile.py            # the default budget, ~19 min on 2 cores
+    python benchmarks/stage_profile.py            # the default budget, ~13 min on 2 cores
     python benchmarks/stage_profile.py --quick    # 2 steps per stage, 8 test examples (smoke test)
     python benchmarks/stage_profile.py -- --prompt.length 50   # flags after -- go to every stage
 
@@ -102,7 +102,7 @@ def main() -> None:
     print(f"== stage profile of `mptune run` {' '.join(flags)}")
     print(f"   stages to run: {', '.join(todo) or 'none'}; run directory {run_dir}")
     print("   estimated time: " + ("about 2 min" if args.quick else
-                                    "about 19 min on 2 free cores (measured 18 min 40 s on 2026-11-30), more when shared"))
+                                    "about 13 min on 2 free cores (measured 12 min 40 s on 2026-12-01), more when shared"))
     for stage in todo:
         if stage != "load":
             shutil.rmtree(run_dir / stage, ignore_errors=True)

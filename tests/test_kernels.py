@@ -13,6 +13,8 @@ import json
 
 import pytest
 import torch
+from conftest import tiny_gpt2, tiny_llama, tiny_t5
+from test_backbone import _batch, _items, _soft
 
 from mptune import kernels
 from mptune.backbone import Backbone
@@ -22,9 +24,6 @@ from mptune.evaluate import choice_scores, length_order, predictions
 from mptune.generate import generate
 from mptune.losses import plm_loss
 from mptune.tasks import get_task
-
-from conftest import tiny_gpt2, tiny_llama, tiny_t5
-from test_backbone import _batch, _items, _soft
 
 FAMILIES = {"llama": tiny_llama, "gpt2": tiny_gpt2, "t5": tiny_t5}
 
@@ -84,7 +83,7 @@ def test_load_backbone_stores_bf16_weights_and_fp32_refuses_them(saved_models):
 def _outputs(backbone: Backbone, data_dir, impl: str):
     backbone.attention = {mode: impl for mode in kernels.MODES}
     items = _items(backbone, data_dir)
-    out, loss, grad = _loss_and_grad(backbone, items)
+    _, loss, grad = _loss_and_grad(backbone, items)
     task = get_task("rte")
     scores = choice_scores(backbone, _soft(backbone), items, task.choices, batch_size=4)
     multi = choice_scores(backbone, _soft(backbone), items, ["the cat", "a dog today", "yes"], batch_size=4)
@@ -259,8 +258,8 @@ def test_a_compiled_model_computes_the_same_and_records_its_cost(tokenizer, data
     assert record["compile_seconds"] >= 0 and record["eager_step"] > 0 and record["compiled_step"] > 0
     assert json.loads(cache.read_text())[kernels.probe_key(compiled)]["compile"] == record
     items = _items(eager, data_dir)
-    a, loss_a, grad_a = _loss_and_grad(eager, items)
-    b, loss_b, grad_b = _loss_and_grad(compiled, items)
+    _, loss_a, grad_a = _loss_and_grad(eager, items)
+    _, loss_b, grad_b = _loss_and_grad(compiled, items)
     torch.testing.assert_close(loss_b, loss_a, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(grad_b, grad_a, rtol=1e-4, atol=1e-6)
     task = get_task("rte")

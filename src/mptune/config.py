@@ -53,8 +53,8 @@ class ModelArgs:
     """Longest input kept, in tokens; longer inputs keep their head and their last 24 tokens (a warning names splits with over a tenth of inputs cut; QA contexts need 512)."""
     attention: str = "auto"
     """Attention kernel: 'auto' (the fastest for training and for inference on this machine, timed once and cached in $MPTUNE_CACHE/kernels.json), 'sdpa', 'sdpa-math' or 'eager'."""
-    compile: str = "auto"
-    """'on' compiles the frozen model with torch.compile and records what that cost and saves on this machine; 'auto' compiles only when that record says the command's training steps repay it (never before one exists); 'off' never."""
+    compile: str = "off"
+    """'off' (default: on the 2-core development CPU compiling did not repay itself within a default run, see benchmarks/README.md); 'on' compiles the frozen model with torch.compile and records what that cost and saved on this machine; 'auto' compiles only when that record says the command's training steps repay it."""
 
     def __post_init__(self):
         _check(self.precision in ("auto", "bf16", "fp32"),

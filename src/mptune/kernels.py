@@ -33,7 +33,9 @@ Decisions
   cost and what a step saves (the compile record, cached with the attention choice). 'auto'
   compiles only when that record says the command's planned training steps repay the compile
   (`compile_pays`); with no record (compile never measured on this machine) it does not compile.
-  The first forward of each kind (training, no-grad, generation) pays its own compile.
+  The first forward of each kind (training, no-grad, generation) pays its own compile, which the
+  record does not count: with a warm cache the default run's stages compiled took 776 s against
+  760 s eager (training loops 559 s against 637 s), so the default is 'off'.
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ def dequantized_copy() -> Path:
 
 
 def load_backbone(name: str = EMBEDDED, precision: str = "auto", device: str = "cpu", attention: str = "auto",
-                  compile: str = "auto", planned_examples: int = 0) -> Backbone:
+                  compile: str = "off", planned_examples: int = 0) -> Backbone:
     """The frozen backbone for a model name: the embedded default, a local directory or a hub id.
 
     With bf16 precision the linear layers' weights are stored in bf16 (`kernels.store_linear_weights`).
@@ -77,9 +77,9 @@ def load_backbone(name: str = EMBEDDED, precision: str = "auto", device: str = "
     'auto' only when this machine's compile record says `planned_examples` training examples repay it.
     """
     import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     from mptune import distributed, kernels
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     precision = resolve_precision(precision, torch.device(device))  # a refused launcher precision fails before loading
     path = str(dequantized_copy()) if name == EMBEDDED else name
