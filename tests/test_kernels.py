@@ -101,6 +101,7 @@ def test_every_attention_kernel_computes_the_same(family, tokenizer, data_dir):
     ref = _outputs(backbone, data_dir, "sdpa")
     for impl in candidates[1:]:
         loss, grad, scores, multi, gen = _outputs(backbone, data_dir, impl)
+        assert backbone.model.config._attn_implementation == kernels.hf_attention(impl)  # it did switch
         torch.testing.assert_close(loss, ref[0], rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(grad, ref[1], rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(scores, ref[2], rtol=1e-4, atol=1e-4)

@@ -20,13 +20,13 @@ Decisions
 - bf16 autocast is used where the hardware runs bf16 natively (CPUs with AVX512-BF16/AMX, CUDA
   devices with bf16); the prompts and the loss stay in fp32. `load_backbone` stores the linear
   layers' weights in bf16 once (`kernels.store_linear_weights`: bitwise the same outputs as
-  autocast over fp32 weights, without casting them on every call).
+  autocast over fp32 weights, without casting them on every call). Under `accelerate launch`,
+  precision 'auto' follows its `--mixed_precision` (environment ACCELERATE_MIXED_PRECISION): bf16
+  -> bf16, no -> fp32. fp16 (and fp8) are refused with a user error: fp16 autocast needs loss
+  scaling, which would make the update differ from the bf16/fp32 one and skip steps on overflow;
+  bf16 has fp32's range and needs none. An explicit 'bf16' or 'fp32' wins over the launcher.
 - Every forward runs inside `compute()`: autocast and the attention implementation chosen for its
-  kind (`attention["train"]` with gradients, `attention["infer"]` without; `mptune.kernels`). Under `accelerate launch`, precision
-  'auto' follows its `--mixed_precision` (environment ACCELERATE_MIXED_PRECISION): bf16 -> bf16,
-  no -> fp32. fp16 (and fp8) are refused with a user error: fp16 autocast needs loss scaling,
-  which would make the update differ from the bf16/fp32 one and skip steps on overflow; bf16 has
-  fp32's range and needs none. An explicit 'bf16' or 'fp32' wins over the launcher.
+  kind (`attention["train"]` with gradients, `attention["infer"]` without; `mptune.kernels`).
 """
 
 from __future__ import annotations

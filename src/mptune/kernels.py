@@ -101,9 +101,6 @@ def set_hf_attention(model: nn.Module, impl: str) -> None:
     target = hf_attention(impl)
     if getattr(model.config, "_attn_implementation", None) != target:
         model.set_attn_implementation(target)
-    for module in model.modules():  # GPT-2 keeps a copy of the name for its mask
-        if hasattr(module, "_attn_implementation") and not isinstance(module, type(model)):
-            module._attn_implementation = target
 
 
 def supported(model: nn.Module) -> list[str]:
@@ -158,11 +155,13 @@ def read_cache() -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def write_cache(key: str, entry: dict) -> None:
-    """Add one entry to the cache file, atomically (a kill never leaves half a file)."""
+def write_cache(key: str, fields: dict) -> None:
+    """Set `fields` in the cache entry `key` (its other fields stay), atomically (a kill never
+    leaves half a file)."""
     path = cache_file()
     data = read_cache()
-    data[key] = entry
+    entry = data.get(key)
+    data[key] = {**(entry if isinstance(entry, dict) else {}), **fields}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".kernels-", suffix=".tmp")
@@ -256,7 +255,7 @@ def measure(backbone, candidates: list[str]) -> dict:
     return result
 
 
-def choose_attention(backbone, setting: str = "auto", refresh: bool = False) -> dict[str, str]:
+def choose_attention(backbone, setting: str = "auto") -> dict[str, str]:
     """The attention implementation per mode: `setting` itself, or for 'auto' the cached (or newly
     measured) fastest candidate of each mode."""
     if setting != "auto":
@@ -266,20 +265,19 @@ def choose_attention(backbone, setting: str = "auto", refresh: bool = False) -> 
         return {mode: candidates[0] for mode in MODES}
     key = probe_key(backbone)
     cached = read_cache().get(key)
-    entry = cached if isinstance(cached, dict) and not refresh else {}
+    entry = cached if isinstance(cached, dict) else {}
     if not (isinstance(entry.get("choice"), dict) and all(entry["choice"].get(m) in candidates for m in MODES)):
         timings = measure(backbone, candidates)
         choice = {}
         for mode in MODES:
             valid = {impl: sec for impl, sec in timings[mode].items() if sec is not None}
             choice[mode] = min(valid, key=valid.get) if valid else candidates[0]
-        entry = {**entry, "choice": choice, "seconds": {m: timings[m] for m in MODES},
+        entry = {"choice": choice, "seconds": {m: timings[m] for m in MODES},
                  "probe": {"rows": PROBE_ROWS, "tokens": PROBE_TOKENS, "prompt": PROBE_PROMPT,
                            "repeats": PROBE_REPEATS},
                  "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
         write_cache(key, entry)
     return dict(entry["choice"])
-
 
 
 # --- compilation -------------------------------------------------------------------------------
@@ -318,10 +316,8 @@ def compile_model(backbone) -> dict:
     compiled = _best_of(step, backbone.device)
     record = {"compile_seconds": round(max(first - compiled, 0.0), 2), "eager_step": round(eager, 5),
               "compiled_step": round(compiled, 5), "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
-    key = probe_key(backbone)
-    entry = read_cache().get(key)
     if distributed.is_main():  # every process compiles its own model; one writes the record
-        write_cache(key, {**(entry if isinstance(entry, dict) else {}), "compile": record})
+        write_cache(probe_key(backbone), {"compile": record})
     return record
 
 
