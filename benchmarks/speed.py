@@ -23,6 +23,10 @@ a step reaches. FLOPs are 2 x (non-embedding parameters) x tokens per forward; t
 frozen model computes input gradients only (no weight gradients), about one more forward, so a
 step is 2 forwards (3 with a teacher).
 
+The distillation stage over plain training, in the real loops (`train_distill`, `train_plm`) on
+the default run's sources (SST-2, QNLI, QQP; K-of-3 batches of 8): the teachers run in each drawn
+batch (`--mpt.teacher_ahead 0`, as before) or ahead, longest first (the default, 128 examples).
+
 Evaluation: rank classification of RTE test examples (batches of 32) and greedy generation of 8
 tokens, before (file order, the old kernels) and now (longest first, the chosen inference kernel).
 A torch profile of two steps of the new MPT step says where the time goes.
@@ -35,9 +39,12 @@ writes benchmarks/results/speed.json, speed.md and speed.png.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import platform
+import tempfile
 import time
+from pathlib import Path
 
 import common
 import torch
@@ -45,11 +52,13 @@ from common import RESULTS, MptuneStep, matmul_gflops, real_batches, step_flops
 
 from mptune import kernels
 from mptune.backbone import Backbone
+from mptune.config import DistillArgs, PromptArgs, RunConfig, TrainArgs
 from mptune.data import encode
 from mptune.evaluate import choice_scores, length_order
 from mptune.generate import generate
 from mptune.models import load_backbone
 from mptune.prompts import MultitaskPrompt, SoftPrompt, vocab_init
+from mptune.stages import load_tasks, train_distill, train_plm
 from mptune.tasks import get_task, resolve_data_dir
 
 
@@ -132,6 +141,36 @@ def compiled_step(precision: str, init: torch.Tensor, batches: list, rounds: int
             "first_steps_extra_seconds": round(first - 2 * steady, 1), "attention": backbone.attention}
 
 
+def distill_stage(backbone: Backbone, length: int, steps: int, rounds: int = 2) -> dict:
+    """Seconds per step of `steps` steps of the training loops on the default sources, best of
+    `rounds` interleaved rounds: L_PLM only, distillation with teachers per drawn batch, and ahead."""
+    cfg = RunConfig(distill=TrainArgs(steps=steps, batch_size=8, warmup_steps=2), prompt=PromptArgs(length=length))
+    data = load_tasks(cfg, backbone, cfg.sources, "dev")
+    init = vocab_init(backbone.embeddings, length, torch.Generator().manual_seed(0))
+    teachers = SoftPrompt(init.expand(len(data), -1, -1))
+
+    def distill(ahead: int):
+        run = dataclasses.replace(cfg, mpt=DistillArgs(teacher_ahead=ahead))
+        return lambda folder: train_distill(run, backbone, MultitaskPrompt(init, len(data)), teachers, data, folder)
+
+    loops = {"L_PLM only": lambda folder: train_plm(backbone, MultitaskPrompt(init, len(data)), data, cfg.distill,
+                                                     cfg.mpt.kappa, cfg.seed, folder, "plain"),
+             "distillation, teachers in each drawn batch": distill(0),
+             f"distillation, teachers {DistillArgs.teacher_ahead} examples ahead": distill(DistillArgs.teacher_ahead)}
+    seconds = {name: float("inf") for name in loops}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            for i, (name, loop) in enumerate(loops.items()):
+                folder = Path(tmp) / f"{r}-{i}"
+                folder.mkdir()
+                start = time.perf_counter()
+                loop(folder)
+                seconds[name] = min(seconds[name], (time.perf_counter() - start) / steps)
+    plain = seconds["L_PLM only"]
+    return {"steps": steps, "rows": {n: {"seconds_per_step": round(s, 3), "over_plain": round(s / plain, 2)}
+                                     for n, s in seconds.items()}}
+
+
 def eval_speed(old: Backbone, new: Backbone, init: torch.Tensor, examples: int) -> dict:
     """Rank classification (batches of 32) and greedy generation of 8 tokens, before and now."""
     task = get_task("rte")
@@ -188,6 +227,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="examples per step")
     parser.add_argument("--length", type=int, default=20, help="prompt length l")
     parser.add_argument("--eval-examples", type=int, default=96, help="RTE test examples rank-classified")
+    parser.add_argument("--stage-steps", type=int, default=32, help="steps per loop in the distillation-stage timing")
     parser.add_argument("--compile", action="store_true", help="also time a compiled model (minutes on a CPU)")
     args = parser.parse_args()
     common.setup(args.threads)
@@ -230,6 +270,7 @@ def main() -> None:
         results["distill_over_plain"][precision] = round(per_step["mptune distillation (now)"] /
                                                          per_step["mptune MPT (now)"], 2)
         if precision == "bf16":
+            results["distill_stage"] = distill_stage(new, args.length, args.stage_steps)
             results["eval"] = eval_speed(old, new, init, args.eval_examples)
             results["profile"] = profile_table(new, init, batches)
         del old, new, methods
@@ -255,6 +296,11 @@ def write(results: dict) -> None:
     for precision, c in results["compiled"].items():
         lines.append(f"Compiled ({precision}): {c['seconds_per_step']} s/step after {c['compile_seconds']} s of compiling "
                      f"(the first two training steps then took {c['first_steps_extra_seconds']} s more than two steady ones).")
+    if "distill_stage" in results:
+        stage = results["distill_stage"]
+        lines.append(f"\nThe training loops on the default sources (bf16, {stage['steps']} steps of 8, best of 2):\n")
+        lines.append(common.md_table(["loop", "s/step", "over L_PLM only"],
+                                     [[n, r["seconds_per_step"], f"{r['over_plain']}x"] for n, r in stage["rows"].items()]))
     if "eval" in results:
         ev = results["eval"]
         lines.append(f"\nEvaluation (bf16, {ev['examples']} RTE test examples, batches of 32; padded share of the "

@@ -84,10 +84,11 @@ def test_train_plm_resumes_bitwise(backbone, data_dir, tmp_path, monkeypatch, di
     assert steps == list(range(1, ARGS.steps + 1))
 
 
-def test_train_distill_resumes_bitwise(llama_backbone, data_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("ahead", [0, 12, 128])  # teachers per drawn batch; windows of 3 steps (resumed
+def test_train_distill_resumes_bitwise(llama_backbone, data_dir, tmp_path, monkeypatch, ahead):  # mid-window); 1
     backbone = llama_backbone
     data = _data(backbone, data_dir, ("rte", "mrpc", "cola"))
-    cfg = RunConfig(sources=["rte", "mrpc", "cola"], distill=ARGS, mpt=DistillArgs(kappa=3))
+    cfg = RunConfig(sources=["rte", "mrpc", "cola"], distill=ARGS, mpt=DistillArgs(kappa=3, teacher_ahead=ahead))
     teachers = _prompt(backbone, 3)
 
     def student():

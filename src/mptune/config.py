@@ -28,10 +28,11 @@ from mptune.models import EMBEDDED
 METHODS = ("pt", "spot", "mpt")
 LOGGERS = ("tensorboard",)
 """Step loggers that can be added to log.jsonl (see mptune.logs)."""
-NOT_RUN_IDENTITY = ("loggers", "out_dir", "model.attention", "model.compile")
+NOT_RUN_IDENTITY = ("loggers", "out_dir", "model.attention", "model.compile", "mpt.teacher_ahead")
 """Settings that do not change what a run computes: a run directory may be resumed with other values
 (out_dir too: the same directory named relatively or absolutely, or moved, is the same run; the
-attention kernel and compilation only change bf16 rounding, as another machine would)."""
+attention kernel, compilation and the batches teachers run in only change rounding, as another
+machine would)."""
 
 
 def _check(ok: bool, message: str) -> None:
@@ -153,8 +154,11 @@ class DistillArgs:
     """Use L_logits (KL(teacher || student))."""
     hidden: bool = True
     """Use L_hidden (MSE of final hidden states at the label positions)."""
+    teacher_ahead: int = 128
+    """Examples whose teacher outputs are computed ahead of the steps that use them, longest first, saving the padding of mixed-task batches (0 = in each drawn batch); see mptune/teachers.py."""
 
     def __post_init__(self):
+        _check(self.teacher_ahead >= 0, f"teacher_ahead must be >= 0, got {self.teacher_ahead}")
         _check(self.lam >= 0, f"lam must be >= 0, got {self.lam}")
         _check(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
         _check(self.kappa >= 2, f"kappa must be >= 2, got {self.kappa}")

@@ -46,6 +46,7 @@ from mptune.prompts import (MultitaskPrompt, SoftPrompt, mpt_target_parameters, 
                             target_from_source, text_init, vocab_init)
 from mptune.resume import clear_state, restore_state, save_state, skip, warn
 from mptune.tasks import Task, get_task, resolve_data_dir
+from mptune.teachers import TeacherOutputs
 from mptune.tasks.custom import load_custom_yaml, register_custom
 
 MERGED_FILE = "merged.safetensors"
@@ -247,7 +248,9 @@ def train_distill(cfg: RunConfig, backbone: Backbone, student: MultitaskPrompt, 
     torch.manual_seed(cfg.seed)
     opt, sched = make_optimizer(student, args)
     start = restore_state(folder, student, opt, sched)
-    batches = skip(batch_stream(data, args, mpt.kappa, cfg.seed), start)
+    teacher = TeacherOutputs(backbone, teachers, mpt.teacher_ahead)
+    parts = lambda items: distributed.shard(items, args.grad_accum)  # noqa: E731
+    batches = teacher.stream(batch_stream(data, args, mpt.kappa, cfg.seed), start, args.batch_size, parts)
     log = StepLog(folder / "log.jsonl", start)
     zero = torch.zeros((), device=backbone.device)
     bar = progress_bar("distill", start, args.steps)
@@ -256,14 +259,13 @@ def train_distill(cfg: RunConfig, backbone: Backbone, student: MultitaskPrompt, 
         total = label_tokens(items)
         opt.zero_grad(set_to_none=True)
         terms = torch.zeros(3, device=backbone.device)  # ce, kl, mse of the whole batch (as in train_plm)
-        for part in distributed.shard(items, args.grad_accum):
+        for part in parts(items):
             batch = collate(part, backbone.tokenizer.pad_token_id, backbone.is_seq2seq).to(backbone.device)
-            with torch.no_grad():
-                teacher = backbone.forward(teachers(batch.task_ids), batch)
+            teacher_logits, teacher_hidden = teacher(part)
             out = backbone.forward(student(batch.task_ids), batch)
             ce = plm_loss(out.logits, out.targets, total)
-            kl = distill_kl(out.logits, teacher.logits, mpt.temperature, total) if mpt.logits else zero
-            mse = hidden_mse(out.hidden, teacher.hidden, total) if mpt.hidden else zero
+            kl = distill_kl(out.logits, teacher_logits, mpt.temperature, total) if mpt.logits else zero
+            mse = hidden_mse(out.hidden, teacher_hidden, total) if mpt.hidden else zero
             loss = ce + mpt.lam * (kl + mse)
             loss.backward()
             terms += torch.stack([ce, kl, mse]).detach()

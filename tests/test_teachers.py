@@ -1,0 +1,111 @@
+"""Teacher outputs computed ahead (mptune.teachers): the same batches, the same outputs within
+rounding, each distinct example once, and distillation that ends where the per-batch path ends."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from mptune.config import DistillArgs, RunConfig, TrainArgs
+from mptune.data import collate, encode, multitask_batches
+from mptune.prompts import MultitaskPrompt, SoftPrompt
+from mptune.resume import skip
+from mptune.stages import TaskData, train_distill
+from mptune.tasks import get_task
+from mptune.teachers import TeacherOutputs
+
+NAMES = ("rte", "mrpc", "cola")
+
+
+def _data(backbone, data_dir):
+    out = []
+    for task_id, name in enumerate(NAMES):
+        rows = get_task(name).load(data_dir, "train", 42)
+        enc = encode(rows, backbone.tokenizer, backbone.is_seq2seq, 128, task_id)
+        out.append(TaskData(get_task(name), enc, enc[:4], [r.label for r in rows[:4]]))
+    return out
+
+
+def _batches(data, batch_size=4, seed=0):
+    pairs = multitask_batches([len(d.train) for d in data], batch_size, 3, random.Random(seed))
+    return ([data[t].train[i] for t, i in chosen] for chosen in pairs)
+
+
+def _teachers(backbone):
+    return SoftPrompt(torch.randn(3, 3, backbone.dim, generator=torch.Generator().manual_seed(1)) * 0.1)
+
+
+def _halves(items):
+    return [items[:2], items[2:]]
+
+
+@pytest.mark.parametrize("ahead", [0, 4, 12, 1000])
+@pytest.mark.parametrize("start", [0, 2, 5])
+def test_stream_yields_the_drawn_batches(llama_backbone, data_dir, ahead, start):
+    data = _data(llama_backbone, data_dir)
+    teacher = TeacherOutputs(llama_backbone, _teachers(llama_backbone), ahead)
+    got = teacher.stream(_batches(data), start, 4, _halves)
+    want = skip(_batches(data), start)
+    for _ in range(6):
+        assert [id(e) for e in next(got)] == [id(e) for e in next(want)]
+
+
+def test_window_outputs_match_the_drawn_batch(backbone, data_dir):
+    data = _data(backbone, data_dir)
+    teachers = _teachers(backbone)
+    ahead = TeacherOutputs(backbone, teachers, 12)
+    drawn = TeacherOutputs(backbone, teachers, 0)
+    stream = ahead.stream(_batches(data), 0, 4, _halves)
+    for _ in range(5):
+        for part in _halves(next(stream)):
+            assert all(id(e) in ahead.window for e in part)
+            (z, h), (z0, h0) = ahead(part), drawn(part)
+            assert z.shape == z0.shape and h.shape == h0.shape
+            assert torch.allclose(z, z0, atol=1e-5) and torch.allclose(h, h0, atol=1e-5)
+
+
+def test_each_distinct_example_runs_once(llama_backbone, data_dir):
+    data = _data(llama_backbone, data_dir)
+    teacher = TeacherOutputs(llama_backbone, _teachers(llama_backbone), 8)
+    a, b = data[0].train[:3], data[1].train[:2]
+    seen = []
+    real = teacher._forward
+    teacher._forward = lambda items: (seen.extend(items), real(items))[1]
+    teacher.compute([*a, *b, *a], batch_size=2)
+    assert len(teacher.window) == 5 and sorted(map(id, seen)) == sorted(map(id, [*a, *b]))
+    lengths = [len(e.input_ids) + len(e.target_ids) for e in seen]
+    assert lengths == sorted(lengths, reverse=True)  # longest first
+
+
+def test_a_part_outside_the_window_is_computed_as_drawn(llama_backbone, data_dir):
+    data = _data(llama_backbone, data_dir)
+    teachers = _teachers(llama_backbone)
+    teacher = TeacherOutputs(llama_backbone, teachers, 8)
+    part = data[2].train[:3]
+    batch = collate(part, llama_backbone.tokenizer.pad_token_id, False)
+    with torch.no_grad():
+        want = llama_backbone.forward(teachers(batch.task_ids), batch)
+    z, h = teacher(part)
+    assert torch.equal(z, want.logits) and torch.equal(h, want.hidden)
+
+
+def test_distillation_losses_match_the_per_batch_path(backbone, data_dir, tmp_path):
+    """The logged loss terms of each step, from the same student (lr 1e-9: Adam would amplify rounding
+    in near-zero gradients into different updates, which says nothing about the teachers)."""
+    data = _data(backbone, data_dir)
+    args = TrainArgs(steps=6, batch_size=4, warmup_steps=1, lr=1e-9, factor_lr=1e-9)
+    logs = []
+    for ahead in (0, 8):
+        cfg = RunConfig(sources=list(NAMES), distill=args, mpt=DistillArgs(kappa=3, teacher_ahead=ahead))
+        student = MultitaskPrompt(torch.ones(3, backbone.dim) * 0.05, 3)
+        folder = tmp_path / str(ahead)
+        folder.mkdir()
+        train_distill(cfg, backbone, student, _teachers(backbone), data, folder)
+        logs.append([json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()])
+    assert len(logs[0]) == len(logs[1]) == args.steps
+    for a, b in zip(*logs):
+        for key in ("ce", "kl", "mse"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-7), (a["step"], key)
