@@ -20,4 +20,5 @@ run: install
 	mptune run
 
 test: install-test
+	$(PYTHON) -m ruff check src tests benchmarks   # lint (settings in pyproject.toml)
 	$(PYTHON) -m pytest -q

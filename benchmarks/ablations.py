@@ -9,8 +9,8 @@ Variants (each in its own run directory benchmarks/runs/ablations/VARIANT/seed{N
   source task (u, v frozen at the all-ones matrix, so P_k = P*), and each target tunes that P*
   alone (a plain l x d prompt started from P*). Built here from mptune's own pieces
   (`stages.train_distill`, `stages.train_plm`); the library has no switch for it.
-- distillation off: lambda = 0 (`mpt.lam 0`): P*, u, v trained with L_PLM only.
-- distillation loss: L_logits only (`mpt.hidden false`) or L_hidden only (`mpt.logits false`).
+- distillation off: lambda = 0 (`loss.lam 0`): P*, u, v trained with L_PLM only.
+- distillation loss: L_logits only (`loss.hidden false`) or L_hidden only (`loss.logits false`).
 - number of source tasks: the first 1, 2, ... of the sources (the baseline uses all of them).
 - prompt length: l in --lengths (teachers retrained at that length).
 
@@ -35,15 +35,17 @@ import os
 import shutil
 from pathlib import Path
 
-import yaml
-
-import common
 from mptune import stages
 from mptune.checkpoint import PROMPT_FILE, load_prompt
-from mptune.config import RunConfig, to_dict, with_overrides
+from mptune.config import RunConfig, load_yaml, run_identity, with_overrides
+from mptune.errors import MptuneError
 from mptune.models import load_backbone
 from mptune.prompts import MultitaskPrompt, SoftPrompt, num_parameters
+from mptune.rundir import RunDir, open_run
+from mptune.task_data import load_tasks, single
 from mptune.tasks import get_task
+
+import common
 
 TARGETS = ["sst2@16", "rte", "mrpc", "boolq@16"]
 SHARED_DISTILL = "distill-shared"
@@ -57,9 +59,11 @@ def variants(sources: list[str], counts: list[int], lengths: list[int]) -> dict[
     out = {
         "baseline": {"group": "baseline", "setting": "MPT", "overrides": {}},
         "no-decomposition": {"group": "prompt decomposition", "setting": "off", "overrides": {}},
-        "no-distillation": {"group": "distillation", "setting": "off (lambda = 0)", "overrides": {"mpt.lam": "0"}},
-        "logits-only": {"group": "distillation loss", "setting": "L_logits only", "overrides": {"mpt.hidden": "false"}},
-        "hidden-only": {"group": "distillation loss", "setting": "L_hidden only", "overrides": {"mpt.logits": "false"}},
+        "no-distillation": {"group": "distillation", "setting": "off (lambda = 0)", "overrides": {"loss.lam": "0"}},
+        "logits-only": {"group": "distillation loss", "setting": "L_logits only",
+                        "overrides": {"loss.hidden": "false"}},
+        "hidden-only": {"group": "distillation loss", "setting": "L_hidden only",
+                        "overrides": {"loss.logits": "false"}},
     }
     for k in counts:
         out[f"sources-{k}"] = {"group": "source tasks", "setting": f"{k} ({', '.join(sources[:k])})",
@@ -90,18 +94,18 @@ def groups(table: dict, sources: list[str], length: int) -> dict[str, list[tuple
 
 def distill_shared(cfg: RunConfig, backbone) -> dict:
     """Distil the teachers into one prompt P* shared by every source task: u v^T frozen at all-ones."""
-    folder = Path(cfg.out_dir) / SHARED_DISTILL
-    if (metrics := stages.done(folder)) is not None:
+    folder = RunDir(Path(cfg.out_dir)).root / SHARED_DISTILL
+    if (metrics := RunDir.done(folder)) is not None:
         return metrics
     teachers = stages.load_teachers(cfg, backbone)
-    data = stages.load_tasks(cfg, backbone, cfg.sources, cfg.eval_split)
+    data = load_tasks(cfg, backbone, cfg.sources, cfg.eval_split)
     folder.mkdir(parents=True, exist_ok=True)
     student = MultitaskPrompt(stages.initial_prompt(cfg, backbone), len(cfg.sources))
     student.u.requires_grad_(False)  # u = 1, v = 1: P_k = P* for every task; only P* trains
     student.v.requires_grad_(False)
     metrics = stages.train_distill(cfg, backbone, student, teachers, data, folder)
     metrics.update(stages.eval_tasks(backbone, student, data), parameters=num_parameters(student))
-    return stages.finish(folder, student, cfg.sources, metrics)
+    return RunDir.finish(folder, student, cfg.sources, metrics)
 
 
 def adapt_shared(cfg: RunConfig, backbone, target) -> dict:
@@ -110,20 +114,20 @@ def adapt_shared(cfg: RunConfig, backbone, target) -> dict:
     shared = load_prompt(Path(cfg.out_dir) / SHARED_DISTILL / PROMPT_FILE, backbone.dim)[0].shared
     prompt = SoftPrompt(shared)
     folder.mkdir(parents=True, exist_ok=True)
-    data = [stages.single(target)]
+    data = [single(target)]
     metrics = stages.train_plm(backbone, prompt, data, cfg.adapt, 2, cfg.seed, folder, f"shared {target.task.name}")
     metrics.update(**stages.eval_tasks(backbone, prompt, data), parameters=num_parameters(prompt))
-    return stages.finish(folder, prompt, [target.task.name], metrics)
+    return RunDir.finish(folder, prompt, [target.task.name], metrics)
 
 
 def unit_folder(cfg: RunConfig, variant: str, target: str) -> Path:
-    return Path(cfg.out_dir) / "adapt" / ("shared" if variant == "no-decomposition" else "mpt") / target
+    return RunDir(Path(cfg.out_dir)).adapted("shared" if variant == "no-decomposition" else "mpt", target)
 
 
 # --- reusing finished units ----------------------------------------------------------------------
 
 UNIT_SETTINGS = {"teach": ["seed", "eval_split", "model", "data", "prompt", "teach"]}
-UNIT_SETTINGS["distill"] = UNIT_SETTINGS["teach"] + ["sources", "distill", "mpt"]
+UNIT_SETTINGS["distill"] = UNIT_SETTINGS["teach"] + ["sources", "distill", "loss"]
 UNIT_SETTINGS["adapt"] = UNIT_SETTINGS["distill"] + ["adapt"]
 UNIT_SETTINGS[SHARED_DISTILL] = UNIT_SETTINGS["distill"]
 """Settings a unit's result depends on: equal settings, equal (bitwise) unit."""
@@ -136,12 +140,16 @@ def unit_key(config: dict, unit: str) -> str:
 
 def reusable(cfg: RunConfig, unit: str, elsewhere: list[Path]) -> Path | None:
     """A finished copy of `unit` (e.g. 'teach/sst2', 'distill', 'adapt/mpt/rte') trained with the same settings."""
-    key = unit_key(json.loads(json.dumps(to_dict(cfg))), unit)
+    key = unit_key(json.loads(json.dumps(run_identity(cfg))), unit)
     for root in elsewhere:
-        saved = root / "config.yaml"
-        if root.resolve() == Path(cfg.out_dir).resolve() or not saved.exists():
+        other = RunDir(root)
+        if root.resolve() == Path(cfg.out_dir).resolve() or not other.config_file.exists():
             continue
-        if unit_key(yaml.safe_load(saved.read_text()), unit) == key and stages.done(root / unit) is not None:
+        try:
+            saved = json.loads(json.dumps(run_identity(load_yaml(other.config_file))))
+        except MptuneError:
+            continue
+        if unit_key(saved, unit) == key and RunDir.done(root / unit) is not None:
             return root / unit
     return None
 
@@ -157,7 +165,8 @@ def copy_unit(source: Path, folder: Path) -> None:
 def units(cfg: RunConfig, variant: str, targets: list[str]) -> list[tuple[str, float]]:
     """(unit, estimated seconds) of one variant and seed, in training order."""
     l, train = cfg.prompt.length, common.estimate_train
-    out = [(f"teach/{s}", train(cfg.teach.steps, cfg.teach.batch_size, "teach", l, [s]) + common.estimate_eval(cfg, [s]))
+    out = [(f"teach/{s}",
+            train(cfg.teach.steps, cfg.teach.batch_size, "teach", l, [s]) + common.estimate_eval(cfg, [s]))
            for s in cfg.sources]
     out.append((SHARED_DISTILL if variant == "no-decomposition" else "distill",
                 train(cfg.distill.steps, cfg.distill.batch_size, "distill", l, cfg.sources)
@@ -171,22 +180,26 @@ def units(cfg: RunConfig, variant: str, targets: list[str]) -> list[tuple[str, f
 # --- running -----------------------------------------------------------------------------------
 
 def run_variant(cfg: RunConfig, variant: str, backbone, targets: list[str], elsewhere: list[Path]) -> None:
-    stages.prepare_run_dir(cfg)
+    run = open_run(cfg)
     for unit, _ in units(cfg, variant, targets):
-        folder = Path(cfg.out_dir) / unit
-        if stages.done(folder) is None and (source := reusable(cfg, unit, elsewhere)) is not None:
+        folder = run.root / unit
+        if run.done(folder) is None and (source := reusable(cfg, unit, elsewhere)) is not None:
             print(f"   {variant} seed {cfg.seed}: {unit} copied from {source}")
             copy_unit(source, folder)
-    stages.teach(cfg, backbone)
-    (distill_shared if variant == "no-decomposition" else stages.distill)(cfg, backbone)
+    stages.teach(cfg, backbone, run)
+    if variant == "no-decomposition":
+        distill_shared(cfg, backbone)
+    else:
+        stages.distill(cfg, backbone, run)
     for t in targets:
-        if stages.done(unit_folder(cfg, variant, t)) is not None:
+        if run.done(unit_folder(cfg, variant, t)) is not None:
             continue
-        data = stages.load_tasks(cfg, backbone, [t], cfg.eval_split)[0]
+        data = load_tasks(cfg, backbone, [t], cfg.eval_split)[0]
         if variant == "no-decomposition":
             adapt_shared(cfg, backbone, data)
         else:
-            stages.adapt_one(cfg, backbone, "mpt", data, cfg.seed)
+            stages.adapt_one(cfg, backbone, "mpt", data, cfg.seed, run)
+    run.close()
 
 
 def plan(cfgs: dict, targets: list[str], elsewhere: dict, full: bool) -> None:
@@ -196,8 +209,8 @@ def plan(cfgs: dict, targets: list[str], elsewhere: dict, full: bool) -> None:
         for variant, per_seed in cfgs.items():
             cfg = per_seed[seed]
             for unit, seconds in units(cfg, variant, targets):
-                key = unit_key(json.loads(json.dumps(to_dict(cfg))), unit)
-                if key in planned or stages.done(Path(cfg.out_dir) / unit) or reusable(cfg, unit, elsewhere[seed]):
+                key = unit_key(json.loads(json.dumps(run_identity(cfg))), unit)
+                if key in planned or RunDir.done(Path(cfg.out_dir) / unit) or reusable(cfg, unit, elsewhere[seed]):
                     done += 1
                 else:
                     total, todo = total + seconds, todo + 1
@@ -227,7 +240,7 @@ def report(cfgs: dict, targets: list[str], table: dict, budget: list[str], stem:
         runs, params = copy.deepcopy(before.get("runs", {})), before.get("parameters_per_target")
         for seed, cfg in cfgs.get(variant, {}).items():
             for t in targets:
-                metrics = stages.done(unit_folder(cfg, variant, t))
+                metrics = RunDir.done(unit_folder(cfg, variant, t))
                 if metrics is not None:
                     runs.setdefault(str(seed), {})[t] = round(metrics["scores"][t][get_task(t).metric], 2)
                     params = metrics["parameters"]
@@ -291,7 +304,8 @@ def main() -> None:
     table = {v: table[v] for v in chosen}
     cfgs = {v: {seed: with_overrides(RunConfig(), {
         "sources": ",".join(sources), "targets": ",".join(TARGETS), "seed": str(seed), "eval_split": "test",
-        "target.methods": "mpt", "out_dir": str(root / v / f"seed{seed}"), **budget_overrides, **table[v]["overrides"]})
+        "compare.methods": "mpt", "out_dir": str(root / v / f"seed{seed}"), **budget_overrides,
+        **table[v]["overrides"]})
         for seed in seeds} for v in chosen}
     elsewhere = {seed: [reuse_root / f"seed{seed}", root / "baseline" / f"seed{seed}"] for seed in seeds}
     budget = common.print_budget("ablations of MPT", cfgs["baseline"][seeds[0]], args.full)

@@ -268,7 +268,8 @@ def add_budget_arguments(parser) -> None:
     """The options quality.py and ablations.py share."""
     parser.add_argument("--seeds", default="0,1,2", help="run seeds (comma-separated)")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke-test budget (2 steps of 4 per stage, 8 test examples); results go under the runs dir")
+                        help="smoke-test budget (2 steps of 4 per stage, 8 test examples); "
+                             "results go under the runs dir")
     parser.add_argument("--full", action="store_true",
                         help="the paper's budget on T5-Base (needs the hub and a GPU); prints the settings first")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -280,11 +281,12 @@ def add_budget_arguments(parser) -> None:
 
 def print_budget(title: str, cfg, full: bool) -> list[str]:
     """Print (and return) the budget lines every quality/ablation output states."""
-    lines = [f"model {cfg.model.name} ({cfg.model.precision}), prompt length {cfg.prompt.length}, rank {cfg.prompt.rank}",
+    lines = [f"model {cfg.model.name} ({cfg.model.precision}), prompt length {cfg.prompt.length}, "
+             f"rank {cfg.prompt.rank}",
              f"sources {', '.join(cfg.sources)}",
              f"teach {cfg.teach.steps} steps x {cfg.teach.batch_size}, distill {cfg.distill.steps} x "
-             f"{cfg.distill.batch_size} (lambda {cfg.mpt.lam}, T {cfg.mpt.temperature}, logits {cfg.mpt.logits}, "
-             f"hidden {cfg.mpt.hidden}), adapt {cfg.adapt.steps} x {cfg.adapt.batch_size}; lr {cfg.adapt.lr}, "
+             f"{cfg.distill.batch_size} (lambda {cfg.loss.lam}, T {cfg.loss.temperature}, logits {cfg.loss.logits}, "
+             f"hidden {cfg.loss.hidden}), adapt {cfg.adapt.steps} x {cfg.adapt.batch_size}; lr {cfg.adapt.lr}, "
              f"u/v lr {cfg.adapt.factor_lr}",
              f"scored on {cfg.data.eval_examples or 'all'} {cfg.eval_split} examples per task (seeded sample), "
              f"rank classification"]

@@ -34,19 +34,21 @@ from pathlib import Path
 
 import torch
 
-import common
-from mptune import stages
-from mptune.checkpoint import PROMPT_FILE
+from mptune.checkpoint import PROMPT_FILE, prompt_row
 from mptune.data import encode
 from mptune.evaluate import choice_scores, generated_texts
 from mptune.models import load_backbone
 from mptune.prompts import SoftPrompt, vocab_init
+from mptune.rundir import RunDir
 from mptune.tasks import get_task, resolve_data_dir
+
+import common
 
 
 def find_prompt(run: Path, task: str) -> Path | None:
     """The trained prompt of `task` in a quality.py run directory: MPT target, else teacher."""
-    for candidate in (run / "adapt" / "mpt" / task / PROMPT_FILE, run / "teach" / task / PROMPT_FILE):
+    run_dir = RunDir(run)
+    for candidate in (run_dir.adapted("mpt", task) / PROMPT_FILE, run_dir.teacher(task) / PROMPT_FILE):
         if candidate.exists():
             return candidate
     return None
@@ -63,7 +65,7 @@ def load_prompt_fn(backbone, run: Path, task: str, length: int):
     if path is None:
         soft = SoftPrompt(vocab_init(backbone.embeddings, length, torch.Generator().manual_seed(0)))
         return lambda ids: soft(torch.zeros_like(ids))
-    module, row = stages.prompt_row(str(path), task, backbone.dim)
+    module, row = prompt_row(str(path), task, backbone.dim)
     return lambda ids: module(torch.full_like(ids, row))
 
 
@@ -143,7 +145,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per method (the fastest counts)")
     parser.add_argument("--batch", type=int, default=32, help="examples per batch (mptune's evaluation default)")
     parser.add_argument("--length", type=int, default=20, help="prompt length of the untrained fallback prompt")
-    parser.add_argument("--run", default=str(common.RUNS / "quality" / "seed0"), help="quality.py run with trained prompts")
+    parser.add_argument("--run", default=str(common.RUNS / "quality" / "seed0"),
+                        help="quality.py run with trained prompts")
     parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
     parser.add_argument("--out", default=str(common.RESULTS / "eval_speed"), help="output path without suffix")
     args = parser.parse_args()
@@ -161,7 +164,8 @@ def main() -> None:
     # rank classification and 1-token generation read each example once; decoding steps are ~4x cheaper
     passes = 1 + sum(1 + (n - 1) / 4 for n in max_new)
     print(f"== evaluation speed: rank classification vs greedy generation (<= {args.max_new_tokens} new tokens)")
-    print(f"   tasks {', '.join(tasks)} ({len(todo)} to run), {args.examples} test examples each, batches of {args.batch}")
+    print(f"   tasks {', '.join(tasks)} ({len(todo)} to run), {args.examples} test examples each, "
+          f"batches of {args.batch}")
     print(f"   estimated time: {common.duration(tokens * passes / common.EVAL_TOKENS_PER_S + 10)}")
     backbone = load_backbone(precision=args.precision)
     results["machine"] = f"{backbone.precision}, {torch.get_num_threads()} threads"

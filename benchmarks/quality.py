@@ -49,17 +49,20 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-import common
+import mptune.train as train_loop
 from mptune import stages
 from mptune.config import RunConfig, with_overrides
-from mptune.data import collate
+from mptune.data import collate, label_tokens
 from mptune.errors import MptuneError
 from mptune.losses import plm_loss
 from mptune.models import load_backbone
-from mptune.resume import clear_state, restore_state, save_state, skip
+from mptune.resume import clear_state
+from mptune.rundir import METRICS_FILE, RunDir, open_run, write_json
+from mptune.task_data import load_tasks, single
 from mptune.tasks import get_task, resolve_data_dir
+
+import common
 
 METHODS = {"pt": "PT", "spot": "SPoT", "mpt": "MPT", "peft": "PEFT MPT"}
 SOURCES = ["sst2", "qnli", "qqp"]
@@ -88,7 +91,12 @@ class PeftParams(nn.Module):
 
 def peft_model(backbone, cfg: RunConfig, num_tasks: int, source: Path | None = None):
     """A PEFT MPT model on a copy of the frozen model: fresh (P* = mptune's initial prompt) or from a source."""
-    from peft import MultitaskPromptTuningConfig, MultitaskPromptTuningInit, TaskType, get_peft_model
+    from peft import (
+        MultitaskPromptTuningConfig,
+        MultitaskPromptTuningInit,
+        TaskType,
+        get_peft_model,
+    )
 
     torch.manual_seed(cfg.seed)  # PEFT draws u, v (and its own P*) from torch's generator
     init = {} if source is None else {"prompt_tuning_init": MultitaskPromptTuningInit.AVERAGE_SOURCE_TASKS,
@@ -121,45 +129,34 @@ def loss_check(backbone, model, items: list) -> dict:
 
 
 def train_peft(backbone, model, data: list, args, kappa: int, seed: int, folder: Path, desc: str) -> dict:
-    """PEFT's documented training step on mptune's batch stream: model(..., labels, task_ids).loss."""
+    """PEFT's documented training step on mptune's batch stream and loop: model(..., labels, task_ids).loss."""
     params = PeftParams(model.prompt_encoder["default"])
-    torch.manual_seed(seed)
-    opt, sched = stages.make_optimizer(params, args)
-    start = restore_state(folder, params, opt, sched)
-    batches = skip(stages.batch_stream(data, args, kappa, seed), start)
-    log = stages.StepLog(folder / "log.jsonl", start)
-    pad = backbone.tokenizer.pad_token_id
-    bar = tqdm(range(start + 1, args.steps + 1), desc=desc, initial=start, total=args.steps, dynamic_ncols=True)
-    for step in bar:
-        batch = collate(next(batches), pad, backbone.is_seq2seq).to(backbone.device)
+
+    def loss_step(part, total):
+        batch = train_loop.to_batch(part, backbone)
         with backbone.compute():
             loss = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels,
-                         task_ids=batch.task_ids).loss
-        stages.check_finite(loss, desc, step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        row = log.write(step, len(batch), sched.get_last_lr()[0], loss=loss)
-        bar.set_postfix(loss=f"{row['loss']:.3f}", ex_s=row["examples_per_s"])
-        if args.checkpoint_every and step % args.checkpoint_every == 0 and step < args.steps:
-            save_state(folder, step, params, opt, sched)
-    return log.close()
+                         task_ids=batch.task_ids).loss  # PEFT's mean over the part's label tokens
+        return loss * (label_tokens(part) / total), {}
+
+    train_sets = [d.train for d in data]
+    return train_loop.train(backbone, params, args, folder, desc,
+                            lambda start: train_loop.batch_stream(train_sets, args, kappa, seed, start),
+                            loss_step, [d.task.name for d in data], seed)
 
 
 def peft_unit(backbone, cfg: RunConfig, folder: Path, data: list, source: Path | None) -> dict:
     """Train, score and save one PEFT unit: the source model (source=None) or one target."""
     folder.mkdir(parents=True, exist_ok=True)
     model = peft_model(backbone, cfg, len(data), source)
-    args, kappa = (cfg.distill, cfg.mpt.kappa) if source is None else (cfg.adapt, 2)
+    args, kappa = (cfg.distill, cfg.data.kappa) if source is None else (cfg.adapt, 2)
     name = "source" if source is None else data[0].task.name
     metrics = train_peft(backbone, model, data, args, kappa, cfg.seed, folder, f"peft {name}")
     metrics.update(stages.eval_tasks(backbone, peft_prompt(model), data),
                    parameters=model.get_nb_trainable_parameters()[0],
                    loss_check=loss_check(backbone, model, data[0].train[:8]))
     model.save_pretrained(folder)
-    common.write_json(folder / "metrics.json", metrics)  # last: marks the unit done
+    write_json(folder / METRICS_FILE, metrics)  # last: marks the unit done
     clear_state(folder)
     del model
     gc.collect()
@@ -173,19 +170,19 @@ def peft_source_file(cfg: RunConfig) -> Path:
 # --- units -------------------------------------------------------------------------------------
 
 def unit_folder(cfg: RunConfig, method: str, target: str) -> Path:
-    out = Path(cfg.out_dir)
-    return out / "peft" / "adapt" / target if method == "peft" else out / "adapt" / method / target
+    run = RunDir(Path(cfg.out_dir))
+    return run.root / "peft" / "adapt" / target if method == "peft" else run.adapted(method, target)
 
 
 def run_target(cfg: RunConfig, backbone, target: str, methods: list[str]) -> None:
     """Every method on one target (finished units are skipped before any data is loaded)."""
-    todo = [m for m in methods if stages.done(unit_folder(cfg, m, target)) is None]
+    todo = [m for m in methods if RunDir.done(unit_folder(cfg, m, target)) is None]
     if not todo:
         return
-    data = stages.load_tasks(cfg, backbone, [target], cfg.eval_split)[0]
+    data = load_tasks(cfg, backbone, [target], cfg.eval_split)[0]
     for method in todo:
         if method == "peft":
-            peft_unit(backbone, cfg, unit_folder(cfg, method, target), [stages.single(data)], peft_source_file(cfg))
+            peft_unit(backbone, cfg, unit_folder(cfg, method, target), [single(data)], peft_source_file(cfg))
         else:
             stages.adapt_one(cfg, backbone, method, data, cfg.seed)
 
@@ -203,28 +200,30 @@ def share_sources(first: RunConfig, cfg: RunConfig) -> None:
 
 
 def run_seed(cfg: RunConfig, backbone, targets: list[str], methods: list[str], on_target) -> None:
-    stages.teach(cfg, backbone)
-    stages.distill(cfg, backbone)
-    source = Path(cfg.out_dir) / "peft" / "source"
-    if "peft" in methods and stages.done(source) is None:
-        peft_unit(backbone, cfg, source, stages.load_tasks(cfg, backbone, cfg.sources, cfg.eval_split), None)
+    run = open_run(cfg)
+    stages.teach(cfg, backbone, run)
+    stages.distill(cfg, backbone, run)
+    source = peft_source_file(cfg).parent
+    if "peft" in methods and run.done(source) is None:
+        peft_unit(backbone, cfg, source, load_tasks(cfg, backbone, cfg.sources, cfg.eval_split), None)
     for target in targets:
         run_target(cfg, backbone, target, methods)
         on_target()
+    run.close()
 
 
 def plan(cfgs: dict[int, RunConfig], targets: list[str], methods: list[str], full: bool) -> float:
     """Print the units still to run with a time estimate; returns the estimated seconds."""
     total, todo, done = 0.0, 0, 0
     for cfg in cfgs.values():
-        out, l, sources = Path(cfg.out_dir), cfg.prompt.length, cfg.sources
+        run, l, sources = RunDir(Path(cfg.out_dir)), cfg.prompt.length, cfg.sources
         train = common.estimate_train
-        units = [(out / "teach" / s, train(cfg.teach.steps, cfg.teach.batch_size, "teach", l, [s])
+        units = [(run.teacher(s), train(cfg.teach.steps, cfg.teach.batch_size, "teach", l, [s])
                   + common.estimate_eval(cfg, [s])) for s in sources]
-        units.append((out / "distill", train(cfg.distill.steps, cfg.distill.batch_size, "distill", l, sources)
+        units.append((run.distilled(), train(cfg.distill.steps, cfg.distill.batch_size, "distill", l, sources)
                       + common.estimate_eval(cfg, sources)))
         if "peft" in methods:
-            units.append((out / "peft" / "source", train(cfg.distill.steps, cfg.distill.batch_size, "adapt", l,
+            units.append((peft_source_file(cfg).parent, train(cfg.distill.steps, cfg.distill.batch_size, "adapt", l,
                                                          sources, peft=True) + common.estimate_eval(cfg, sources)))
         for t in targets:
             for m in methods:
@@ -232,12 +231,13 @@ def plan(cfgs: dict[int, RunConfig], targets: list[str], methods: list[str], ful
                 units.append((unit_folder(cfg, m, t), probe + common.estimate_eval(cfg, [t]) + train(
                     cfg.adapt.steps, cfg.adapt.batch_size, "adapt", l, [t], peft=m == "peft")))
         for folder, seconds in units:
-            if stages.done(folder) is None:
+            if RunDir.done(folder) is None:
                 total, todo = total + seconds, todo + 1
             else:
                 done += 1
     print(f"   units: {done} done, {todo} to run ({len(cfgs)} seeds x ({len(sources)} teachers"
-          f" + distill{' + PEFT source' if 'peft' in methods else ''} + {len(targets)} targets x {len(methods)} methods))")
+          f" + distill{' + PEFT source' if 'peft' in methods else ''} + {len(targets)} targets"
+          f" x {len(methods)} methods))")
     print("   estimated time: " + ("not estimated for --full (a GPU run)" if full else
                                      f"{common.duration(total)} (from 2-core CPU rates at bf16)"))
     return total
@@ -252,7 +252,7 @@ def collect(cfgs: dict[int, RunConfig], targets: list[str], methods: list[str]) 
         for t in targets:
             metric = get_task(t).metric
             for m in methods:
-                metrics = stages.done(unit_folder(cfg, m, t))
+                metrics = RunDir.done(unit_folder(cfg, m, t))
                 if metrics is not None:
                     row = {"score": round(metrics["scores"][t][metric], 2), "metric": metric,
                            "parameters": metrics["parameters"], "train_seconds": metrics["train_seconds"]}
@@ -368,15 +368,17 @@ def loadable(targets: list[str], split_seed: int) -> list[str]:
 def seed_configs(args, seeds: list[int]) -> dict[int, RunConfig]:
     """One RunConfig per seed. Its `targets` is the fixed list of every standard and few-shot target,
     so both modes share one run directory (and its teachers and P*) per seed."""
-    name = "quality" + ("-mnli" if args.mnli else "") + ("-shared" if args.shared_sources else "") + ("-full" if args.full else "") + ("-quick" if args.quick else "")
+    name = "quality" + "".join(tag for tag, on in (("-mnli", args.mnli), ("-shared", args.shared_sources),
+                                                    ("-full", args.full), ("-quick", args.quick)) if on)
     root = Path(args.runs) if args.runs else common.RUNS / name
     sources = (common.PAPER_SOURCES if args.full else SOURCES) + (["mnli"] if args.mnli else [])
     bases, fewshot = (PAPER_TARGETS, PAPER_FEWSHOT) if args.full else (TARGETS, FEWSHOT)
     canonical = bases + [f"{b}@{k}" for b in fewshot for k in SHOTS]
     overrides = common.config_overrides(args.quick, args.full, args.set)
-    return {seed: with_overrides(RunConfig(), {"sources": ",".join(dict.fromkeys(sources)), "targets": ",".join(canonical),
-                                               "seed": str(seed), "out_dir": str(root / f"seed{seed}"),
-                                               "eval_split": "test", **overrides}) for seed in seeds}
+    return {seed: with_overrides(RunConfig(), {"sources": ",".join(dict.fromkeys(sources)),
+                                               "targets": ",".join(canonical), "seed": str(seed),
+                                               "out_dir": str(root / f"seed{seed}"), "eval_split": "test",
+                                               **overrides}) for seed in seeds}
 
 
 def main() -> None:

@@ -29,10 +29,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-import common
 from mptune.data import Encoded, collate
 from mptune.models import load_backbone
 from mptune.prompts import MultitaskPrompt, vocab_init
+
+import common
 
 BASE = {"length": 20, "input": 64, "batch": 8}
 AXES = {"length": [10, 20, 50, 100], "input": [32, 64, 128, 256], "batch": [1, 4, 8, 16]}
@@ -72,7 +73,8 @@ def measure(backbone, p: dict, steps: int, peak_gflops: float) -> dict:
     tokens = (p["length"] + p["input"] + 1) * p["batch"]
     flops = common.step_flops(backbone, [batch], p["length"], teacher=False)
     return {**p, "seconds_per_step": round(seconds, 3), "examples_per_s": round(p["batch"] / seconds, 2),
-            "tokens_per_s": round(tokens / seconds, 1), "fraction_of_matmul_peak": round(flops / seconds / 1e9 / peak_gflops, 3)}
+            "tokens_per_s": round(tokens / seconds, 1),
+            "fraction_of_matmul_peak": round(flops / seconds / 1e9 / peak_gflops, 3)}
 
 
 def write(results: dict, axes: dict, stem: Path) -> str:
@@ -82,8 +84,8 @@ def write(results: dict, axes: dict, stem: Path) -> str:
             for v in values:
                 r = results["points"].get(key(precision, {**BASE, axis: v}))
                 if r:
-                    rows.append([TITLES[axis], v, precision, r["seconds_per_step"], r["examples_per_s"], r["tokens_per_s"],
-                                 f"{r['fraction_of_matmul_peak']:.0%}"])
+                    rows.append([TITLES[axis], v, precision, r["seconds_per_step"], r["examples_per_s"],
+                                 r["tokens_per_s"], f"{r['fraction_of_matmul_peak']:.0%}"])
     markdown = common.md_table(["varied", "value", "precision", "s/step", "examples/s", "tokens/s",
                                 "fraction of matmul peak"], rows)
     markdown += (f"\nOthers fixed at l = {BASE['length']}, n = {BASE['input']}, B = {BASE['batch']}; median of "

@@ -25,7 +25,7 @@ step is 2 forwards (3 with a teacher).
 
 The distillation stage over plain training, in the real loops (`train_distill`, `train_plm`) on
 the default run's sources (SST-2, QNLI, QQP; K-of-3 batches of 8): the teachers run in each drawn
-batch (`--mpt.teacher_ahead 0`, as before) or ahead, longest first (the default, 128 examples).
+batch (`--loss.teacher_ahead 0`, as before) or ahead, longest first (the default, 128 examples).
 
 Evaluation: rank classification of RTE test examples (batches of 32) and greedy generation of 8
 tokens, before (file order, the old kernels) and now (longest first, the chosen inference kernel).
@@ -46,20 +46,22 @@ import tempfile
 import time
 from pathlib import Path
 
-import common
 import torch
-from common import RESULTS, MptuneStep, matmul_gflops, real_batches, step_flops
 
 from mptune import kernels
 from mptune.backbone import Backbone
-from mptune.config import DistillArgs, PromptArgs, RunConfig, TrainArgs
+from mptune.config import LossArgs, PromptArgs, RunConfig, TrainArgs
 from mptune.data import encode
 from mptune.evaluate import choice_scores, length_order
 from mptune.generate import generate
 from mptune.models import load_backbone
 from mptune.prompts import MultitaskPrompt, SoftPrompt, vocab_init
-from mptune.stages import load_tasks, train_distill, train_plm
+from mptune.stages import train_distill, train_plm
+from mptune.task_data import load_tasks
 from mptune.tasks import get_task, resolve_data_dir
+
+import common
+from common import RESULTS, MptuneStep, matmul_gflops, real_batches, step_flops
 
 
 class PeftStep:
@@ -150,13 +152,13 @@ def distill_stage(backbone: Backbone, length: int, steps: int, rounds: int = 2) 
     teachers = SoftPrompt(init.expand(len(data), -1, -1))
 
     def distill(ahead: int):
-        run = dataclasses.replace(cfg, mpt=DistillArgs(teacher_ahead=ahead))
+        run = dataclasses.replace(cfg, loss=LossArgs(teacher_ahead=ahead))
         return lambda folder: train_distill(run, backbone, MultitaskPrompt(init, len(data)), teachers, data, folder)
 
     loops = {"L_PLM only": lambda folder: train_plm(backbone, MultitaskPrompt(init, len(data)), data, cfg.distill,
-                                                     cfg.mpt.kappa, cfg.seed, folder, "plain"),
+                                                     cfg.data.kappa, cfg.seed, folder, "plain"),
              "distillation, teachers in each drawn batch": distill(0),
-             f"distillation, teachers {DistillArgs.teacher_ahead} examples ahead": distill(DistillArgs.teacher_ahead)}
+             f"distillation, teachers {LossArgs.teacher_ahead} examples ahead": distill(LossArgs.teacher_ahead)}
     seconds = {name: float("inf") for name in loops}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
@@ -265,7 +267,8 @@ def main() -> None:
                           "vs_peft_mpt": round(per_step["PEFT MPT"] / sec, 2),
                           "vs_before": round(per_step[peer] / sec, 2) if peer in per_step else None,
                           "fraction_of_2048_matmul": round(flops / sec / 1e9 / results["matmul_gflops"][precision], 3),
-                          "fraction_of_model_gemms": round(flops / sec / 1e9 / results["model_gemm_gflops"][precision], 3)}
+                          "fraction_of_model_gemms": round(flops / sec / 1e9 / results["model_gemm_gflops"][precision],
+                                                           3)}
         results["precision"][precision] = rows
         results["distill_over_plain"][precision] = round(per_step["mptune distillation (now)"] /
                                                          per_step["mptune MPT (now)"], 2)
@@ -294,13 +297,15 @@ def write(results: dict) -> None:
     lines.append("Distillation step over the plain MPT step (now): " + ", ".join(
         f"{p} {r}x" for p, r in results["distill_over_plain"].items()) + ".")
     for precision, c in results["compiled"].items():
-        lines.append(f"Compiled ({precision}): {c['seconds_per_step']} s/step after {c['compile_seconds']} s of compiling "
-                     f"(the first two training steps then took {c['first_steps_extra_seconds']} s more than two steady ones).")
+        lines.append(f"Compiled ({precision}): {c['seconds_per_step']} s/step after {c['compile_seconds']} s of "
+                     f"compiling (the first two training steps then took {c['first_steps_extra_seconds']} s more "
+                     f"than two steady ones).")
     if "distill_stage" in results:
         stage = results["distill_stage"]
         lines.append(f"\nThe training loops on the default sources (bf16, {stage['steps']} steps of 8, best of 2):\n")
         lines.append(common.md_table(["loop", "s/step", "over L_PLM only"],
-                                     [[n, r["seconds_per_step"], f"{r['over_plain']}x"] for n, r in stage["rows"].items()]))
+                                     [[n, r["seconds_per_step"], f"{r['over_plain']}x"]
+                                      for n, r in stage["rows"].items()]))
     if "eval" in results:
         ev = results["eval"]
         lines.append(f"\nEvaluation (bf16, {ev['examples']} RTE test examples, batches of 32; padded share of the "

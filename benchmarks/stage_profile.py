@@ -30,13 +30,13 @@ import time
 from pathlib import Path
 
 import mptune
+from mptune.rundir import METRICS_FILE, RunDir
 
 import common
-from mptune import stages
 
 STAGES = ("load", "teach", "distill", "adapt")
 QUICK_FLAGS = ["--teach.steps", "2", "--distill.steps", "2", "--adapt.steps", "2", "--data.eval_examples", "8",
-               "--target.spot_source", "sst2"]
+               "--compare.spot_source", "sst2"]
 """--quick: 2 steps per stage, 8 test examples per task, SPoT from the SST-2 teacher (no dev probe)."""
 LOAD = "from mptune.models import load_backbone; load_backbone()"
 
@@ -62,8 +62,8 @@ def train_seconds(run_dir: Path, stage: str) -> float:
     folder = run_dir / stage
     if stage == "load" or not folder.exists():
         return 0.0
-    units = [folder] if stage == "distill" else sorted(p.parent for p in folder.rglob("metrics.json"))
-    return round(sum((stages.done(u) or {}).get("train_seconds", 0.0) for u in units), 1)
+    units = [folder] if stage == "distill" else sorted(p.parent for p in folder.rglob(METRICS_FILE))
+    return round(sum((RunDir.done(u) or {}).get("train_seconds", 0.0) for u in units), 1)
 
 
 def write(results: dict, stem: Path) -> str:
@@ -102,7 +102,8 @@ def main() -> None:
     print(f"== stage profile of `mptune run` {' '.join(flags)}")
     print(f"   stages to run: {', '.join(todo) or 'none'}; run directory {run_dir}")
     print("   estimated time: " + ("about 2 min" if args.quick else
-                                    "about 13 min on 2 free cores (measured 12 min 40 s on 2026-12-01), more when shared"))
+                                    "about 13 min on 2 free cores (measured 12 min 40 s on 2026-12-01), "
+                                    "more when shared"))
     for stage in todo:
         if stage != "load":
             shutil.rmtree(run_dir / stage, ignore_errors=True)

@@ -16,7 +16,8 @@ from mptune.errors import MptuneError
 from mptune.evaluate import choice_scores, evaluate_items
 from mptune.losses import distill_kl, hidden_mse, plm_loss
 from mptune.prompts import MultitaskPrompt, SoftPrompt
-from mptune.stages import TaskData, train_plm
+from mptune.stages import train_plm
+from mptune.task_data import TaskData
 from mptune.tasks import get_task
 
 from conftest import tiny_llama

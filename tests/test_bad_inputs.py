@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 from mptune.checkpoint import save_prompt
 from mptune.prompts import SoftPrompt
 from mptune.resume import STATE_FILE, read_state
+
 from test_cli import assert_user_error, cli, flags
 
 BASE = ("--sources", "rte", "--targets", "cola")
@@ -121,15 +122,15 @@ def negative_lr(tmp, run, model, data):
 
 
 def negative_lambda(tmp, run, model, data):
-    return _fresh(tmp, model, data, "--mpt.lam", "-1"), ["mpt.", "lam"]
+    return _fresh(tmp, model, data, "--loss.lam", "-1"), ["loss.", "lam"]
 
 
 def zero_temperature(tmp, run, model, data):
-    return _fresh(tmp, model, data, "--mpt.temperature", "0"), ["temperature"]
+    return _fresh(tmp, model, data, "--loss.temperature", "0"), ["temperature"]
 
 
 def kappa_one(tmp, run, model, data):
-    return _fresh(tmp, model, data, "--mpt.kappa", "1"), ["kappa"]
+    return _fresh(tmp, model, data, "--data.kappa", "1"), ["kappa"]
 
 
 def non_numeric_steps(tmp, run, model, data):
@@ -137,7 +138,7 @@ def non_numeric_steps(tmp, run, model, data):
 
 
 def unknown_method(tmp, run, model, data):
-    return _fresh(tmp, model, data, "--target.methods", "pt,lora"), ["lora"]
+    return _fresh(tmp, model, data, "--compare.methods", "pt,lora"), ["lora"]
 
 
 def bad_precision(tmp, run, model, data):
@@ -265,7 +266,8 @@ def _long_rte(data: Path, tmp: Path, words: int) -> Path:
 
 def over_long_input_beyond_model_positions(tmp, run, model, data):
     d = _long_rte(data, tmp, 600)  # kept whole by max_input_tokens 1000, but the tiny Llama has 512 positions
-    return _fresh(tmp, model, d, "--model.max_input_tokens", "1000"), ["task rte", "more than the 512", "max_input_tokens"]
+    return (_fresh(tmp, model, d, "--model.max_input_tokens", "1000"),
+            ["task rte", "more than the 512", "max_input_tokens"])
 
 
 def max_input_tokens_too_small(tmp, run, model, data):
@@ -342,7 +344,7 @@ def test_over_long_input_on_gpt2_is_refused_before_training(gpt2_backbone, data_
     """GPT-2's learned positions end at n_positions: past them its forward fails with an IndexError."""
     from mptune.config import DataArgs, ModelArgs, PromptArgs, RunConfig
     from mptune.errors import MptuneError
-    from mptune.stages import load_tasks
+    from mptune.task_data import load_tasks
 
     d = _long_rte(data_dir, tmp_path, 600)
     cfg = RunConfig(model=ModelArgs(max_input_tokens=1000), prompt=PromptArgs(length=4), data=DataArgs(data_dir=str(d)))
@@ -380,8 +382,8 @@ def test_full_disk_while_saving(tmp_path, capsys, saved_models, data_dir, monkey
 
 def test_spot_source_must_be_a_source(tmp_path, capsys, saved_models, data_dir):
     out = tmp_path / "spot"
-    argv = flags(out, saved_models["llama"], data_dir, *BASE, "--target.methods", "spot",
-                 "--target.spot_source", "mrpc")
+    argv = flags(out, saved_models["llama"], data_dir, *BASE, "--compare.methods", "spot",
+                 "--compare.spot_source", "mrpc")
     assert cli(capsys, "teach", *argv)[0] == 0
     code, _, err = cli(capsys, "adapt", *argv)
     assert_user_error(code, err, "mrpc", "not one of the sources", one_line=False)

@@ -125,7 +125,8 @@ def test_wrong_keys_for_kind(tmp_path):
     assert str(path) in str(err.value)
 
 
-@pytest.mark.parametrize("meta", [{"format": FORMAT, "kind": "soft"}, {"format": FORMAT, "kind": "soft", "tasks": "{oops"},
+@pytest.mark.parametrize("meta", [{"format": FORMAT, "kind": "soft"},
+                                  {"format": FORMAT, "kind": "soft", "tasks": "{oops"},
                                   {"format": FORMAT, "tasks": "[\"a\"]"}])
 def test_incomplete_metadata(tmp_path, meta):
     path = tmp_path / "partial.safetensors"

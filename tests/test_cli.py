@@ -165,8 +165,8 @@ def test_run_writes_table_and_resumes(tmp_path, capsys, llama_dir, data_dir):
 
 def test_joint_target_adaptation(tmp_path, capsys, llama_dir, data_dir):
     out = tmp_path / "joint"
-    code, stdout, err = cli(capsys, "run", *flags(out, llama_dir, data_dir, "--target.joint", "true",
-                                                  "--target.methods", "pt,mpt"))
+    code, stdout, err = cli(capsys, "run", *flags(out, llama_dir, data_dir, "--compare.joint", "true",
+                                                  "--compare.methods", "pt,mpt"))
     assert code == 0, err
     metrics = assert_unit(out / "adapt" / "mpt-joint")
     assert set(TARGETS) <= set(metrics["scores"])
@@ -183,16 +183,16 @@ def test_joint_target_adaptation(tmp_path, capsys, llama_dir, data_dir):
     merged = out / "adapt" / "mpt-joint" / "merged.safetensors"
     soft, merged_tasks = load_prompt(merged, DIM)
     assert isinstance(soft, SoftPrompt) and merged_tasks == TARGETS
-    base = flags(out, llama_dir, data_dir, "--target.joint", "true", "--target.methods", "pt,mpt")
+    base = flags(out, llama_dir, data_dir, "--compare.joint", "true", "--compare.methods", "pt,mpt")
     scores = [json.loads(cli(capsys, "evaluate", "--prompt", str(path), "--task", TARGETS[1], *base)[1])
               for path in (merged, out / "adapt" / "mpt-joint" / "prompt.safetensors")]
     assert scores[0] == scores[1]
 
 
 def test_repeated_few_shot_targets_report_mean_and_std(tmp_path, capsys, llama_dir, data_dir):
-    """target.seeds: one adaptation per seed (own k-shot sample and init), table cells 'mean ± std'."""
+    """compare.seeds: one adaptation per seed (own k-shot sample and init), table cells 'mean ± std'."""
     out = tmp_path / "seeds"
-    argv = flags(out, llama_dir, data_dir, "--targets", "cola,rte@4", "--target.seeds", "3,4")
+    argv = flags(out, llama_dir, data_dir, "--targets", "cola,rte@4", "--compare.seeds", "3,4")
     code, stdout, err = cli(capsys, "run", *argv)
     assert code == 0, err
     for method in ("pt", "spot", "mpt"):
@@ -257,17 +257,27 @@ def test_different_config_on_same_dir_is_refused(tmp_path, capsys, llama_dir, da
 
     # a config.yaml written before a setting existed still matches (the setting takes its default)
     data = yaml.safe_load(saved)
-    del data["target"]["seeds"]
+    del data["compare"]["seeds"]
     (out / "config.yaml").write_text(yaml.safe_dump(data))
     code, _, err = cli(capsys, "teach", *flags(out, llama_dir, data_dir, "--sources", "rte"))
     assert code == 0, err
+
+    # and one written by an earlier version, under the earlier names (sections mpt and target)
+    data = yaml.safe_load(saved)
+    data["target"] = data.pop("compare")
+    data["mpt"] = {**data.pop("loss"), "kappa": data["data"].pop("kappa")}
+    (out / "config.yaml").write_text(yaml.safe_dump(data))
+    code, _, err = cli(capsys, "teach", *flags(out, llama_dir, data_dir, "--sources", "rte"), "--resume")
+    assert code == 0, err
+    code, _, err = cli(capsys, "teach", *flags(out, llama_dir, data_dir, "--sources", "rte", "--mpt.lam", "0.5"))
+    assert_user_error(code, err, "different config")
 
 
 def test_resume_flag_continues_an_interrupted_run_and_refuses_when_there_is_none(tmp_path, capsys, llama_dir,
                                                                                    data_dir, monkeypatch):
     import torch
 
-    import mptune.stages as stages
+    import mptune.train as train_loop
     from mptune.cli import build_parser
     from mptune.resume import STATE_FILE, read_state
 
@@ -281,14 +291,14 @@ def test_resume_flag_continues_an_interrupted_run_and_refuses_when_there_is_none
     code, _, err = cli(capsys, "teach", *argv, "--resume")
     assert_user_error(code, err, "nothing to resume", f"{out} holds no run (no config.yaml)")
 
-    real = stages.check_finite
+    real = train_loop.check_finite
 
     def interrupted_at_step_5(loss, stage, step, tasks=()):  # Ctrl-C after the step-4 checkpoint
         if step == 5:
             raise KeyboardInterrupt
         real(loss, stage, step, tasks)
 
-    monkeypatch.setattr(stages, "check_finite", interrupted_at_step_5)
+    monkeypatch.setattr(train_loop, "check_finite", interrupted_at_step_5)
     assert cli(capsys, "teach", *argv)[0] == 130
     monkeypatch.undo()
     assert read_state(out / "teach" / "rte" / STATE_FILE)["step"] == 4
@@ -327,7 +337,7 @@ def test_missing_model_dir(tmp_path, capsys, data_dir):
 
 
 def test_bad_setting_values(tmp_path, capsys, llama_dir, data_dir):
-    code, _, err = cli(capsys, "teach", *flags(tmp_path / "run", llama_dir, data_dir, "--mpt.kappa", "1"))
+    code, _, err = cli(capsys, "teach", *flags(tmp_path / "run", llama_dir, data_dir, "--data.kappa", "1"))
     assert_user_error(code, err, "kappa")
     code, _, err = cli(capsys, "teach", *flags(tmp_path / "run", llama_dir, data_dir, "--teach.steps", "many"))
     assert_user_error(code, err, "teach.steps")
@@ -382,7 +392,7 @@ def test_help_shows_field_docstrings(capsys):
         main(["teach", "--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    assert "--teach.steps" in out and "Optimizer steps." in out and "--mpt.kappa" in out
+    assert "--teach.steps" in out and "Optimizer steps." in out and "--data.kappa" in out
 
 
 def test_custom_task_from_yaml_as_a_target(tmp_path, capsys, llama_dir, data_dir, monkeypatch):
@@ -394,7 +404,7 @@ def test_custom_task_from_yaml_as_a_target(tmp_path, capsys, llama_dir, data_dir
     (tmp_path / "mine.yaml").write_text("name: mine\ntrain: mine.csv\ntext_columns: [text]\n"
                                         "label_column: label\nlabel_words: {no: no, yes: yes}\n")
     out = tmp_path / "custom"
-    argv = flags(out, llama_dir, data_dir, "--targets", "mine", "--target.methods", "pt",
+    argv = flags(out, llama_dir, data_dir, "--targets", "mine", "--compare.methods", "pt",
                  "--data.custom_tasks", str(tmp_path / "mine.yaml"))
     code, _, err = cli(capsys, "run", *argv)
     assert code == 0, err

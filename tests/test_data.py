@@ -9,8 +9,18 @@ import random
 import pytest
 import torch
 
-from mptune.data import (TAIL, Encoded, collate, draw_num_tasks, encode, epoch_stream, multitask_batches,
-                         single_task_batches, split_evenly, tokenize_targets, truncate)
+from mptune.data import (
+    TAIL,
+    Encoded,
+    collate,
+    draw_num_tasks,
+    encode,
+    epoch_stream,
+    multitask_batches,
+    split_evenly,
+    tokenize_targets,
+    truncate,
+)
 from mptune.tasks import Example, get_task
 
 # --- truncation --------------------------------------------------------------------------------
@@ -118,15 +128,6 @@ def test_epoch_stream_visits_everything_each_epoch():
     epochs = [[next(stream) for _ in range(7)] for _ in range(3)]
     assert all(sorted(e) == list(range(7)) for e in epochs)
     assert epochs[0] != epochs[1] or epochs[1] != epochs[2]
-
-
-def test_single_task_batches():
-    batches = list(itertools.islice(single_task_batches(10, 4, random.Random(0)), 5))
-    assert all(len(b) == 4 for b in batches)
-    flat = [i for b in batches for i in b]
-    assert sorted(flat[:10]) == list(range(10))
-    again = list(itertools.islice(single_task_batches(10, 4, random.Random(0)), 5))
-    assert batches == again
 
 
 @pytest.mark.parametrize("total,parts,expected", [(8, 3, [3, 3, 2]), (8, 2, [4, 4]), (5, 5, [1] * 5),

@@ -2,7 +2,8 @@
 
 The same `_scenarios` run in this process (world size 1) and in 2 processes started with
 torch.multiprocessing.spawn on the tiny Llama saved to disk; every rank saves what it got, and the
-tests compare. `test_launched_cli_run_matches_one_process` runs the real launchers (torchrun, accelerate) on `mptune run`.
+tests compare. `test_launched_cli_run_matches_one_process` runs the real launchers (torchrun,
+accelerate) on `mptune run`.
 """
 
 from __future__ import annotations
@@ -18,16 +19,17 @@ from pathlib import Path
 import pytest
 import torch
 
-import mptune.stages as stages
+import mptune.train as train_loop
 from mptune import distributed
 from mptune.checkpoint import load_prompt
-from mptune.config import DistillArgs, RunConfig, TrainArgs
+from mptune.config import RunConfig, TrainArgs
 from mptune.data import collate, encode, label_tokens
 from mptune.errors import MptuneError
 from mptune.evaluate import evaluate_items, predictions
 from mptune.models import load_backbone
 from mptune.prompts import MultitaskPrompt, SoftPrompt
-from mptune.stages import TaskData, train_distill, train_plm
+from mptune.stages import train_distill, train_plm
+from mptune.task_data import TaskData
 from mptune.tasks import Task, get_task
 
 WORLD = 2
@@ -59,7 +61,7 @@ class Killed(Exception):
 
 
 def _dying_at_step_4(real):
-    """stages.check_finite that stops the loop at step 4 in every process (as a kill would)."""
+    """train_loop.check_finite that stops the loop at step 4 in every process (as a kill would)."""
     def check(loss, stage, step, tasks=()):
         if step == 4:
             raise Killed
@@ -76,18 +78,18 @@ def _scenarios(backbone, data_dir: Path, out: Path) -> dict:
         train_plm(backbone, prompt, data, args, 3, 0, out / name, name)
         got[name] = prompt.prompt.detach().clone()
 
-    real, stages.check_finite = stages.check_finite, _dying_at_step_4(stages.check_finite)
+    real, train_loop.check_finite = train_loop.check_finite, _dying_at_step_4(train_loop.check_finite)
     try:
         train_plm(backbone, _soft(backbone), data, ARGS, 3, 0, out / "resumed", "killed")
     except Killed:  # every rank stops at step 4, after rank 0 saved step 2
         pass
     finally:
-        stages.check_finite = real
+        train_loop.check_finite = real
     prompt = _soft(backbone)
     train_plm(backbone, prompt, data, ARGS, 3, 0, out / "resumed", "resumed")
     got["plm_resumed"] = prompt.prompt.detach().clone()
 
-    cfg = RunConfig(sources=list(TASKS), distill=ARGS, mpt=DistillArgs(kappa=3))
+    cfg = RunConfig(sources=list(TASKS), distill=ARGS)
     student = MultitaskPrompt(torch.ones(3, backbone.dim) * 0.05, len(TASKS))
     train_distill(cfg, backbone, student, _soft(backbone), data, out / "distill")
     got["distill"] = [p.detach().clone() for p in student.parameters()]
@@ -237,7 +239,7 @@ def test_grad_accum_equals_one_batch_for_distill(llama_backbone, data_dir, tmp_p
     data = _data(backbone, data_dir)
     got = []
     for accum in (1, 4):
-        cfg = RunConfig(sources=list(TASKS), distill=replace(ARGS, grad_accum=accum), mpt=DistillArgs(kappa=3))
+        cfg = RunConfig(sources=list(TASKS), distill=replace(ARGS, grad_accum=accum))
         student = MultitaskPrompt(torch.ones(3, backbone.dim) * 0.05, len(TASKS))
         train_distill(cfg, backbone, student, _soft(backbone), data, tmp_path / str(accum))
         got.append(list(student.parameters()))

@@ -20,9 +20,9 @@ from mptune.config import TrainArgs
 from mptune.data import encode
 from mptune.models import EMBEDDED, dequantized_copy, load_backbone
 from mptune.prompts import SoftPrompt, vocab_init
-from mptune.stages import TaskData, train_plm
-from mptune.tasks import Example, get_task
-from mptune.tasks import glue
+from mptune.stages import train_plm
+from mptune.task_data import TaskData
+from mptune.tasks import Example, get_task, glue
 
 SST2 = next(spec for spec in glue.SPECS if spec.name == "sst2")
 
@@ -99,11 +99,12 @@ def test_exported_prompt_gives_mptune_logits_in_peft(embedded, tmp_path):
     """mptune -> PEFT on the real model: PeftModel.from_pretrained reproduces mptune's fp32 logits."""
     pytest.importorskip("peft")
 
-    from conftest import peft_label_logits
     from mptune.checkpoint import save_prompt
     from mptune.data import collate
     from mptune.interop import export_peft
     from mptune.prompts import MultitaskPrompt
+
+    from conftest import peft_label_logits
     from test_export import load_as_the_card_says
 
     fp32 = load_backbone(EMBEDDED, precision="fp32")  # the same weights, all in fp32, no autocast

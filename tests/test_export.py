@@ -8,7 +8,6 @@ import re
 import pytest
 import torch
 
-from conftest import peft_label_logits
 from mptune.backbone import Backbone
 from mptune.card import NOT_RECORDED
 from mptune.checkpoint import load_prompt, save_prompt
@@ -18,6 +17,8 @@ from mptune.interop import export_peft
 from mptune.models import load_backbone
 from mptune.prompts import MultitaskPrompt, mpt_target_parameters
 from mptune.tasks import get_task
+
+from conftest import peft_label_logits
 from test_cli import LENGTH, assert_user_error, cli, flags
 
 peft = pytest.importorskip("peft")
@@ -81,7 +82,7 @@ def test_exported_trained_target_and_its_card(tmp_path, capsys, llama_dir, data_
     """A trained MPT target exported by the CLI: the card's code loads it in PEFT with mptune's logits; the card
     names every element of the issue."""
     out = tmp_path / "run"
-    argv = flags(out, llama_dir, data_dir, "--target.methods", "mpt", "--adapt.lr", "0.25")
+    argv = flags(out, llama_dir, data_dir, "--compare.methods", "mpt", "--adapt.lr", "0.25")
     assert cli(capsys, "run", *argv)[0] == 0
     unit = out / "adapt" / "mpt" / "cola"
     code, stdout, err = cli(capsys, "export", "--prompt", str(unit / "prompt.safetensors"),
@@ -125,10 +126,10 @@ def test_exported_trained_target_and_its_card(tmp_path, capsys, llama_dir, data_
 
 
 def test_card_of_a_few_shot_seed_unit_and_of_a_loose_file(tmp_path, capsys, llama_dir, data_dir, llama_backbone):
-    """target.seeds units: the card names the unit's seed and its k-shot sample; a file outside a run: not recorded."""
+    """compare.seeds units: the card names the unit's seed and its k-shot sample; a file outside a run: not recorded."""
     out = tmp_path / "run"
-    argv = flags(out, llama_dir, data_dir, "--sources", "rte", "--targets", "cola@4", "--target.methods", "pt",
-                 "--target.seeds", "3")
+    argv = flags(out, llama_dir, data_dir, "--sources", "rte", "--targets", "cola@4", "--compare.methods", "pt",
+                 "--compare.seeds", "3")
     assert cli(capsys, "run", *argv)[0] == 0
     unit = out / "adapt" / "pt" / "seed3" / "cola@4"
     export_peft(llama_backbone, unit / "prompt.safetensors", "cola@4", tmp_path / "a")

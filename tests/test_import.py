@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import peft_label_logits, tiny_llama, tiny_t5
 from mptune.backbone import Backbone
 from mptune.checkpoint import load_prompt, save_prompt
 from mptune.errors import MptuneError
 from mptune.interop import export_peft, import_peft, import_peft_file
 from mptune.prompts import MultitaskPrompt, SoftPrompt, target_from_source
+
+from conftest import peft_label_logits, tiny_llama, tiny_t5
 from test_cli import LENGTH, assert_unit, assert_user_error, cli, flags
 from test_export import _batch, _mpt
 
@@ -155,7 +156,7 @@ def test_import_refusals(tokenizer, tmp_path):
 def test_imported_distilled_prompt_starts_mpt_targets(tokenizer, tmp_path, capsys, llama_dir, data_dir):
     peft_adapter(tokenizer, tmp_path / "mpt", data_dir, num_tasks=2, rank=1)
     out = tmp_path / "run"
-    argv = flags(out, llama_dir, data_dir, "--target.methods", "mpt")
+    argv = flags(out, llama_dir, data_dir, "--compare.methods", "mpt")
     distilled = out / "distill" / "prompt.safetensors"
     code, stdout, err = cli(capsys, "import", "--peft", str(tmp_path / "mpt"), "--out", str(distilled),
                             "--tasks", "rte,mrpc")

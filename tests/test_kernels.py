@@ -13,8 +13,6 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_gpt2, tiny_llama, tiny_t5
-from test_backbone import _batch, _items, _soft
 
 from mptune import kernels
 from mptune.backbone import Backbone
@@ -24,6 +22,9 @@ from mptune.evaluate import choice_scores, length_order, predictions
 from mptune.generate import generate
 from mptune.losses import plm_loss
 from mptune.tasks import get_task
+
+from conftest import tiny_gpt2, tiny_llama, tiny_t5
+from test_backbone import _batch, _items, _soft
 
 FAMILIES = {"llama": tiny_llama, "gpt2": tiny_gpt2, "t5": tiny_t5}
 
@@ -302,3 +303,13 @@ def test_the_cli_plans_the_examples_a_compile_must_repay():
     assert planned_examples(cfg, "teach") == teach and planned_examples(cfg, "distill") == distill
     assert planned_examples(cfg, "run") == teach + distill + adapt
     assert planned_examples(cfg, "evaluate") == 0
+
+
+@pytest.mark.parametrize("seconds,choice", [
+    ({"sdpa": 1.0, "sdpa-math": 1.2, "eager": 0.97}, "sdpa"),  # 3% faster: noise, the default stays
+    ({"sdpa": 1.0, "sdpa-math": 1.2, "eager": 0.90}, "eager"),  # 10% faster: chosen
+    ({"sdpa": None, "sdpa-math": 1.2, "eager": 1.3}, "sdpa-math"),  # the default failed: the fastest valid
+    ({"sdpa": None, "sdpa-math": None, "eager": None}, "sdpa"),
+])
+def test_the_default_kernel_gives_way_only_to_a_clear_winner(seconds, choice):
+    assert kernels.fastest(seconds, "sdpa") == choice

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import mptune
 from mptune.config import RunConfig, TrainArgs
+
 from test_cli import LENGTH
 
 README = Path(__file__).resolve().parents[1] / "README.md"

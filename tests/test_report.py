@@ -13,8 +13,10 @@ import yaml
 
 from mptune.cli import main
 from mptune.errors import MptuneError
-from mptune.logs import StepLog, read_log, use_loggers
+from mptune.logs import StepLog, read_log, summary_writer_class
 from mptune.report import write_report
+from mptune.rundir import RunDir
+
 from test_cli import SOURCES, TARGETS, assert_user_error, cli, flags
 
 UNITS = [f"teach/{s}" for s in SOURCES] + ["distill"] + [f"adapt/{m}/{t}" for m in ("pt", "spot", "mpt")
@@ -59,17 +61,18 @@ def test_tensorboard_scalars_match_the_jsonl_log(tiny_run):
 
 
 def test_resumed_step_log_replaces_the_tensorboard_steps_after_the_checkpoint(tmp_path):
-    use_loggers(tmp_path, ["tensorboard"])
-    unit = tmp_path / "teach" / "rte"
+    run = RunDir(tmp_path, loggers=("tensorboard",))
+    unit = run.teacher("rte")
     unit.mkdir(parents=True)
-    log = StepLog(unit / "log.jsonl")
+    assert run.tensorboard_dir(unit) == tmp_path / "tensorboard" / "teach" / "rte"
+    log = StepLog(unit / "log.jsonl", tensorboard=run.tensorboard_dir(unit))
     for step in range(1, 5):
         log.write(step, 4, 0.1, loss=torch.tensor(10.0 + step))
     log.close()
     # killed after step 4, resumed from the step-2 checkpoint by a later process (event files are read
     # in name order, which starts with the writer's creation time in seconds)
     time.sleep(1.1)
-    log = StepLog(unit / "log.jsonl", kept_steps=2)
+    log = StepLog(unit / "log.jsonl", kept_steps=2, tensorboard=run.tensorboard_dir(unit))
     for step in (3, 4):
         log.write(step, 4, 0.1, loss=torch.tensor(20.0 + step))
     log.close()
@@ -87,8 +90,7 @@ def test_step_log_outside_a_run_writes_jsonl_only(tmp_path):
 def test_missing_tensorboard_is_one_clear_error(tmp_path, monkeypatch, capsys, llama_dir, data_dir):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
     with pytest.raises(MptuneError, match=r"pip install 'mptune\[tensorboard\]'"):
-        use_loggers(tmp_path, ["tensorboard"])
-    use_loggers(tmp_path, [])  # log.jsonl alone needs nothing
+        summary_writer_class()
     argv = flags(tmp_path / "run", llama_dir, data_dir, "--sources", "rte")
     code, _, err = cli(capsys, "teach", *argv, "--loggers", "tensorboard")
     assert_user_error(code, err, "pip install 'mptune[tensorboard]'")
@@ -163,10 +165,10 @@ def test_report_refuses_a_directory_that_is_not_a_run(tmp_path, capsys):
 
 
 def test_report_of_a_run_with_target_seeds(tmp_path, capsys, llama_dir, data_dir):
-    """target.seeds nests adapt units by seed; the report finds all of them and reads the mean table."""
+    """compare.seeds nests adapt units by seed; the report finds all of them and reads the mean table."""
     out = tmp_path / "seeds"
-    code, _, err = cli(capsys, "run", *flags(out, llama_dir, data_dir, "--target.seeds", "3,4",
-                                             "--target.methods", "pt,mpt"))
+    code, _, err = cli(capsys, "run", *flags(out, llama_dir, data_dir, "--compare.seeds", "3,4",
+                                             "--compare.methods", "pt,mpt"))
     assert code == 0, err
     code, _, err = cli(capsys, "report", str(out))
     assert code == 0, err

@@ -16,14 +16,15 @@ from pathlib import Path
 import pytest
 import torch
 
-import mptune.stages as stages
+import mptune.train as train_loop
 from mptune.checkpoint import load_prompt
-from mptune.config import DistillArgs, RunConfig, TrainArgs
+from mptune.config import LossArgs, RunConfig, TrainArgs
 from mptune.data import encode
 from mptune.errors import MptuneError
 from mptune.prompts import MultitaskPrompt, SoftPrompt
 from mptune.resume import PREV_STATE_FILE, STATE_FILE, read_state, restore_state, save_state
-from mptune.stages import TaskData, train_distill, train_plm
+from mptune.stages import train_distill, train_plm
+from mptune.task_data import TaskData
 from mptune.tasks import get_task
 
 ARGS = TrainArgs(steps=7, batch_size=4, warmup_steps=2, checkpoint_every=2)
@@ -57,14 +58,14 @@ class Killed(Exception):
 
 def _kill_after(monkeypatch, step_to_die: int):
     """Make the loop die right after `step_to_die` finished steps (as a SIGKILL would, nothing saved after)."""
-    real = stages.check_finite
+    real = train_loop.check_finite
 
     def dying(loss, stage, step, tasks=()):
         if step == step_to_die + 1:
             raise Killed
         real(loss, stage, step, tasks)
 
-    monkeypatch.setattr(stages, "check_finite", dying)
+    monkeypatch.setattr(train_loop, "check_finite", dying)
 
 
 @pytest.mark.parametrize("die_after", [1, 3, 4, 6])
@@ -88,7 +89,7 @@ def test_train_plm_resumes_bitwise(backbone, data_dir, tmp_path, monkeypatch, di
 def test_train_distill_resumes_bitwise(llama_backbone, data_dir, tmp_path, monkeypatch, ahead):  # mid-window); 1
     backbone = llama_backbone
     data = _data(backbone, data_dir, ("rte", "mrpc", "cola"))
-    cfg = RunConfig(sources=["rte", "mrpc", "cola"], distill=ARGS, mpt=DistillArgs(kappa=3, teacher_ahead=ahead))
+    cfg = RunConfig(sources=["rte", "mrpc", "cola"], distill=ARGS, loss=LossArgs(teacher_ahead=ahead))
     teachers = _prompt(backbone, 3)
 
     def student():
@@ -110,8 +111,8 @@ def test_train_distill_resumes_bitwise(llama_backbone, data_dir, tmp_path, monke
 
 def _infinite_loss_at(monkeypatch, bad_step: int):
     """Make the loss of step `bad_step` infinite (its label-token count becomes 0), as a diverging run's would."""
-    real, calls = stages.label_tokens, iter(range(1, 10**6))
-    monkeypatch.setattr(stages, "label_tokens", lambda items: 0 if next(calls) == bad_step else real(items))
+    real, calls = train_loop.label_tokens, iter(range(1, 10**6))
+    monkeypatch.setattr(train_loop, "label_tokens", lambda items: 0 if next(calls) == bad_step else real(items))
 
 
 def test_infinite_loss_stops_naming_stage_step_task_and_keeps_the_last_checkpoint(llama_backbone, data_dir, tmp_path,
@@ -120,7 +121,8 @@ def test_infinite_loss_stops_naming_stage_step_task_and_keeps_the_last_checkpoin
     whole = _trained(backbone, data, tmp_path / "a", "whole")
     folder = tmp_path / "b"
     _infinite_loss_at(monkeypatch, 6)
-    with pytest.raises(MptuneError, match="^teach rte: loss is inf at step 6 on a batch of rte; lower the learning rate$"):
+    message = "^teach rte: loss is inf at step 6 on a batch of rte; lower the learning rate$"
+    with pytest.raises(MptuneError, match=message):
         train_plm(backbone, _prompt(backbone), data, ARGS, 2, 0, folder, "teach rte")
     monkeypatch.undo()
     assert [read_state(folder / f)["step"] for f in (STATE_FILE, PREV_STATE_FILE)] == [4, 2]
@@ -131,8 +133,8 @@ def test_infinite_loss_stops_naming_stage_step_task_and_keeps_the_last_checkpoin
 def test_infinite_distill_loss_names_the_tasks_of_the_batch(llama_backbone, data_dir, tmp_path, monkeypatch):
     names = ("rte", "mrpc", "cola")
     data = _data(llama_backbone, data_dir, names)
-    cfg = RunConfig(sources=list(names), distill=ARGS, mpt=DistillArgs(kappa=3))
-    third = list(islice(stages.batch_stream(data, ARGS, 3, cfg.seed), 3))[-1]
+    cfg = RunConfig(sources=list(names), distill=ARGS)
+    third = list(islice(train_loop.batch_stream([d.train for d in data], ARGS, 3, cfg.seed), 3))[-1]
     tasks = [names[t] for t in sorted({e.task_id for e in third})]
     assert len(tasks) >= 2  # a multitask batch: K >= 2 tasks
     _infinite_loss_at(monkeypatch, 3)
@@ -145,7 +147,7 @@ def test_infinite_distill_loss_names_the_tasks_of_the_batch(llama_backbone, data
 def test_checkpoint_restores_the_rng_states(llama_backbone, tmp_path):
     """state.pt carries torch's and Python's RNG states; resuming puts both back."""
     prompt = _prompt(llama_backbone)
-    opt, sched = stages.make_optimizer(prompt, ARGS)
+    opt, sched = train_loop.make_optimizer(prompt, ARGS)
     torch.manual_seed(5)
     random.seed(5)
     save_state(tmp_path, 3, prompt, opt, sched)

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from mptune.errors import MptuneError
-from mptune.tasks import Example, get_task, resolve_data_dir, task_names
-from mptune.tasks import glue, hub, superglue
+from mptune.tasks import Example, get_task, glue, hub, resolve_data_dir, superglue, task_names
 from mptune.tasks.fewshot import kshot
 from mptune.tasks.splits import HELD_OUT, halves, partition, select
 

@@ -9,11 +9,12 @@ import random
 import pytest
 import torch
 
-from mptune.config import DistillArgs, RunConfig, TrainArgs
+from mptune.config import LossArgs, RunConfig, TrainArgs
 from mptune.data import collate, encode, multitask_batches
 from mptune.prompts import MultitaskPrompt, SoftPrompt
 from mptune.resume import skip
-from mptune.stages import TaskData, train_distill
+from mptune.stages import train_distill
+from mptune.task_data import TaskData
 from mptune.tasks import get_task
 from mptune.teachers import TeacherOutputs
 
@@ -99,7 +100,7 @@ def test_distillation_losses_match_the_per_batch_path(backbone, data_dir, tmp_pa
     args = TrainArgs(steps=6, batch_size=4, warmup_steps=1, lr=1e-9, factor_lr=1e-9)
     logs = []
     for ahead in (0, 8):
-        cfg = RunConfig(sources=list(NAMES), distill=args, mpt=DistillArgs(kappa=3, teacher_ahead=ahead))
+        cfg = RunConfig(sources=list(NAMES), distill=args, loss=LossArgs(teacher_ahead=ahead))
         student = MultitaskPrompt(torch.ones(3, backbone.dim) * 0.05, 3)
         folder = tmp_path / str(ahead)
         folder.mkdir()

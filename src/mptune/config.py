@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import math
 import textwrap
 import typing
 from dataclasses import dataclass, field
@@ -28,11 +29,41 @@ from mptune.models import EMBEDDED
 METHODS = ("pt", "spot", "mpt")
 LOGGERS = ("tensorboard",)
 """Step loggers that can be added to log.jsonl (see mptune.logs)."""
-NOT_RUN_IDENTITY = ("loggers", "out_dir", "model.attention", "model.compile", "mpt.teacher_ahead")
+NOT_RUN_IDENTITY = ("loggers", "out_dir", "model.attention", "model.compile", "loss.teacher_ahead")
 """Settings that do not change what a run computes: a run directory may be resumed with other values
 (out_dir too: the same directory named relatively or absolutely, or moved, is the same run; the
 attention kernel, compilation and the batches teachers run in only change rounding, as another
 machine would)."""
+
+
+RENAMED = {**{f"mpt.{k}": f"loss.{k}" for k in ("lam", "temperature", "logits", "hidden", "teacher_ahead")},
+           "mpt.kappa": "data.kappa",
+           **{f"target.{k}": f"compare.{k}" for k in ("methods", "joint", "spot_source", "seeds")}}
+"""Settings of earlier versions under their names of today (the sections `mpt` and `target` held a
+DistillArgs and an AdaptArgs beside the TrainArgs `distill` and `adapt`). YAML files, the
+config.yaml of an existing run and flags may use either name; `upgrade` renames."""
+
+
+def upgrade(data):
+    """A config dict (as read from YAML) with the settings of earlier versions under today's names;
+    anything else is returned as it is (a setting given under both names is an error)."""
+    if not isinstance(data, dict):
+        return data
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for old, new in RENAMED.items():
+        (old_section, old_key), (new_section, new_key) = old.split("."), new.split(".")
+        if not isinstance(out.get(old_section), dict) or old_key not in out[old_section]:
+            continue
+        section = out.setdefault(new_section, {})
+        if not isinstance(section, dict):
+            continue  # from_dict names the bad section
+        if new_key in section:
+            raise MptuneError(f"{old} and {new} are one setting ({old} is its earlier name): give it once, as {new}")
+        section[new_key] = out[old_section].pop(old_key)
+    for section in ("mpt", "target"):
+        if out.get(section) == {}:
+            del out[section]
+    return out
 
 
 def _check(ok: bool, message: str) -> None:
@@ -47,15 +78,20 @@ class ModelArgs:
     name: str = EMBEDDED
     """'smollm2-135m-instruct' (embedded, offline), a local model directory, or a hub id such as google-t5/t5-base."""
     precision: str = "auto"
-    """'auto' (under accelerate launch its --mixed_precision bf16 or no; else bf16 autocast where the hardware runs bf16 natively, else fp32), 'bf16' or 'fp32'."""
+    """'auto' (under accelerate launch its --mixed_precision bf16 or no; else bf16 autocast where the hardware runs
+    bf16 natively, else fp32), 'bf16' or 'fp32'."""
     device: str = "cpu"
     """Torch device: 'cpu' or 'cuda'."""
     max_input_tokens: int = 128
-    """Longest input kept, in tokens; longer inputs keep their head and their last 24 tokens (a warning names splits with over a tenth of inputs cut; QA contexts need 512)."""
+    """Longest input kept, in tokens; longer inputs keep their head and their last 24 tokens (a warning names splits
+    with over a tenth of inputs cut; QA contexts need 512)."""
     attention: str = "auto"
-    """Attention kernel: 'auto' (the fastest for training and for inference on this machine, timed once and cached in $MPTUNE_CACHE/kernels.json), 'sdpa', 'sdpa-math' or 'eager'."""
+    """Attention kernel: 'auto' (the fastest for training and for inference on this machine, timed once and cached in
+    $MPTUNE_CACHE/kernels.json), 'sdpa', 'sdpa-math' or 'eager'."""
     compile: str = "off"
-    """'off' (default: on the 2-core development CPU compiling did not repay itself within a default run, see benchmarks/README.md); 'on' compiles the frozen model with torch.compile and records what that cost and saved on this machine; 'auto' compiles only when that record says the command's training steps repay it."""
+    """'off' (default: on the 2-core development CPU compiling did not repay itself within a default run, see
+    benchmarks/README.md); 'on' compiles the frozen model with torch.compile and records what that cost and saved on
+    this machine; 'auto' compiles only when that record says the command's training steps repay it."""
 
     def __post_init__(self):
         _check(self.precision in ("auto", "bf16", "fp32"),
@@ -68,19 +104,25 @@ class ModelArgs:
 
 @dataclass
 class DataArgs:
-    """Where task data comes from and how much of it is used."""
+    """Where task data comes from, how much of it is used and how multitask batches draw from it."""
 
     data_dir: str | None = None
     """Folder holding the task files in their official layouts (glue/, superglue/, ...); default: $MPTUNE_DATA_DIR."""
     custom_tasks: list[str] = field(default_factory=list)
-    """YAML files declaring your own CSV/JSONL tasks (see tasks/custom.py); their names can then be sources or targets."""
+    """YAML files declaring your own CSV/JSONL tasks (see tasks/custom.py); their names can then be sources or
+    targets."""
     split_seed: int = 42
-    """Seed of the train/dev/test split (fixed apart from the run seed, as in the literature); k-shot samples are drawn with split_seed + the run (or target) seed."""
+    """Seed of the train/dev/test split (fixed apart from the run seed, as in the literature); k-shot samples are drawn
+    with split_seed + the run (or target) seed."""
     eval_examples: int = 200
     """Most dev/test examples scored per task (a seeded sample; 0 = all)."""
+    kappa: int = 3
+    """Each multitask batch (distillation, and MPT* adaptation with compare.joint) draws K tasks with K uniform in [2,
+    kappa]."""
 
     def __post_init__(self):
         _check(self.eval_examples >= 0, f"eval_examples must be >= 0, got {self.eval_examples}")
+        _check(self.kappa >= 2, f"kappa must be >= 2, got {self.kappa}")
 
 
 @dataclass
@@ -92,7 +134,8 @@ class PromptArgs:
     rank: int = 1
     """Rank r of the task factor u_k v_k^T (the paper's rank-one decomposition is r = 1)."""
     init: str = "vocab"
-    """Start of teachers and PT: 'vocab' (sampled vocabulary embeddings), 'text' (see init_text) or a .safetensors prompt file."""
+    """Start of teachers and PT: 'vocab' (sampled vocabulary embeddings), 'text' (see init_text) or a .safetensors
+    prompt file."""
     init_text: str = "Classify the input and answer with the label word."
     """Text whose token embeddings start the prompt when init is 'text'."""
     target_factors: str = "mean"
@@ -127,6 +170,8 @@ class TrainArgs:
     """Save the training state every this many steps, so a killed run resumes mid-stage (0 = never)."""
     grad_accum: int = 1
     """Micro-batches per step and process (gradient accumulation): same update as one batch, less memory."""
+    clip_norm: float = 1.0
+    """Clip the gradient of the trainable tensors to this global L2 norm before each update."""
 
     def __post_init__(self):
         _check(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
@@ -136,37 +181,36 @@ class TrainArgs:
         _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         _check(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
         _check(self.checkpoint_every >= 0, f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
+        _check(self.clip_norm > 0 and math.isfinite(self.clip_norm), f"clip_norm must be > 0, got {self.clip_norm}")
         _check(1 <= self.grad_accum <= self.batch_size,
                f"grad_accum must be between 1 and batch_size ({self.batch_size}), got {self.grad_accum}")
 
 
 @dataclass
-class DistillArgs:
-    """MPT's source training: L = L_PLM + lambda (L_logits + L_hidden)."""
+class LossArgs:
+    """MPT's source-training loss L = L_PLM + lambda (L_logits + L_hidden), and how its teacher side is computed."""
 
     lam: float = 1.0
     """lambda, the weight of the distillation terms."""
     temperature: float = 2.0
     """T that softens teacher and student distributions in L_logits."""
-    kappa: int = 3
-    """Each multitask batch draws K tasks with K uniform in [2, kappa]."""
     logits: bool = True
     """Use L_logits (KL(teacher || student))."""
     hidden: bool = True
     """Use L_hidden (MSE of final hidden states at the label positions)."""
     teacher_ahead: int = 128
-    """Examples whose teacher outputs are computed ahead of the steps that use them, longest first, saving the padding of mixed-task batches (0 = in each drawn batch); see mptune/teachers.py."""
+    """Examples whose teacher outputs are computed ahead of the steps that use them, longest first, saving the padding
+    of mixed-task batches (0 = in each drawn batch); see mptune/teachers.py."""
 
     def __post_init__(self):
         _check(self.teacher_ahead >= 0, f"teacher_ahead must be >= 0, got {self.teacher_ahead}")
         _check(self.lam >= 0, f"lam must be >= 0, got {self.lam}")
         _check(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
-        _check(self.kappa >= 2, f"kappa must be >= 2, got {self.kappa}")
 
 
 @dataclass
-class AdaptArgs:
-    """Target adaptation and its baselines."""
+class CompareArgs:
+    """What the adapt stage compares on each target: the methods, MPT* (joint), SPoT's source, seeds."""
 
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     """Methods to train on each target: 'pt' (from scratch), 'spot' (from one teacher), 'mpt' (from P*)."""
@@ -175,7 +219,8 @@ class AdaptArgs:
     spot_source: str = "best"
     """Teacher that starts SPoT: a source task name, or 'best' (highest dev score on the target before training)."""
     seeds: list[int] = field(default_factory=list)
-    """Adapt every target once per seed listed (each draws its own k-shot sample, init and data order) and report mean ± std; empty = once, with the run seed."""
+    """Adapt every target once per seed listed (each draws its own k-shot sample, init and data order) and report mean
+    ± std; empty = once, with the run seed."""
 
     def __post_init__(self):
         unknown = [m for m in self.methods if m not in METHODS]
@@ -204,9 +249,9 @@ class RunConfig:
     prompt: PromptArgs = field(default_factory=PromptArgs)
     teach: TrainArgs = field(default_factory=lambda: TrainArgs(steps=100, batch_size=8))
     distill: TrainArgs = field(default_factory=lambda: TrainArgs(steps=150, batch_size=8))
-    mpt: DistillArgs = field(default_factory=DistillArgs)
     adapt: TrainArgs = field(default_factory=lambda: TrainArgs(steps=40, batch_size=8))
-    target: AdaptArgs = field(default_factory=AdaptArgs)
+    loss: LossArgs = field(default_factory=LossArgs)
+    compare: CompareArgs = field(default_factory=CompareArgs)
 
     def __post_init__(self):
         _check(bool(self.sources), "sources must name at least one task")
@@ -317,7 +362,8 @@ def load_yaml(path: str | Path) -> RunConfig:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise MptuneError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
-    # a partial section keeps RunConfig's own defaults (teach.steps is 150, not TrainArgs' 100)
+    # a partial section keeps RunConfig's own defaults (distill.steps is 150, not TrainArgs' 100)
+    data = upgrade(data)
     return from_dict(RunConfig, _merge(to_dict(RunConfig()), data) if isinstance(data, dict) else data)
 
 
@@ -338,10 +384,15 @@ def same_run(saved: dict, config: RunConfig) -> bool:
     if not isinstance(saved, dict):
         return False
     try:
-        old = to_dict(from_dict(RunConfig, _merge(to_dict(RunConfig()), saved)))
+        old = from_dict(RunConfig, _merge(to_dict(RunConfig()), upgrade(saved)))
     except MptuneError:
         return False
-    return _identity(old) == _identity(to_dict(config))
+    return run_identity(old) == run_identity(config)
+
+
+def run_identity(config: RunConfig) -> dict:
+    """The settings that decide what a run computes: its config as a dict without NOT_RUN_IDENTITY."""
+    return _identity(to_dict(config))
 
 
 def _identity(data: dict, prefix: str = "") -> dict:
@@ -371,6 +422,7 @@ def with_overrides(config: RunConfig, overrides: dict[str, str]) -> RunConfig:
     data = to_dict(config)
     types = {key: tp for key, tp, _ in flat_fields()}
     for key, text in overrides.items():
+        key = RENAMED.get(key, key)
         if key not in types:
             raise MptuneError(f"unknown setting {key}")
         *path, leaf = key.split(".")

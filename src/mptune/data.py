@@ -97,13 +97,6 @@ def epoch_stream(n: int, rng: random.Random) -> Iterator[int]:
         yield from order
 
 
-def single_task_batches(n: int, batch_size: int, rng: random.Random) -> Iterator[list[int]]:
-    """Batches of indices into one dataset of n examples."""
-    stream = epoch_stream(n, rng)
-    while True:
-        yield [next(stream) for _ in range(batch_size)]
-
-
 def split_evenly(total: int, parts: int) -> list[int]:
     """total items over `parts` shares differing by at most one: split_evenly(8, 3) == [3, 3, 2]."""
     return [total // parts + (i < total % parts) for i in range(parts)]

@@ -71,11 +71,6 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def barrier() -> None:
-    if world_size() > 1:
-        dist.barrier()
-
-
 def check_batch(batch_size: int, grad_accum: int, key: str = "batch_size", world: int | None = None) -> None:
     """MptuneError unless a batch splits into equal shards, one per process, of at least grad_accum examples."""
     world = world_size() if world is None else world

@@ -57,7 +57,7 @@ def causal_choice_scores(backbone: Backbone, prompts: torch.Tensor, base: Batch,
     each choice's first token is scored from its last position. The cache is then
     repeated C times and the choices' remaining tokens (right-padded, [B*C, t-1]) run on it.
     """
-    model, key = backbone.model.base_model, cache_keyword(backbone.model.base_model)
+    model, key = backbone.body, cache_keyword(backbone.body)
     width = max(map(len, choice_ids))
     pad = backbone.tokenizer.pad_token_id
     ids = torch.tensor([c + [pad] * (width - len(c)) for c in choice_ids], device=backbone.device)  # [C, t]

@@ -56,9 +56,9 @@ def prefill(backbone: Backbone, prompts: torch.Tensor, batch: Batch):
     -> (the base model's output, whose cache is `out[cache_keyword(model)]`, and the left-padded
     mask [B, l+n]); the last column of `out.last_hidden_state` is every row's last real token.
     """
-    model = backbone.model.base_model
+    model = backbone.body
     with backbone.compute():
-        x, mask = left_pad(*backbone._with_prompt(prompts, batch))
+        x, mask = left_pad(*backbone.with_prompt(prompts, batch))
         out = model(inputs_embeds=x, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
                     use_cache=True)
     return out, mask
@@ -66,7 +66,7 @@ def prefill(backbone: Backbone, prompts: torch.Tensor, batch: Batch):
 
 def causal_stepper(backbone: Backbone, prompts: torch.Tensor, batch: Batch) -> Step:
     """Greedy steps of a decoder-only model over [pads, prompt, input] with the KV cache."""
-    model = backbone.model.base_model
+    model = backbone.body
     key = cache_keyword(model)
     state = {}
 
@@ -86,10 +86,10 @@ def causal_stepper(backbone: Backbone, prompts: torch.Tensor, batch: Batch) -> S
 
 def seq2seq_stepper(backbone: Backbone, prompts: torch.Tensor, batch: Batch) -> Step:
     """Greedy steps of an encoder-decoder model: encode once, then decode with the KV cache."""
-    decoder = backbone.model.get_decoder()
+    decoder = backbone.decoder
     key = cache_keyword(decoder)
     states, mask = backbone.encode(prompts, batch)
-    start = backbone.model.config.decoder_start_token_id
+    start = backbone.decoder_start_token_id
     state = {key: None}
 
     def step(tokens: torch.Tensor | None) -> torch.Tensor:

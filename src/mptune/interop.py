@@ -43,10 +43,10 @@ from safetensors.torch import load_file, save_file
 
 from mptune.backbone import Backbone
 from mptune.card import model_card
-from mptune.checkpoint import PROMPT_FILE, save_prompt
+from mptune.checkpoint import PROMPT_FILE, prompt_row, save_prompt
 from mptune.errors import MptuneError
 from mptune.prompts import MultitaskPrompt, SoftPrompt, num_parameters
-from mptune.stages import prompt_row
+from mptune.rundir import METRICS_FILE, write_json
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -148,5 +148,5 @@ def import_peft_file(adapter_dir: str | Path, tasks: list[str], out: str | Path)
     save_prompt(module, tasks, out)
     if out.name == PROMPT_FILE:
         metrics = {"imported_from": str(adapter_dir.resolve()), "parameters": num_parameters(module)}
-        (out.parent / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        write_json(out.parent / METRICS_FILE, metrics)
     return out

@@ -9,11 +9,10 @@ scalars named like the JSON keys, to `RUN_DIR/tensorboard/UNIT`, so
 Decisions
 - log.jsonl is always written: resuming a unit keeps its first lines, and `mptune report` plots
   it. Other loggers are extras, and none is needed to train.
-- The training loops only know `StepLog(path, kept_steps)`, `write(step, examples, lr, **terms)`
-  and `close()`. Which extra loggers a unit gets is a property of its run directory:
-  `stages.prepare_run_dir` calls `use_loggers(run_dir, cfg.loggers)`, and a StepLog whose file
-  lies in a registered run directory opens them. A StepLog elsewhere (a training loop called
-  directly, as in tests) writes log.jsonl only.
+- The training loop only knows `StepLog(path, kept_steps, tensorboard)`, `write(step, examples,
+  lr, **terms)` and `close()`. Which extra loggers a unit gets is a property of its run directory:
+  the stage passes `RunDir.tensorboard_dir(folder)` (None unless the run asks for TensorBoard). A
+  training loop called directly (as in tests) writes log.jsonl only.
 - tensorboard is imported only when selected (`pip install 'mptune[tensorboard]'`); its absence is
   one MptuneError when the run directory is prepared, before any model is loaded.
 - A resumed unit continues its event file from the last checkpoint: events after that step are
@@ -31,11 +30,6 @@ import torch
 from mptune import distributed
 from mptune.errors import MptuneError
 
-TENSORBOARD_DIR = "tensorboard"
-"""Folder of the run directory holding one TensorBoard log directory per unit."""
-
-_RUNS: dict[Path, tuple[str, ...]] = {}
-
 
 def summary_writer_class():
     """torch's SummaryWriter, or one error telling how to install TensorBoard."""
@@ -47,23 +41,6 @@ def summary_writer_class():
     return SummaryWriter
 
 
-def use_loggers(run_dir: str | Path, loggers: list[str]) -> None:
-    """Give every StepLog inside `run_dir` these extra loggers (checked to be usable now)."""
-    if "tensorboard" in loggers:
-        summary_writer_class()
-    _RUNS[Path(run_dir).resolve()] = tuple(loggers)
-
-
-def _run_of(folder: Path) -> tuple[Path, tuple[str, ...]] | None:
-    """The registered run directory holding `folder` (the innermost one) and its loggers."""
-    folder = folder.resolve()
-    runs = [run for run in _RUNS if folder.is_relative_to(run)]
-    if not runs:
-        return None
-    run = max(runs, key=lambda p: len(p.parts))
-    return run, _RUNS[run]
-
-
 class StepLog:
     """Appends one JSON line per step (and TensorBoard scalars, if the run asks) and tracks throughput.
 
@@ -71,17 +48,16 @@ class StepLog:
     main process of a distributed run writes.
     """
 
-    def __init__(self, path: Path, kept_steps: int = 0):
+    def __init__(self, path: Path, kept_steps: int = 0, tensorboard: Path | None = None):
+        """tensorboard: the unit's TensorBoard log directory (`RunDir.tensorboard_dir`), or None."""
         self.file = self.tensorboard = None
         if distributed.is_main():
             path.parent.mkdir(parents=True, exist_ok=True)
             kept = path.read_text().splitlines()[:kept_steps] if kept_steps and path.exists() else []
             self.file = path.open("w")
             self.file.writelines(line + "\n" for line in kept)
-            run = _run_of(path.parent)
-            if run is not None and "tensorboard" in run[1]:
-                unit = path.parent.resolve().relative_to(run[0])
-                self.tensorboard = summary_writer_class()(str(run[0] / TENSORBOARD_DIR / unit),
+            if tensorboard is not None:
+                self.tensorboard = summary_writer_class()(str(tensorboard),
                                                           purge_step=kept_steps + 1 if kept_steps else None)
         self.start = time.perf_counter()
         self.examples = 0

@@ -120,11 +120,6 @@ def num_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-def pt_parameters(length: int, dim: int) -> int:
-    """Vanilla prompt tuning: l * d."""
-    return length * dim
-
-
 def mpt_target_parameters(length: int, dim: int, num_targets: int = 1, rank: int = 1) -> int:
     """MPT target adaptation: l*d + (l + d)*tau for rank 1 (the paper's 77.6K for l=100, d=768, tau=1)."""
     return length * dim + (length + dim) * rank * num_targets

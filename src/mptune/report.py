@@ -29,8 +29,10 @@ from pathlib import Path
 
 import yaml
 
+from mptune.config import upgrade
 from mptune.errors import MptuneError
 from mptune.logs import read_log
+from mptune.rundir import CONFIG_FILE, LOG_FILE, METRICS_FILE, RESULTS_JSON, RESULTS_MD, STAGES, RunDir, UnitInfo
 
 REPORT_DIR = "report"
 METHOD_COLORS = {"pt": "tab:blue", "spot": "tab:orange", "mpt": "tab:green"}
@@ -67,7 +69,7 @@ class Unit:
 def read_config(run_dir: Path) -> dict:
     if not run_dir.is_dir():
         raise MptuneError(f"run directory {run_dir} does not exist")
-    path = run_dir / "config.yaml"
+    path = run_dir / CONFIG_FILE
     if not path.is_file():
         raise MptuneError(f"{run_dir} is not an mptune run directory: it has no config.yaml")
     try:
@@ -76,34 +78,27 @@ def read_config(run_dir: Path) -> dict:
         config = None
     if not isinstance(config, dict) or not config.get("sources") or not config.get("targets"):
         raise MptuneError(f"{path} is not an mptune run config (no sources and targets)")
-    return config
+    try:
+        return upgrade(config)  # the settings of earlier versions under today's names
+    except MptuneError:
+        return config
 
 
-def read_unit(run_dir: Path, stage: str, name: str, relative: str, steps: int) -> Unit:
-    folder = run_dir / relative
-    log = read_log(folder / "log.jsonl") if (folder / "log.jsonl").is_file() else []
-    metrics = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").is_file() else None
-    return Unit(stage, name, folder, steps, log, metrics)
+def read_unit(info: UnitInfo, steps: int) -> Unit:
+    folder = info.folder
+    log = read_log(folder / LOG_FILE) if (folder / LOG_FILE).is_file() else []
+    metrics = json.loads((folder / METRICS_FILE).read_text()) if (folder / METRICS_FILE).is_file() else None
+    return Unit(info.stage, info.name, folder, steps, log, metrics)
 
 
 def run_units(run_dir: Path, config: dict) -> list[Unit]:
     """Every unit the run's config asks for, in pipeline order."""
-    target = config.get("target", {})
+    target = config.get("compare", {})
     methods, joint = target.get("methods", ["pt", "spot", "mpt"]), target.get("joint", False)
-    steps = {stage: config.get(stage, {}).get("steps", 0) for stage in ("teach", "distill", "adapt")}
-    units = [read_unit(run_dir, "teach", s, f"teach/{s}", steps["teach"]) for s in config["sources"]]
-    if "mpt" in methods:
-        units.append(read_unit(run_dir, "distill", "distill", "distill", steps["distill"]))
-    seeds = [f"seed{s}/" for s in target.get("seeds", [])] or [""]  # target.seeds nests units by seed
-    for method in methods:
-        for seed in seeds:
-            if method == "mpt" and joint:
-                name = f"mpt-joint/{seed}".rstrip("/")
-                units.append(read_unit(run_dir, "adapt", name, f"adapt/{name}", steps["adapt"]))
-            else:
-                units += [read_unit(run_dir, "adapt", f"{method}/{seed}{t}", f"adapt/{method}/{seed}{t}",
-                                    steps["adapt"]) for t in config["targets"]]
-    return units
+    steps = {stage: config.get(stage, {}).get("steps", 0) for stage in STAGES}
+    run = RunDir(run_dir, target.get("seeds", []))
+    infos = run.units(config["sources"], config["targets"], methods, joint)
+    return [read_unit(info, steps[info.stage]) for info in infos]
 
 
 def primary_metric(target: str, scores: dict) -> str:
@@ -196,7 +191,7 @@ def plot_adapt(units: list[Unit], targets: list[str], path: Path) -> bool:
     targets = [t for t in targets if joint or any(u.name.rsplit("/", 1)[1] == t for u in logged)]  # no empty panels
     fig, axes = new_figure(len(targets), width=5.0)
     for ax, target in zip(axes, targets):
-        labelled = set()  # with target.seeds, one legend entry per method
+        labelled = set()  # with compare.seeds, one legend entry per method
         for unit in logged:
             method = unit.name.split("/")[0]
             if method != "mpt-joint" and unit.name.rsplit("/", 1)[1] != target:
@@ -289,7 +284,7 @@ def missing(run_dir: Path, units: list[Unit], results: dict | None) -> list[str]
 def summary(run_dir: Path, config: dict, methods: list[str]) -> list[str]:
     """The run's setting in four bullet points."""
     section = lambda name: config.get(name) or {}  # noqa: E731
-    joint = " (MPT joint over all targets)" if section("target").get("joint") else ""
+    joint = " (MPT joint over all targets)" if section("compare").get("joint") else ""
     steps = ", ".join(f"{stage} {section(stage).get('steps', '?')}" for stage in ("teach", "distill", "adapt"))
     return [f"- run directory: `{run_dir}`",
             f"- model: `{section('model').get('name', '?')}`, prompt length {section('prompt').get('length', '?')}",
@@ -303,9 +298,9 @@ def write_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     units = run_units(run_dir, config)
-    results_path = run_dir / "results.json"
+    results_path = run_dir / RESULTS_JSON
     results = json.loads(results_path.read_text()) if results_path.is_file() else None
-    methods = config.get("target", {}).get("methods", ["pt", "spot", "mpt"])
+    methods = config.get("compare", {}).get("methods", ["pt", "spot", "mpt"])
     scores = comparison(units, results)
     bars = dict(scores, average=results["average"]) if results and "average" in results else scores
 
@@ -325,8 +320,8 @@ def write_report(run_dir: str | Path) -> Path:
     lines += ["## Status", ""]
     lines += ["Missing or unfinished:", "", *gaps, ""] if gaps else ["Every unit is finished.", ""]
     lines += ["## Results", ""]
-    if results is not None and (run_dir / "results.md").is_file():
-        lines += [(run_dir / "results.md").read_text().rstrip(), ""]
+    if results is not None and (run_dir / RESULTS_MD).is_file():
+        lines += [(run_dir / RESULTS_MD).read_text().rstrip(), ""]
     elif scores:
         lines += ["From the finished adapt units (no results.json yet):", ""] + score_table(scores, methods) + [""]
     else:

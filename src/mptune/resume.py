@@ -111,7 +111,8 @@ def latest_state(folder: Path) -> dict | None:
 
 
 def restore_state(folder: Path, module: torch.nn.Module, opt, sched) -> int:
-    """Load the latest intact state into module, optimizer, scheduler and the RNGs; return the finished steps (0 if none)."""
+    """Load the latest intact state into module, optimizer, scheduler and the RNGs; return the finished steps (0 if
+    none)."""
     state = distributed.from_main(lambda: latest_state(folder))
     if state is None:
         return 0

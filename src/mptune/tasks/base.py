@@ -104,11 +104,6 @@ class Task:
         return [Example(e.input_text, e.target_text, e.label, self.name) for e in rows]
 
 
-def label_index(choices: Sequence[str], word: str) -> int:
-    """Class index of a label word."""
-    return list(choices).index(word)
-
-
 def files_doc(paths: Sequence[str]) -> str:
     """Relative file paths in one line: 'glue/RTE/{train.tsv,dev.tsv}' for files sharing a folder."""
     if len(paths) == 1:

@@ -236,3 +236,9 @@ def load_custom_yaml(path: str | Path) -> CustomTaskSpec:
         return CustomTaskSpec(**data)
     except MptuneError as exc:
         raise MptuneError(f"{path}: {exc}") from None
+
+
+def register_custom_tasks(paths: Sequence[str]) -> None:
+    """Add the tasks of these YAML files (data.custom_tasks) to the task registry."""
+    for path in paths:
+        register_custom(load_custom_yaml(path))

@@ -35,8 +35,21 @@ from typing import Callable
 
 from mptune.tasks import hub
 from mptune.tasks.base import Example, Task, files_doc
-from mptune.tasks.glue import (BINARY, ENTAIL, NO_YES, PARAPHRASE, SENTIMENT, YES_NO, GlueSpec,
-                               example_from_values, hub_reader, hub_values, normalize, read_examples, read_tsv)
+from mptune.tasks.glue import (
+    BINARY,
+    ENTAIL,
+    NO_YES,
+    PARAPHRASE,
+    SENTIMENT,
+    YES_NO,
+    GlueSpec,
+    example_from_values,
+    hub_reader,
+    hub_values,
+    normalize,
+    read_examples,
+    read_tsv,
+)
 from mptune.tasks.splits import describe, select, select_given
 from mptune.tasks.superglue import Row, get, label_of, read_jsonl
 

@@ -1,0 +1,74 @@
+"""The comparison table of a run: scores per target and method, with their spread over seeds and
+the trainable parameters of each method (results.json and results.md of `mptune run`)."""
+
+from __future__ import annotations
+
+import statistics
+
+from mptune.config import RunConfig
+from mptune.prompts import mpt_target_parameters
+from mptune.tasks import get_task
+
+
+def aggregate(runs: dict[int, dict], target: str) -> dict:
+    """Metrics of one method on one target over seeds: mean scores, their std and each seed's metrics."""
+    scores = [r["scores"][target] for r in runs.values()]
+    spread = lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0  # noqa: E731
+    first = next(iter(runs.values()))
+    return {"scores": {target: {k: statistics.mean(s[k] for s in scores) for k in scores[0]}},
+            "std": {target: {k: spread([s[k] for s in scores]) for k in scores[0]}},
+            "train_examples_per_s": statistics.mean(r["train_examples_per_s"] for r in runs.values()),
+            "parameters": first["parameters"], "seeds": runs}
+
+
+def results_table(cfg: RunConfig, results: dict[str, dict[str, dict]], backbone_dim: int) -> tuple[dict, str]:
+    """Scores per target and method with trainable parameters, as a dict and a markdown table."""
+    methods = [m for m in cfg.compare.methods if m in results]
+    header = "| target | metric | " + " | ".join(m.upper() for m in methods) + " |"
+    lines = [header, "|" + "---|" * (len(methods) + 2)]
+    table: dict = {"targets": {}, "average": {}, "parameters": {}}
+    for name in cfg.targets:
+        metric = get_task(name).metric
+        row = {m: results[m][name]["scores"][name][metric] for m in methods}
+        std = {m: results[m][name]["std"][name][metric] for m in methods if "std" in results[m][name]}
+        table["targets"][name] = {"metric": metric, **row, **({"std": std} if std else {})}
+        cell = lambda m: f"{row[m]:.1f}" + (f" ± {std[m]:.1f}" if m in std else "")  # noqa: E731
+        lines.append(f"| {name} | {metric} | " + " | ".join(cell(m) for m in methods) + " |")
+    for m in methods:
+        table["average"][m] = sum(table["targets"][t][m] for t in cfg.targets) / len(cfg.targets)
+    spread = average_std(cfg, results, methods)
+    if spread:
+        table["average_std"] = spread
+    cell = lambda m: f"**{table['average'][m]:.1f}**" + (f" ± {spread[m]:.1f}" if spread else "")  # noqa: E731
+    lines.append("| **average** | | " + " | ".join(cell(m) for m in methods) + " |")
+    l, r, tau = cfg.prompt.length, cfg.prompt.rank, len(cfg.targets)
+    params = {"pt": l * backbone_dim, "spot": l * backbone_dim,
+              "mpt": (mpt_target_parameters(l, backbone_dim, tau, r) if cfg.compare.joint
+                      else mpt_target_parameters(l, backbone_dim, 1, r))}
+    table["parameters"] = {m: params[m] for m in methods}
+    joint = f" (all {tau} targets, one shared P*)"
+    lines.append("| trainable parameters | | " + " | ".join(
+        f"{params[m]:,}" + (joint if m == "mpt" and cfg.compare.joint else " per target") for m in methods) + " |")
+    return table, "\n".join(lines) + "\n"
+
+
+def average_std(cfg: RunConfig, results: dict, methods: list[str]) -> dict[str, float]:
+    """Std over compare.seeds of each method's target average ({} for a single-seed run)."""
+    if len(cfg.compare.seeds) < 2:
+        return {}
+    out = {}
+    for m in methods:
+        metric = {t: get_task(t).metric for t in cfg.targets}
+        per_seed = [statistics.mean(results[m][t]["seeds"][s]["scores"][t][metric[t]] for t in cfg.targets)
+                    for s in cfg.compare.seeds]
+        out[m] = statistics.stdev(per_seed)
+    return out
+
+
+def throughput(stage_results: dict) -> dict[str, float]:
+    """Mean training examples/s of each stage (over the units it trained in this or earlier runs)."""
+    units = {"teach": list(stage_results.get("teach", {}).values()),
+             "distill": [stage_results["distill"]] if "distill" in stage_results else [],
+             "adapt": [m for per in stage_results.get("adapt", {}).values() for m in per.values()]}
+    units = {k: [u for u in v if "train_examples_per_s" in u] for k, v in units.items()}  # not imported ones
+    return {k: round(sum(u["train_examples_per_s"] for u in v) / len(v), 2) for k, v in units.items() if v}

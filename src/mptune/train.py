@@ -1,0 +1,128 @@
+"""The training loop, written once: teach, distill, adapt and the benchmarks' PEFT baseline run it.
+
+    train(backbone, module, args, folder, desc, batches, loss_step, task_names, seed)
+
+A stage passes what differs: the prompt module it trains, its stream of batches, and
+`loss_step(part, total) -> (loss, terms)`, the loss of one micro-batch (and the named terms it
+logs besides `loss`). Everything else is here, top to bottom: set-up (seed, optimizer, schedule,
+resume), then per step: the batch, its micro-batches (forward, backward), the sum over processes,
+the finite check, gradient clipping, the optimizer and schedule step, the log line, the checkpoint.
+
+Decisions
+- A step's batch (the same in every process) is split by `micro_batches` into this process's
+  grad_accum micro-batches; each loss is divided by `total`, the label tokens of the whole batch,
+  so the parts' losses and gradients add up to the whole batch's (see `distributed`).
+- The loss is checked before the optimizer steps, so a NaN or infinite loss leaves the unit's last
+  checkpoint as its last good state, and the error names the stage, the step and the batch's tasks.
+- AdamW with two learning rates: `lr` for prompt matrices, `factor_lr` for the rank-r factors u, v
+  (their scale is 1, the prompt's is the embeddings'); linear warm-up, then linear decay to zero.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from mptune import distributed
+from mptune.backbone import Backbone, Batch
+from mptune.config import TrainArgs
+from mptune.data import Encoded, collate, label_tokens, multitask_batches
+from mptune.errors import MptuneError
+from mptune.logs import StepLog
+from mptune.resume import restore_state, save_state, skip
+
+LossStep = Callable[[list[Encoded], int], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+"""loss_step(micro-batch, total label tokens of the whole batch) -> (loss, {name: term}) of that part."""
+
+
+def make_optimizer(module: torch.nn.Module, args: TrainArgs):
+    """AdamW with lr for prompt matrices and factor_lr for u, v; linear warm-up then linear decay."""
+    factors = [p for n, p in module.named_parameters() if n in ("u", "v")]
+    matrices = [p for n, p in module.named_parameters() if n not in ("u", "v")]
+    groups = [{"params": matrices, "lr": args.lr}] + ([{"params": factors, "lr": args.factor_lr}] if factors else [])
+    opt = torch.optim.AdamW(groups, weight_decay=args.weight_decay)
+
+    warmup = min(args.warmup_steps, args.steps // 2)
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (args.steps - step) / max(1, args.steps - warmup))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+
+
+def batch_stream(train: Sequence[Sequence[Encoded]], args: TrainArgs, kappa: int, seed: int,
+                 start: int = 0) -> Iterator[list[Encoded]]:
+    """Training batches over one or several tasks' train examples (K-of-kappa mixing when there are
+    several), after the first `start` (the data position of a resumed unit)."""
+    pairs = multitask_batches([len(t) for t in train], args.batch_size, kappa, random.Random(seed))
+    return skip(([train[t][i] for t, i in chosen] for chosen in pairs), start)
+
+
+def micro_batches(items: list[Encoded], args: TrainArgs) -> list[list[Encoded]]:
+    """This process's grad_accum micro-batches of a step's batch."""
+    return distributed.shard(items, args.grad_accum)
+
+
+def to_batch(items: Sequence[Encoded], backbone: Backbone) -> Batch:
+    """A micro-batch as padded tensors on the backbone's device."""
+    return collate(items, backbone.tokenizer.pad_token_id, backbone.is_seq2seq).to(backbone.device)
+
+
+def check_finite(loss: torch.Tensor, stage: str, step: int, tasks: Sequence[str] = ()) -> None:
+    """Stop with a user error naming the stage, step and the batch's tasks when the loss is NaN or infinite."""
+    if not math.isfinite(loss.item()):
+        on = f" on a batch of {', '.join(tasks)}" if tasks else ""
+        raise MptuneError(f"{stage}: loss is {loss.item()} at step {step}{on}; lower the learning rate")
+
+
+def progress_bar(desc: str, start: int, steps: int) -> tqdm:
+    """Steps start+1 .. steps, with a bar in the main process only."""
+    return tqdm(range(start + 1, steps + 1), desc=desc, initial=start, total=steps, dynamic_ncols=True,
+                disable=not distributed.is_main())
+
+
+def train(backbone: Backbone, module: torch.nn.Module, args: TrainArgs, folder: Path, desc: str,
+          batches: Callable[[int], Iterator[list[Encoded]]], loss_step: LossStep,
+          task_names: Sequence[str], seed: int, tensorboard: Path | None = None) -> dict:
+    """Train `module` (the only trainable tensors) for args.steps steps, resuming from `folder`.
+
+    batches(start): the batch stream after `start` finished steps. task_names[k]: the name of task
+    id k (for error messages). tensorboard: the unit's TensorBoard directory, if the run logs there.
+    Returns the log's summary and the kernels the backbone ran with.
+    """
+    backbone.assert_frozen()
+    torch.manual_seed(seed)
+    opt, sched = make_optimizer(module, args)
+    start = restore_state(folder, module, opt, sched)
+    stream = batches(start)
+    log = StepLog(folder / "log.jsonl", start, tensorboard)
+    bar = progress_bar(desc, start, args.steps)
+    for step in bar:
+        items = next(stream)
+        total = label_tokens(items)
+        opt.zero_grad(set_to_none=True)
+        loss = torch.zeros((), device=backbone.device)  # of the whole batch: summed over micro-batches, processes
+        terms: dict[str, torch.Tensor] = {}
+        for part in micro_batches(items, args):
+            part_loss, part_terms = loss_step(part, total)
+            part_loss.backward()
+            loss += part_loss.detach()
+            for name, value in part_terms.items():
+                terms[name] = terms.get(name, torch.zeros((), device=backbone.device)) + value.detach()
+        distributed.all_reduce_sum([loss, *terms.values(), *(p.grad for p in module.parameters())])
+        check_finite(loss, desc, step, [task_names[t] for t in sorted({e.task_id for e in items})])
+        torch.nn.utils.clip_grad_norm_(module.parameters(), args.clip_norm)
+        opt.step()
+        sched.step()
+        row = log.write(step, len(items), sched.get_last_lr()[0], loss=loss, **terms)
+        bar.set_postfix({name: f"{row[name]:.3f}" for name in ("loss", *terms)}, ex_s=row["examples_per_s"])
+        if args.checkpoint_every and step % args.checkpoint_every == 0 and step < args.steps:
+            save_state(folder, step, module, opt, sched)
+    return {**log.close(), "kernels": backbone.kernels}
