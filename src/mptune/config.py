@@ -116,6 +116,9 @@ class DataArgs:
     with split_seed + the run (or target) seed."""
     eval_examples: int = 200
     """Most dev/test examples scored per task (a seeded sample; 0 = all)."""
+    dev_examples: int = 100
+    """Dev examples per task (a seeded sample; 0 = all) scored by model selection (STAGE.eval_every); selection
+    never reads the test split."""
     kappa: int = 3
     """Each multitask batch (distillation, and MPT* adaptation with compare.joint) draws K tasks with K uniform in [2,
     kappa]."""
@@ -123,6 +126,7 @@ class DataArgs:
     def __post_init__(self):
         _check(self.eval_examples >= 0, f"eval_examples must be >= 0, got {self.eval_examples}")
         _check(self.kappa >= 2, f"kappa must be >= 2, got {self.kappa}")
+        _check(self.dev_examples >= 0, f"dev_examples must be >= 0, got {self.dev_examples}")
 
 
 @dataclass
@@ -172,6 +176,9 @@ class TrainArgs:
     """Micro-batches per step and process (gradient accumulation): same update as one batch, less memory."""
     clip_norm: float = 1.0
     """Clip the gradient of the trainable tensors to this global L2 norm before each update."""
+    eval_every: int = 0
+    """Score the prompt on a dev sample (data.dev_examples per task) every this many steps and at the last, and
+    keep the best-scoring prompt; several tasks (distillation, MPT*) score their mean. 0 = keep the last step's."""
 
     def __post_init__(self):
         _check(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
@@ -182,6 +189,7 @@ class TrainArgs:
         _check(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
         _check(self.checkpoint_every >= 0, f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
         _check(self.clip_norm > 0 and math.isfinite(self.clip_norm), f"clip_norm must be > 0, got {self.clip_norm}")
+        _check(self.eval_every >= 0, f"eval_every must be >= 0, got {self.eval_every}")
         _check(1 <= self.grad_accum <= self.batch_size,
                f"grad_accum must be between 1 and batch_size ({self.batch_size}), got {self.grad_accum}")
 

@@ -48,14 +48,16 @@ PREV_STATE_FILE = "state.prev.pt"
 HEADER = b"mptune-state/1 sha256="
 
 
-def save_state(folder: Path, step: int, module: torch.nn.Module, opt, sched) -> None:
-    """Write the training state after `step` finished steps, keeping the previous one (main process only)."""
+def save_state(folder: Path, step: int, module: torch.nn.Module, opt, sched, extra: dict | None = None) -> None:
+    """Write the training state after `step` finished steps, keeping the previous one (main process only).
+
+    extra: more of the loop's state (tensors, numbers), given back by `restore_state`."""
     if not distributed.is_main():
         return
     buffer = io.BytesIO()
     rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
     torch.save({"step": step, "module": module.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "rng": rng}, buffer)
+                "scheduler": sched.state_dict(), "rng": rng, **({"extra": extra} if extra else {})}, buffer)
     payload = buffer.getvalue()
     path = folder / STATE_FILE
     tmp = path.with_name(path.name + ".tmp")
@@ -110,9 +112,9 @@ def latest_state(folder: Path) -> dict | None:
     return None
 
 
-def restore_state(folder: Path, module: torch.nn.Module, opt, sched) -> int:
+def restore_state(folder: Path, module: torch.nn.Module, opt, sched, extra: dict | None = None) -> int:
     """Load the latest intact state into module, optimizer, scheduler and the RNGs; return the finished steps (0 if
-    none)."""
+    none). extra: filled with the `extra` the checkpoint was saved with."""
     state = distributed.from_main(lambda: latest_state(folder))
     if state is None:
         return 0
@@ -123,6 +125,8 @@ def restore_state(folder: Path, module: torch.nn.Module, opt, sched) -> int:
         if "rng" in state:  # checkpoints written before mptune saved RNG states have none
             torch.set_rng_state(state["rng"]["torch"])
             random.setstate(state["rng"]["python"])
+        if extra is not None:
+            extra.update(state.get("extra", {}))
     except (RuntimeError, KeyError, ValueError, TypeError) as err:
         raise MptuneError(f"the checkpoint in {folder} does not fit this unit ({str(err).splitlines()[0]}); "
                           f"delete {STATE_FILE} and {PREV_STATE_FILE} to restart it from step 0") from None

@@ -41,7 +41,13 @@ import torch
 
 from mptune import distributed
 from mptune.checkpoint import PROMPT_FILE, save_prompt
+from mptune.config import RunConfig, same_run, save_yaml
 from mptune.errors import MptuneError
+from mptune.logs import summary_writer_class
+from mptune.prompts import MultitaskPrompt
+from mptune.resume import clear_state
+from mptune.tasks import get_task, resolve_data_dir
+from mptune.tasks.custom import register_custom_tasks
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
@@ -153,9 +159,6 @@ class RunDir:
         metrics.json is written last: its presence marks the unit done. The main process writes;
         every process returns the metrics.
         """
-        from mptune.prompts import MultitaskPrompt
-        from mptune.resume import clear_state
-
         def write() -> dict:
             save_prompt(module, tasks, folder / PROMPT_FILE)
             if isinstance(module, MultitaskPrompt):
@@ -194,17 +197,12 @@ class RunDir:
         self.close()
 
 
-def open_run(cfg, resume: bool = False) -> RunDir:
+def open_run(cfg: RunConfig, resume: bool = False) -> RunDir:
     """The run directory of `cfg`, checked, locked and holding its config.yaml (see the decisions).
 
     Refuses a directory holding another config; resume: the directory must already hold this run
     (`--resume`). Also joins the process group when launched as several processes.
     """
-    from mptune.config import same_run, save_yaml
-    from mptune.logs import summary_writer_class
-    from mptune.tasks import get_task, resolve_data_dir
-    from mptune.tasks.custom import register_custom_tasks
-
     distributed.init_from_env(cfg.model.device)
     register_custom_tasks(cfg.data.custom_tasks)
     for name in [*cfg.sources, *cfg.targets]:  # a typo must not leave a config.yaml that blocks the fix
@@ -216,11 +214,11 @@ def open_run(cfg, resume: bool = False) -> RunDir:
     if "tensorboard" in cfg.loggers:
         summary_writer_class()
     run = RunDir(Path(cfg.out_dir), cfg.compare.seeds, tuple(cfg.loggers))
-    distributed.from_main(lambda: _claim(run, cfg, resume, same_run, save_yaml))
+    distributed.from_main(lambda: _claim(run, cfg, resume))
     return run
 
 
-def _claim(run: RunDir, cfg, resume: bool, same_run, save_yaml) -> None:
+def _claim(run: RunDir, cfg: RunConfig, resume: bool) -> None:
     """Lock the directory, then check its config.yaml or write it (the main process only)."""
     out, saved = run.root, run.config_file
     if out.exists():

@@ -10,7 +10,8 @@ A recipe loads its tasks (`task_data`), builds its prompt module (`prompts`), de
 a micro-batch and hands both to the one training loop (`train.train`); the unit's prompt and
 metrics go where the run directory (`rundir.RunDir`) says. A unit whose metrics.json exists is
 done and is loaded instead of trained again, so an interrupted run resumes at the first
-unfinished unit. Each stage takes the command's open `RunDir` (`rundir.open_run`, once per
+unfinished unit. With `STAGE.eval_every`, a unit keeps the prompt that scores best on the dev
+split (`dev_score`, `train.Selection`). Each stage takes the command's open `RunDir` (`rundir.open_run`, once per
 command), or opens one itself when called on its own.
 
 Launched as several processes (torchrun, accelerate launch), the stages train data-parallel: each
@@ -21,8 +22,10 @@ the main process writes to the run directory (see `distributed`).
 
 from __future__ import annotations
 
+import statistics
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -64,8 +67,9 @@ def initial_prompt(cfg: RunConfig, backbone: Backbone, seed: int | None = None) 
 # --- the two losses ------------------------------------------------------------------------------
 
 def train_plm(backbone: Backbone, prompt: torch.nn.Module, data: list[TaskData], args: TrainArgs,
-              kappa: int, seed: int, folder: Path, desc: str, run: RunDir | None = None) -> dict:
-    """Prompt tuning with the task loss only: L = L_PLM. Used by teach and adapt."""
+              kappa: int, seed: int, folder: Path, desc: str, run: RunDir | None = None,
+              select: Callable[[], float] | None = None) -> dict:
+    """Prompt tuning with the task loss only: L = L_PLM. Used by teach and adapt. select: `dev_score`."""
     def loss_step(part, total):
         batch = to_batch(part, backbone)
         out = backbone.forward(prompt(batch.task_ids), batch)
@@ -73,11 +77,12 @@ def train_plm(backbone: Backbone, prompt: torch.nn.Module, data: list[TaskData],
 
     train_sets = [d.train for d in data]
     return train(backbone, prompt, args, folder, desc, lambda start: batch_stream(train_sets, args, kappa, seed, start),
-                 loss_step, [d.task.name for d in data], seed, run.tensorboard_dir(folder) if run else None)
+                 loss_step, [d.task.name for d in data], seed, run.tensorboard_dir(folder) if run else None, select)
 
 
 def train_distill(cfg: RunConfig, backbone: Backbone, student: MultitaskPrompt, teachers: SoftPrompt,
-                  data: list[TaskData], folder: Path, run: RunDir | None = None) -> dict:
+                  data: list[TaskData], folder: Path, run: RunDir | None = None,
+                  select: Callable[[], float] | None = None) -> dict:
     """MPT source training: L = L_PLM + lambda * (L_logits + L_hidden) against per-task teachers."""
     args, kd = cfg.distill, cfg.loss
     teacher = TeacherOutputs(backbone, teachers, kd.teacher_ahead)  # computed ahead, see `teachers`
@@ -98,7 +103,7 @@ def train_distill(cfg: RunConfig, backbone: Backbone, student: MultitaskPrompt, 
         return teacher.stream(stream, start, args.batch_size, lambda items: micro_batches(items, args))
 
     return train(backbone, student, args, folder, "distill", batches, loss_step, [d.task.name for d in data],
-                 cfg.seed, run.tensorboard_dir(folder) if run else None)
+                 cfg.seed, run.tensorboard_dir(folder) if run else None, select)
 
 
 def eval_tasks(backbone: Backbone, prompt, data: list[TaskData]) -> dict:
@@ -108,6 +113,17 @@ def eval_tasks(backbone: Backbone, prompt, data: list[TaskData]) -> dict:
                                           progress=f"eval {d.task.name}") for d in data}
     rate = sum(len(d.eval) for d in data) / (time.perf_counter() - start)
     return {"scores": scores, "eval_examples_per_s": round(rate, 2)}
+
+
+def dev_score(cfg: RunConfig, backbone: Backbone, prompt: torch.nn.Module, names: list[str], args: TrainArgs,
+              seed: int | None = None) -> Callable[[], float] | None:
+    """Model selection's score: the mean dev metric of `prompt` over the tasks `names` (task ids in
+    that order) on data.dev_examples each; None when args.eval_every is 0 (keep the last step)."""
+    if not args.eval_every:
+        return None
+    dev = load_tasks(cfg, backbone, names, "dev", seed, with_train=False, examples=cfg.data.dev_examples)
+    return lambda: statistics.mean(evaluate_items(backbone, prompt, d.task, d.eval, d.eval_labels)[d.task.metric]
+                                   for d in dev)
 
 
 # --- stages ------------------------------------------------------------------------------------
@@ -121,7 +137,8 @@ def teach(cfg: RunConfig, backbone: Backbone, run: RunDir | None = None) -> dict
         if (metrics := run.done(folder)) is None:
             data = load_tasks(cfg, backbone, [name], cfg.eval_split)
             prompt = SoftPrompt(initial_prompt(cfg, backbone))
-            metrics = train_plm(backbone, prompt, data, cfg.teach, 2, cfg.seed, folder, f"teach {name}", run)
+            select = dev_score(cfg, backbone, prompt, [name], cfg.teach)
+            metrics = train_plm(backbone, prompt, data, cfg.teach, 2, cfg.seed, folder, f"teach {name}", run, select)
             metrics.update(eval_tasks(backbone, prompt, data), parameters=num_parameters(prompt))
             run.finish(folder, prompt, [name], metrics)
         results[name] = metrics
@@ -153,7 +170,8 @@ def distill(cfg: RunConfig, backbone: Backbone, run: RunDir | None = None) -> di
     teachers = load_teachers(cfg, backbone)
     data = load_tasks(cfg, backbone, cfg.sources, cfg.eval_split)
     student = MultitaskPrompt(initial_prompt(cfg, backbone), len(cfg.sources), cfg.prompt.rank)
-    metrics = train_distill(cfg, backbone, student, teachers, data, folder, run)
+    select = dev_score(cfg, backbone, student, cfg.sources, cfg.distill)  # mean dev score over the sources
+    metrics = train_distill(cfg, backbone, student, teachers, data, folder, run, select)
     metrics.update(eval_tasks(backbone, student, data), parameters=num_parameters(student))
     return run.finish(folder, student, cfg.sources, metrics)
 
@@ -210,7 +228,9 @@ def adapt_one(cfg: RunConfig, backbone: Backbone, method: str, target: TaskData,
         return metrics
     prompt, info = start_prompt(cfg, backbone, method, target, seed)
     data = [single(target)]
-    metrics = train_plm(backbone, prompt, data, cfg.adapt, 2, seed, folder, f"{method} {target.task.name}", run)
+    select = dev_score(cfg, backbone, prompt, [target.task.name], cfg.adapt, seed)
+    metrics = train_plm(backbone, prompt, data, cfg.adapt, 2, seed, folder, f"{method} {target.task.name}", run,
+                        select)
     metrics.update(info, **eval_tasks(backbone, prompt, data), parameters=num_parameters(prompt))
     return run.finish(folder, prompt, [target.task.name], metrics)
 
@@ -223,7 +243,8 @@ def adapt_joint(cfg: RunConfig, backbone: Backbone, targets: list[TaskData], see
     if (metrics := run.done(folder)) is not None:
         return metrics
     prompt = target_from_source(load_distilled(cfg, backbone), len(targets), cfg.prompt.target_factors)
-    metrics = train_plm(backbone, prompt, targets, cfg.adapt, cfg.data.kappa, seed, folder, "mpt-joint", run)
+    select = dev_score(cfg, backbone, prompt, cfg.targets, cfg.adapt, seed)
+    metrics = train_plm(backbone, prompt, targets, cfg.adapt, cfg.data.kappa, seed, folder, "mpt-joint", run, select)
     metrics.update(eval_tasks(backbone, prompt, targets), parameters=num_parameters(prompt))
     return run.finish(folder, prompt, [t.task.name for t in targets], metrics)
 

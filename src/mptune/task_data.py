@@ -37,12 +37,13 @@ class TaskData:
 
 def load_tasks(cfg: RunConfig, backbone: Backbone, names: list[str], split: str,
                seed: int | None = None, prompt_length: int | None = None,
-               with_train: bool = True) -> list[TaskData]:
+               with_train: bool = True, examples: int | None = None) -> list[TaskData]:
     """Tokenise train and `split` of each task once; task ids follow the order of `names`.
 
     Few-shot tasks draw their k-shot train sample with data.split_seed + `seed` (default: the run
-    seed), so each seed of target.seeds trains on its own sample. `with_train=False` (evaluation
-    only) leaves train empty and unread. Every task must fit the model's positions with a prompt
+    seed), so each seed of compare.seeds trains on its own sample. `with_train=False` (evaluation
+    only) leaves train empty and unread; `examples` caps the evaluation split (default
+    data.eval_examples). Every task must fit the model's positions with a prompt
     of `prompt_length` rows (default prompt.length), see `check_fits`.
     """
     data_dir = resolve_data_dir(cfg.data.data_dir)
@@ -52,8 +53,9 @@ def load_tasks(cfg: RunConfig, backbone: Backbone, names: list[str], split: str,
         task = get_task(name)
         parts = {"train": task.load(data_dir, "train", cfg.data.split_seed, sample_seed)} if with_train else {}
         evals = task.load(data_dir, split, cfg.data.split_seed)
-        if cfg.data.eval_examples and len(evals) > cfg.data.eval_examples:
-            evals = random.Random(cfg.data.split_seed).sample(evals, cfg.data.eval_examples)
+        keep = cfg.data.eval_examples if examples is None else examples
+        if keep and len(evals) > keep:
+            evals = random.Random(cfg.data.split_seed).sample(evals, keep)
         parts[split] = evals
         encoded = {}
         for part, rows in parts.items():

@@ -6,7 +6,8 @@ A stage passes what differs: the prompt module it trains, its stream of batches,
 `loss_step(part, total) -> (loss, terms)`, the loss of one micro-batch (and the named terms it
 logs besides `loss`). Everything else is here, top to bottom: set-up (seed, optimizer, schedule,
 resume), then per step: the batch, its micro-batches (forward, backward), the sum over processes,
-the finite check, gradient clipping, the optimizer and schedule step, the log line, the checkpoint.
+the finite check, gradient clipping, the optimizer and schedule step, model selection on dev (when
+asked), the log line, the checkpoint.
 
 Decisions
 - A step's batch (the same in every process) is split by `micro_batches` into this process's
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -90,17 +92,22 @@ def progress_bar(desc: str, start: int, steps: int) -> tqdm:
 
 def train(backbone: Backbone, module: torch.nn.Module, args: TrainArgs, folder: Path, desc: str,
           batches: Callable[[int], Iterator[list[Encoded]]], loss_step: LossStep,
-          task_names: Sequence[str], seed: int, tensorboard: Path | None = None) -> dict:
+          task_names: Sequence[str], seed: int, tensorboard: Path | None = None,
+          select: Callable[[], float] | None = None) -> dict:
     """Train `module` (the only trainable tensors) for args.steps steps, resuming from `folder`.
 
     batches(start): the batch stream after `start` finished steps. task_names[k]: the name of task
     id k (for error messages). tensorboard: the unit's TensorBoard directory, if the run logs there.
-    Returns the log's summary and the kernels the backbone ran with.
+    select(): the module's dev score (higher is better); with args.eval_every the module ends as
+    the best-scoring one (see `Selection`). Returns the log's summary, the kernels the backbone ran
+    with and what selection chose.
     """
     backbone.assert_frozen()
     torch.manual_seed(seed)
     opt, sched = make_optimizer(module, args)
-    start = restore_state(folder, module, opt, sched)
+    resumed: dict = {}
+    start = restore_state(folder, module, opt, sched, resumed)
+    selection = Selection(module, select, args, resumed.get("best"))
     stream = batches(start)
     log = StepLog(folder / "log.jsonl", start, tensorboard)
     bar = progress_bar(desc, start, args.steps)
@@ -121,8 +128,50 @@ def train(backbone: Backbone, module: torch.nn.Module, args: TrainArgs, folder: 
         torch.nn.utils.clip_grad_norm_(module.parameters(), args.clip_norm)
         opt.step()
         sched.step()
-        row = log.write(step, len(items), sched.get_last_lr()[0], loss=loss, **terms)
-        bar.set_postfix({name: f"{row[name]:.3f}" for name in ("loss", *terms)}, ex_s=row["examples_per_s"])
+        dev = selection.after(step)  # {"dev": score} at an evaluation step, else {}
+        row = log.write(step, len(items), sched.get_last_lr()[0], loss=loss, **terms, **dev)
+        bar.set_postfix({name: f"{row[name]:.3f}" for name in ("loss", *terms, *dev)}, ex_s=row["examples_per_s"])
         if args.checkpoint_every and step % args.checkpoint_every == 0 and step < args.steps:
-            save_state(folder, step, module, opt, sched)
-    return {**log.close(), "kernels": backbone.kernels}
+            save_state(folder, step, module, opt, sched, selection.state())
+    return {**log.close(), "kernels": backbone.kernels, **selection.finish()}
+
+
+class Selection:
+    """Model selection on dev: score the module every args.eval_every steps (and at the last step)
+    and keep a copy of the best-scoring parameters; `finish` puts them back into the module.
+
+    Ties keep the earlier step. The best copy travels in the step checkpoints, so a resumed unit
+    selects what an uninterrupted one selects. Without select or eval_every it does nothing and the
+    module ends as the last step left it.
+    """
+
+    def __init__(self, module: torch.nn.Module, select: Callable[[], float] | None, args: TrainArgs,
+                 best: dict | None = None):
+        self.module, self.select, self.args = module, select, args
+        self.best = best
+        """{"score", "step", "params": {name: tensor}} of the best evaluation so far."""
+        self.seconds = 0.0
+
+    def after(self, step: int) -> dict[str, torch.Tensor]:
+        every = self.args.eval_every
+        if self.select is None or not every or (step % every and step != self.args.steps):
+            return {}
+        start = time.perf_counter()
+        score = float(self.select())
+        self.seconds += time.perf_counter() - start
+        if self.best is None or score > self.best["score"]:
+            params = {n: p.detach().clone() for n, p in self.module.named_parameters()}
+            self.best = {"score": score, "step": step, "params": params}
+        return {"dev": torch.tensor(score)}
+
+    def state(self) -> dict | None:
+        return {"best": self.best} if self.best is not None else None
+
+    def finish(self) -> dict:
+        if self.best is None or self.select is None or not self.args.eval_every:
+            return {}
+        with torch.no_grad():
+            for name, p in self.module.named_parameters():
+                p.copy_(self.best["params"][name])
+        return {"selected": {"step": self.best["step"], "dev_score": round(self.best["score"], 4),
+                             "eval_every": self.args.eval_every, "seconds_this_run": round(self.seconds, 1)}}
