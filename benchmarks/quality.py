@@ -58,7 +58,7 @@ from mptune.errors import MptuneError
 from mptune.losses import plm_loss
 from mptune.models import load_backbone
 from mptune.resume import clear_state
-from mptune.rundir import METRICS_FILE, RunDir, open_run, write_json
+from mptune.rundir import METRICS_FILE, PREDICTIONS, PREDICTIONS_FILE, RunDir, open_run, write_json
 from mptune.task_data import load_tasks, single
 from mptune.tasks import get_task, resolve_data_dir
 
@@ -156,6 +156,7 @@ def peft_unit(backbone, cfg: RunConfig, folder: Path, data: list, source: Path |
                    parameters=model.get_nb_trainable_parameters()[0],
                    loss_check=loss_check(backbone, model, data[0].train[:8]))
     model.save_pretrained(folder)
+    write_json(folder / PREDICTIONS_FILE, metrics.pop(PREDICTIONS))
     write_json(folder / METRICS_FILE, metrics)  # last: marks the unit done
     clear_state(folder)
     del model

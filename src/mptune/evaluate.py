@@ -152,7 +152,11 @@ def evaluate_items(backbone: Backbone, prompt, task: Task, items: Sequence[Encod
 
     Generation tasks also report "empty_generations", the number of empty predictions.
     """
-    preds = predictions(backbone, prompt, task, items, batch_size, progress)
+    return scores_of(task, predictions(backbone, prompt, task, items, batch_size, progress), labels)
+
+
+def scores_of(task: Task, preds: Sequence, labels: Sequence) -> dict[str, float]:
+    """The task's metrics of these predictions (and, for generation, the count of empty ones)."""
     if not task.is_classification:
         return {**score(task, preds, list(labels)), "empty_generations": sum(not t for t in preds)}
     return score(task, preds, list(labels))

@@ -1,12 +1,16 @@
-"""The comparison table of a run: scores per target and method, with their spread over seeds and
-the trainable parameters of each method (results.json and results.md of `mptune run`)."""
+"""The comparison table of a run: scores per target and method, with their spread over seeds, the
+trainable parameters of each method, and MPT - PT, MPT - SPoT with paired-bootstrap intervals
+(results.json and results.md of `mptune run`)."""
 
 from __future__ import annotations
 
 import statistics
 
 from mptune.config import RunConfig
+from mptune.metrics import score
 from mptune.prompts import mpt_target_parameters
+from mptune.rundir import RunDir
+from mptune.stats import Paired, paired_bootstrap
 from mptune.tasks import get_task
 
 
@@ -72,3 +76,63 @@ def throughput(stage_results: dict) -> dict[str, float]:
              "adapt": [m for per in stage_results.get("adapt", {}).values() for m in per.values()]}
     units = {k: [u for u in v if "train_examples_per_s" in u] for k, v in units.items()}  # not imported ones
     return {k: round(sum(u["train_examples_per_s"] for u in v) / len(v), 2) for k, v in units.items() if v}
+
+
+PAIRS = (("mpt", "pt"), ("mpt", "spot"))
+"""The differences a run reports with intervals: MPT - PT and MPT - SPoT."""
+REPLICATES = 1000
+"""Bootstrap replicates of each interval."""
+
+
+def intervals(cfg: RunConfig, run: RunDir, replicates: int = REPLICATES) -> dict:
+    """MPT - PT and MPT - SPoT per target and on the average, with 95% paired-bootstrap intervals over
+    the seeds and test examples (`mptune.stats`), from the units' predictions.json. A pair is left
+    out when a method did not run or a unit has no predictions (made by an earlier version)."""
+    seeds = cfg.compare.seeds or [cfg.seed]
+    out = {}
+    for a, b in PAIRS:
+        if a not in cfg.compare.methods or b not in cfg.compare.methods:
+            continue
+        paired = {}
+        for target in cfg.targets:
+            task = get_task(target)
+            preds = {m: {s: unit_predictions(cfg, run, m, target, s) for s in seeds} for m in (a, b)}
+            if any(p is None for by_seed in preds.values() for p in by_seed.values()):
+                continue
+            labels = preds[a][seeds[0]]["labels"]
+            paired[target] = Paired({s: p["predictions"] for s, p in preds[a].items()},
+                                    {s: p["predictions"] for s, p in preds[b].items()}, labels,
+                                    lambda p, lab, task=task: score(task, p, lab)[task.metric])
+        if not paired:
+            continue
+        out[f"{a} - {b}"] = {
+            "targets": {t: paired_bootstrap([p], replicates) for t, p in paired.items()},
+            "average": paired_bootstrap(list(paired.values()), replicates) if len(paired) == len(cfg.targets) else None}
+    return out
+
+
+def unit_predictions(cfg: RunConfig, run: RunDir, method: str, target: str, seed: int) -> dict | None:
+    """{"predictions", "labels"} of one target's unit (MPT* keeps every target's in its one unit)."""
+    joint = method == "mpt" and cfg.compare.joint
+    folder = run.joint(seed) if joint else run.adapted(method, target, seed)
+    found = RunDir.predictions(folder)
+    return found.get(target) if found else None
+
+
+def intervals_markdown(cfg: RunConfig, found: dict) -> str:
+    """The intervals as a markdown table: one row per difference, one column per target and the average."""
+    if not found:
+        return ""
+    seeds = len(cfg.compare.seeds) or 1
+    lines = [f"Differences in points, with 95% paired-bootstrap intervals over {seeds} seed(s) and the test "
+             f"examples ({REPLICATES} replicates; `mptune.stats`):", "",
+             "| difference | " + " | ".join(cfg.targets) + " | average |", "|" + "---|" * (len(cfg.targets) + 2)]
+    cell = lambda r: f"{r['diff']:+.1f} [{r['low']:+.1f}, {r['high']:+.1f}]" if r else "n/a"  # noqa: E731
+    for name, rows in found.items():
+        label = " - ".join(METHOD_LABELS[m] for m in name.split(" - "))
+        lines.append(f"| {label} | " + " | ".join(cell(rows["targets"].get(t)) for t in cfg.targets)
+                     + f" | {cell(rows['average'])} |")
+    return "\n".join(lines) + "\n"
+
+
+METHOD_LABELS = {"pt": "PT", "spot": "SPoT", "mpt": "MPT"}

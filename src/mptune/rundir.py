@@ -14,7 +14,8 @@ benchmarks ask it for paths and never build them.
     RUN_DIR/report/                    `mptune report`
     RUN_DIR/tensorboard/UNIT/          with loggers: [tensorboard]
 
-Each unit folder holds prompt.safetensors, log.jsonl, state.pt while it trains, and metrics.json,
+Each unit folder holds prompt.safetensors, log.jsonl, state.pt while it trains, predictions.json
+(the evaluation split's predictions and labels per task, for paired statistics) and metrics.json,
 written last: its presence marks the unit done (an imported PEFT prompt gets one too, naming the
 adapter, so the stages use it and never train over it).
 
@@ -52,8 +53,12 @@ from mptune.tasks.custom import register_custom_tasks
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
 LOG_FILE = "log.jsonl"
+PREDICTIONS_FILE = "predictions.json"
 MERGED_FILE = "merged.safetensors"
 """A trained multitask prompt merged into plain l x d prompts, one per task row."""
+PREDICTIONS = "predictions"
+"""A unit's evaluation predictions and labels per task: a key of the metrics `finish` takes, written to
+predictions.json (for paired statistics, `mptune.stats`) rather than into metrics.json."""
 RESULTS_JSON, RESULTS_MD = "results.json", "results.md"
 STAGES = ("teach", "distill", "adapt")
 JOINT = "mpt-joint"
@@ -153,16 +158,28 @@ class RunDir:
         return distributed.from_main(lambda: json.loads(path.read_text()) if path.exists() else None)
 
     @staticmethod
+    def predictions(folder: Path) -> dict | None:
+        """A finished unit's predictions.json: task -> {"predictions", "labels"} (None for units of
+        earlier versions or imported ones)."""
+        path = Path(folder) / PREDICTIONS_FILE
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    @staticmethod
     def finish(folder: Path, module: torch.nn.Module, tasks: list[str], metrics: dict) -> dict:
         """Save a unit's prompt (and, for P* o u v^T, its merged l x d form), then its metrics.
 
         metrics.json is written last: its presence marks the unit done. The main process writes;
         every process returns the metrics.
         """
+        metrics = dict(metrics)
+        preds = metrics.pop(PREDICTIONS, None)
+
         def write() -> dict:
             save_prompt(module, tasks, folder / PROMPT_FILE)
             if isinstance(module, MultitaskPrompt):
                 save_prompt(module.merged(), tasks, folder / MERGED_FILE)
+            if preds is not None:
+                write_json(folder / PREDICTIONS_FILE, preds)
             write_json(folder / METRICS_FILE, metrics)
             clear_state(folder)
             return metrics

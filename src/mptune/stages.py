@@ -34,11 +34,11 @@ from mptune.backbone import Backbone
 from mptune.checkpoint import PROMPT_FILE, load_prompt, prompt_row
 from mptune.config import RunConfig, TrainArgs
 from mptune.errors import MptuneError
-from mptune.evaluate import evaluate_items
+from mptune.evaluate import evaluate_items, predictions, scores_of
 from mptune.losses import distill_kl, hidden_mse, plm_loss
 from mptune.prompts import MultitaskPrompt, SoftPrompt, num_parameters, target_from_source, text_init, vocab_init
-from mptune.results import aggregate, results_table, throughput
-from mptune.rundir import RunDir, open_run, write_json
+from mptune.results import aggregate, intervals, intervals_markdown, results_table, throughput
+from mptune.rundir import PREDICTIONS, RunDir, open_run, write_json
 from mptune.task_data import TaskData, load_tasks, single
 from mptune.tasks.custom import register_custom_tasks
 from mptune.teachers import TeacherOutputs
@@ -107,12 +107,15 @@ def train_distill(cfg: RunConfig, backbone: Backbone, student: MultitaskPrompt, 
 
 
 def eval_tasks(backbone: Backbone, prompt, data: list[TaskData]) -> dict:
-    """{'scores': metrics per task, 'eval_examples_per_s': rate} of a prompt module (task ids as in `data`)."""
+    """{'scores': metrics per task, 'eval_examples_per_s': rate, PREDICTIONS: each task's predictions and labels}
+    of a prompt module (task ids as in `data`); `RunDir.finish` writes the predictions to their own file."""
     start = time.perf_counter()
-    scores = {d.task.name: evaluate_items(backbone, prompt, d.task, d.eval, d.eval_labels,
-                                          progress=f"eval {d.task.name}") for d in data}
+    preds = {d.task.name: predictions(backbone, prompt, d.task, d.eval, progress=f"eval {d.task.name}") for d in data}
+    scores = {d.task.name: scores_of(d.task, preds[d.task.name], d.eval_labels) for d in data}
     rate = sum(len(d.eval) for d in data) / (time.perf_counter() - start)
-    return {"scores": scores, "eval_examples_per_s": round(rate, 2)}
+    return {"scores": scores, "eval_examples_per_s": round(rate, 2),
+            PREDICTIONS: {d.task.name: {"predictions": preds[d.task.name], "labels": list(d.eval_labels)}
+                          for d in data}}
 
 
 def dev_score(cfg: RunConfig, backbone: Backbone, prompt: torch.nn.Module, names: list[str], args: TrainArgs,
@@ -140,7 +143,7 @@ def teach(cfg: RunConfig, backbone: Backbone, run: RunDir | None = None) -> dict
             select = dev_score(cfg, backbone, prompt, [name], cfg.teach)
             metrics = train_plm(backbone, prompt, data, cfg.teach, 2, cfg.seed, folder, f"teach {name}", run, select)
             metrics.update(eval_tasks(backbone, prompt, data), parameters=num_parameters(prompt))
-            run.finish(folder, prompt, [name], metrics)
+            metrics = run.finish(folder, prompt, [name], metrics)
         results[name] = metrics
     return results
 
@@ -297,6 +300,8 @@ def run(cfg: RunConfig, backbone: Backbone, run_dir: RunDir | None = None) -> tu
         stage_results[name] = stage(cfg, backbone, run_dir)
         timings[name] = round(time.perf_counter() - t0, 1)
     table, markdown = results_table(cfg, stage_results["adapt"], backbone.dim)
+    table["intervals"] = intervals(cfg, run_dir)
+    markdown += "\n" + intervals_markdown(cfg, table["intervals"]) if table["intervals"] else ""
     timings["total"] = round(time.perf_counter() - start, 1)
     table["seconds"] = timings
     table["throughput_examples_per_s"] = throughput(stage_results)

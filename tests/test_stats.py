@@ -1,0 +1,77 @@
+"""Paired bootstrap intervals (mptune.stats) against hand computations, and a run's table of them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mptune import stages
+from mptune.config import CompareArgs, DataArgs, PromptArgs, RunConfig, TrainArgs
+from mptune.stats import Paired, paired_bootstrap
+
+
+def accuracy(preds, labels):
+    return 100.0 * sum(p == y for p, y in zip(preds, labels)) / len(labels)
+
+
+def test_identical_methods_differ_by_zero_with_a_zero_interval():
+    labels = [0, 1] * 20
+    preds = {0: [0] * 40, 1: [1] * 40}
+    r = paired_bootstrap([Paired(preds, preds, labels, accuracy)], replicates=200)
+    assert r["diff"] == r["low"] == r["high"] == 0.0
+
+
+def test_examples_resampled_around_a_known_difference():
+    """a is right on all 100 examples, b on the first 50: 50 points, and resampling the examples gives
+    about 50 +- 1.96 * sqrt(0.25 / 100) * 100 = 50 +- 9.8."""
+    labels = [1] * 100
+    a, b = {0: [1] * 100}, {0: [1] * 50 + [0] * 50}
+    r = paired_bootstrap([Paired(a, b, labels, accuracy)], replicates=2000, seed=3)
+    assert r["diff"] == 50.0
+    assert 38 < r["low"] < 45 and 55 < r["high"] < 62
+    assert paired_bootstrap([Paired(a, b, labels, accuracy)], replicates=2000, seed=3) == r  # reproducible
+
+
+def test_seeds_are_resampled_too():
+    """Seed 0: a wins by 10 on every example draw, seed 1: b wins by 10. The observed mean is 0 and each
+    replicate's is -10, 0 or +10 (both draws seed 1, mixed, both seed 0), so the 95% interval is [-10, +10]."""
+    labels = [1] * 10
+    metric = lambda preds, _labels: float(preds[0])  # noqa: E731 - a metric that only sees which seed it is
+    a = {0: [10] * 10, 1: [0] * 10}
+    b = {0: [0] * 10, 1: [10] * 10}
+    r = paired_bootstrap([Paired(a, b, labels, metric)], replicates=1000)
+    assert (r["diff"], r["low"], r["high"], r["seeds"]) == (0.0, -10.0, 10.0, 2)
+
+
+def test_the_average_over_targets_pairs_targets_by_seed():
+    one = Paired({0: [1, 1]}, {0: [0, 0]}, [1, 1], accuracy)  # +100 points
+    other = Paired({0: [0, 0]}, {0: [0, 0]}, [1, 1], accuracy)  # 0
+    assert paired_bootstrap([one, other], replicates=100) == {"diff": 50.0, "low": 50.0, "high": 50.0,
+                                                              "replicates": 100, "seeds": 1}
+
+
+@pytest.mark.parametrize("a,b,labels", [({0: [1]}, {1: [1]}, [1]), ({0: [1, 1]}, {0: [1]}, [1, 1]), ({}, {}, [])])
+def test_unpaired_results_are_refused(a, b, labels):
+    with pytest.raises(ValueError):
+        Paired(a, b, labels, accuracy)
+
+
+def test_a_run_writes_predictions_and_reports_intervals(llama_backbone, data_dir, tmp_path):
+    small = TrainArgs(steps=2, batch_size=2, warmup_steps=0)
+    cfg = RunConfig(sources=["rte", "mrpc"], targets=["rte", "cola"], out_dir=str(tmp_path / "run"),
+                    data=DataArgs(data_dir=str(data_dir), eval_examples=6), prompt=PromptArgs(length=3),
+                    teach=small, distill=small, adapt=small, compare=CompareArgs(spot_source="rte", seeds=[0, 1]))
+    table, markdown = stages.run(cfg, llama_backbone)
+    saved = json.loads((tmp_path / "run" / "adapt" / "pt" / "seed1" / "cola" / "predictions.json").read_text())
+    assert len(saved["cola"]["predictions"]) == len(saved["cola"]["labels"]) == 6
+    assert "predictions" not in json.loads((tmp_path / "run" / "adapt" / "pt" / "seed1" / "cola" /
+                                            "metrics.json").read_text())
+    assert set(table["intervals"]) == {"mpt - pt", "mpt - spot"}
+    for pair in table["intervals"].values():
+        for r in [*pair["targets"].values(), pair["average"]]:
+            assert r["low"] <= r["diff"] <= r["high"] and r["seeds"] == 2
+    mpt, pt = (table["targets"]["rte"][m] for m in ("mpt", "pt"))
+    assert table["intervals"]["mpt - pt"]["targets"]["rte"]["diff"] == pytest.approx(mpt - pt)
+    assert "| MPT - PT |" in markdown and "| MPT - SPoT |" in markdown
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["intervals"] == table["intervals"]
