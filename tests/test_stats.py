@@ -75,3 +75,29 @@ def test_a_run_writes_predictions_and_reports_intervals(llama_backbone, data_dir
     assert table["intervals"]["mpt - pt"]["targets"]["rte"]["diff"] == pytest.approx(mpt - pt)
     assert "| MPT - PT |" in markdown and "| MPT - SPoT |" in markdown
     assert json.loads((tmp_path / "run" / "results.json").read_text())["intervals"] == table["intervals"]
+
+
+def test_spot_fixed_starts_from_the_named_source_beside_oracle_spot(llama_backbone, data_dir, tmp_path):
+    """'spot-fixed' starts every target from the teacher named a priori; 'spot' (best on dev) stays, both
+    reported, each with its interval against MPT."""
+    small = TrainArgs(steps=2, batch_size=2, warmup_steps=0)
+    cfg = RunConfig(sources=["rte", "mrpc"], targets=["cola", "wnli"], out_dir=str(tmp_path / "run"),
+                    data=DataArgs(data_dir=str(data_dir), eval_examples=6), prompt=PromptArgs(length=3),
+                    teach=small, distill=small, adapt=small,
+                    compare=CompareArgs(methods=["spot", "spot-fixed", "mpt"], spot_fixed="mrpc"))
+    table, markdown = stages.run(cfg, llama_backbone)
+    for target in cfg.targets:
+        fixed = json.loads((tmp_path / "run" / "adapt" / "spot-fixed" / target / "metrics.json").read_text())
+        assert fixed["spot_source"] == "mrpc"
+        assert (tmp_path / "run" / "adapt" / "spot" / target / "metrics.json").exists()
+    assert set(table["intervals"]) == {"mpt - spot", "mpt - spot-fixed"}
+    assert table["parameters"]["spot-fixed"] == table["parameters"]["spot"]
+    assert "| MPT - SPoT-fixed |" in markdown and "SPOT-FIXED" in markdown
+
+
+def test_spot_fixed_needs_its_source_among_the_sources():
+    from mptune.errors import MptuneError
+
+    with pytest.raises(MptuneError, match="compare.spot_fixed 'mnli' must be one of the sources"):
+        RunConfig(compare=CompareArgs(methods=["pt", "spot-fixed"]))
+    RunConfig(compare=CompareArgs(spot_fixed="nope"))  # not among the methods: not checked

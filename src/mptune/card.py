@@ -109,6 +109,8 @@ def method_line(origin: Origin) -> str:
     method = "/".join(origin.unit[1:2])  # pt, spot, mpt or mpt-joint
     return {"pt": f"PT: prompt tuning from a fresh prompt (init {config.get('prompt', {}).get('init', '?')})",
             "spot": f"SPoT: prompt tuning from the teacher of {metrics.get('spot_source', '?')}",
+            "spot-fixed": f"SPoT (source fixed a priori): prompt tuning from the teacher of "
+                          f"{metrics.get('spot_source', '?')}",
             "mpt": f"MPT: P* o u v^T adapted from the prompt distilled from {sources}",
             "mpt-joint": f"MPT*: one P* for all targets, a u, v per target, from the prompt distilled from {sources}",
             }.get(method, method)

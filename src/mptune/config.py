@@ -26,7 +26,8 @@ from mptune.errors import MptuneError
 from mptune.kernels import ATTENTION
 from mptune.models import EMBEDDED
 
-METHODS = ("pt", "spot", "mpt")
+METHODS = ("pt", "spot", "spot-fixed", "mpt")
+DEFAULT_METHODS = ("pt", "spot", "mpt")
 LOGGERS = ("tensorboard",)
 """Step loggers that can be added to log.jsonl (see mptune.logs)."""
 NOT_RUN_IDENTITY = ("loggers", "out_dir", "model.attention", "model.compile", "loss.teacher_ahead")
@@ -38,7 +39,7 @@ machine would)."""
 
 RENAMED = {**{f"mpt.{k}": f"loss.{k}" for k in ("lam", "temperature", "logits", "hidden", "teacher_ahead")},
            "mpt.kappa": "data.kappa",
-           **{f"target.{k}": f"compare.{k}" for k in ("methods", "joint", "spot_source", "seeds")}}
+           **{f"target.{k}": f"compare.{k}" for k in ("methods", "joint", "spot_source", "spot_fixed", "seeds")}}
 """Settings of earlier versions under their names of today (the sections `mpt` and `target` held a
 DistillArgs and an AdaptArgs beside the TrainArgs `distill` and `adapt`). YAML files, the
 config.yaml of an existing run and flags may use either name; `upgrade` renames."""
@@ -220,12 +221,16 @@ class LossArgs:
 class CompareArgs:
     """What the adapt stage compares on each target: the methods, MPT* (joint), SPoT's source, seeds."""
 
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
-    """Methods to train on each target: 'pt' (from scratch), 'spot' (from one teacher), 'mpt' (from P*)."""
+    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
+    """Methods to train on each target: 'pt' (from scratch), 'spot' (from the teacher of spot_source), 'spot-fixed'
+    (from the teacher of spot_fixed, chosen a priori), 'mpt' (from P*)."""
     joint: bool = False
     """MPT*: adapt all targets at once with one shared P* and a u, v per target (mixed-task batches)."""
     spot_source: str = "best"
     """Teacher that starts SPoT: a source task name, or 'best' (highest dev score on the target before training)."""
+    spot_fixed: str = "mnli"
+    """Source whose teacher starts 'spot-fixed', chosen before seeing any target (the paper's MNLI); must be a
+    source when 'spot-fixed' is among the methods."""
     seeds: list[int] = field(default_factory=list)
     """Adapt every target once per seed listed (each draws its own k-shot sample, init and data order) and report mean
     ± std; empty = once, with the run seed."""
@@ -268,6 +273,10 @@ class RunConfig:
             twice = sorted({n for n in names if names.count(n) > 1})
             _check(not twice, f"{key} lists {', '.join(twice)} more than once")
         _check(self.eval_split in ("dev", "test"), f"eval_split must be 'dev' or 'test', got {self.eval_split!r}")
+        if "spot-fixed" in self.compare.methods:
+            _check(self.compare.spot_fixed in self.sources,
+                   f"compare.spot_fixed {self.compare.spot_fixed!r} must be one of the sources "
+                   f"({', '.join(self.sources)}) when compare.methods has spot-fixed")
         unknown = [n for n in self.loggers if n not in LOGGERS]
         _check(not unknown, f"loggers must be among {', '.join(LOGGERS)}, got {self.loggers}")
 

@@ -35,8 +35,8 @@ from mptune.logs import read_log
 from mptune.rundir import CONFIG_FILE, LOG_FILE, METRICS_FILE, RESULTS_JSON, RESULTS_MD, STAGES, RunDir, UnitInfo
 
 REPORT_DIR = "report"
-METHOD_COLORS = {"pt": "tab:blue", "spot": "tab:orange", "mpt": "tab:green"}
-METHOD_NAMES = {"pt": "PT", "spot": "SPoT", "mpt": "MPT"}
+METHOD_COLORS = {"pt": "tab:blue", "spot": "tab:orange", "spot-fixed": "tab:brown", "mpt": "tab:green"}
+METHOD_NAMES = {"pt": "PT", "spot": "SPoT", "spot-fixed": "SPoT-fixed", "mpt": "MPT"}
 TERM_COLORS = {"ce": "tab:blue", "kl": "tab:red", "mse": "tab:purple"}
 
 

@@ -46,7 +46,7 @@ def results_table(cfg: RunConfig, results: dict[str, dict[str, dict]], backbone_
     cell = lambda m: f"**{table['average'][m]:.1f}**" + (f" ± {spread[m]:.1f}" if spread else "")  # noqa: E731
     lines.append("| **average** | | " + " | ".join(cell(m) for m in methods) + " |")
     l, r, tau = cfg.prompt.length, cfg.prompt.rank, len(cfg.targets)
-    params = {"pt": l * backbone_dim, "spot": l * backbone_dim,
+    params = {"pt": l * backbone_dim, "spot": l * backbone_dim, "spot-fixed": l * backbone_dim,
               "mpt": (mpt_target_parameters(l, backbone_dim, tau, r) if cfg.compare.joint
                       else mpt_target_parameters(l, backbone_dim, 1, r))}
     table["parameters"] = {m: params[m] for m in methods}
@@ -78,8 +78,8 @@ def throughput(stage_results: dict) -> dict[str, float]:
     return {k: round(sum(u["train_examples_per_s"] for u in v) / len(v), 2) for k, v in units.items() if v}
 
 
-PAIRS = (("mpt", "pt"), ("mpt", "spot"))
-"""The differences a run reports with intervals: MPT - PT and MPT - SPoT."""
+PAIRS = (("mpt", "pt"), ("mpt", "spot"), ("mpt", "spot-fixed"))
+"""The differences a run reports with intervals: MPT - PT, MPT - SPoT and MPT - SPoT (fixed source)."""
 REPLICATES = 1000
 """Bootstrap replicates of each interval."""
 
@@ -135,4 +135,4 @@ def intervals_markdown(cfg: RunConfig, found: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-METHOD_LABELS = {"pt": "PT", "spot": "SPoT", "mpt": "MPT"}
+METHOD_LABELS = {"pt": "PT", "spot": "SPoT", "spot-fixed": "SPoT-fixed", "mpt": "MPT"}

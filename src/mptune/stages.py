@@ -193,14 +193,15 @@ def load_distilled(cfg: RunConfig, backbone: Backbone) -> MultitaskPrompt:
     return distributed.from_main(read)
 
 
-def spot_init(cfg: RunConfig, backbone: Backbone, target: TaskData) -> tuple[SoftPrompt, str]:
-    """SPoT's start: the chosen teacher, or the teacher that scores best on the target's dev split."""
+def spot_init(cfg: RunConfig, backbone: Backbone, target: TaskData, source: str, key: str = "compare.spot_source"
+              ) -> tuple[SoftPrompt, str]:
+    """SPoT's start: the teacher of `source`, or for 'best' the teacher that scores best on the target's
+    dev split (an oracle the literature does not have: 'spot-fixed' is the a-priori choice)."""
     teachers = load_teachers(cfg, backbone)
-    if cfg.compare.spot_source != "best":
-        if cfg.compare.spot_source not in cfg.sources:
-            raise MptuneError(f"compare.spot_source {cfg.compare.spot_source!r} is not one of the sources "
-                              f"{', '.join(cfg.sources)}")
-        pick = cfg.sources.index(cfg.compare.spot_source)
+    if source != "best":
+        if source not in cfg.sources:
+            raise MptuneError(f"{key} {source!r} is not one of the sources {', '.join(cfg.sources)}")
+        pick = cfg.sources.index(source)
     else:
         dev = load_tasks(cfg, backbone, [target.task.name], "dev", with_train=False)[0]
         probe, labels = dev.eval[:SPOT_PROBE_EXAMPLES], dev.eval_labels[:SPOT_PROBE_EXAMPLES]
@@ -213,13 +214,17 @@ def spot_init(cfg: RunConfig, backbone: Backbone, target: TaskData) -> tuple[Sof
 
 def start_prompt(cfg: RunConfig, backbone: Backbone, method: str, target: TaskData, seed: int
                  ) -> tuple[torch.nn.Module, dict]:
-    """Where a target's prompt starts: PT from scratch, SPoT from a teacher, MPT from P* o (u v^T)."""
-    if method == "pt":
-        return SoftPrompt(initial_prompt(cfg, backbone, seed)), {}
-    if method == "spot":
-        prompt, source = spot_init(cfg, backbone, target)
-        return prompt, {"spot_source": source}
-    return target_from_source(load_distilled(cfg, backbone), 1, cfg.prompt.target_factors), {}
+    """Where a target's prompt starts: PT from scratch, SPoT from a teacher (chosen on the target's dev
+    split, or named), SPoT-fixed from the teacher chosen a priori, MPT from P* o (u v^T)."""
+    def spot(source: str, key: str):
+        prompt, picked = spot_init(cfg, backbone, target, source, key)
+        return prompt, {"spot_source": picked}
+
+    starts = {"pt": lambda: (SoftPrompt(initial_prompt(cfg, backbone, seed)), {}),
+              "spot": lambda: spot(cfg.compare.spot_source, "compare.spot_source"),
+              "spot-fixed": lambda: spot(cfg.compare.spot_fixed, "compare.spot_fixed"),
+              "mpt": lambda: (target_from_source(load_distilled(cfg, backbone), 1, cfg.prompt.target_factors), {})}
+    return starts[method]()
 
 
 def adapt_one(cfg: RunConfig, backbone: Backbone, method: str, target: TaskData, seed: int,
