@@ -28,6 +28,7 @@ from typing import Iterable, Sequence
 
 import torch
 
+from mptune import rundir
 from mptune.backbone import Backbone
 from mptune.data import collate, encode
 from mptune.losses import distill_kl, hidden_mse, plm_loss
@@ -147,11 +148,9 @@ def md_table(header: Sequence[str], rows: Iterable[Sequence]) -> str:
 
 
 def write_json(path: Path, data) -> None:
-    """Write JSON atomically (a kill never leaves half a file)."""
+    """Write JSON atomically (a kill never leaves half a file), creating its folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    rundir.write_json(path, data)
 
 
 def write_outputs(stem: Path, data: dict, markdown: str, fig=None) -> str:

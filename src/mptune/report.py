@@ -32,7 +32,7 @@ import yaml
 from mptune.config import upgrade
 from mptune.errors import MptuneError
 from mptune.logs import read_log
-from mptune.rundir import CONFIG_FILE, LOG_FILE, METRICS_FILE, RESULTS_JSON, RESULTS_MD, STAGES, RunDir, UnitInfo
+from mptune.rundir import CONFIG_FILE, LOG_FILE, RESULTS_JSON, RESULTS_MD, STAGES, RunDir, UnitInfo
 
 REPORT_DIR = "report"
 METHOD_COLORS = {"pt": "tab:blue", "spot": "tab:orange", "spot-fixed": "tab:brown", "mpt": "tab:green"}
@@ -87,8 +87,7 @@ def read_config(run_dir: Path) -> dict:
 def read_unit(info: UnitInfo, steps: int) -> Unit:
     folder = info.folder
     log = read_log(folder / LOG_FILE) if (folder / LOG_FILE).is_file() else []
-    metrics = json.loads((folder / METRICS_FILE).read_text()) if (folder / METRICS_FILE).is_file() else None
-    return Unit(info.stage, info.name, folder, steps, log, metrics)
+    return Unit(info.stage, info.name, folder, steps, log, RunDir.done(folder))
 
 
 def run_units(run_dir: Path, config: dict) -> list[Unit]:

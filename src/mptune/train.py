@@ -168,7 +168,7 @@ class Selection:
         return {"best": self.best} if self.best is not None else None
 
     def finish(self) -> dict:
-        if self.best is None or self.select is None or not self.args.eval_every:
+        if self.best is None:  # no evaluation ran: the module stays as the last step left it
             return {}
         with torch.no_grad():
             for name, p in self.module.named_parameters():
