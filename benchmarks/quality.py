@@ -132,12 +132,12 @@ def train_peft(backbone, model, data: list, args, kappa: int, seed: int, folder:
     """PEFT's documented training step on mptune's batch stream and loop: model(..., labels, task_ids).loss."""
     params = PeftParams(model.prompt_encoder["default"])
 
-    def loss_step(part, total):
+    def loss_step(part, whole):
         batch = train_loop.to_batch(part, backbone)
         with backbone.compute():
             loss = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels,
                          task_ids=batch.task_ids).loss  # PEFT's mean over the part's label tokens
-        return loss * (label_tokens(part) / total), {}
+        return loss * (label_tokens(part) / label_tokens(whole)), {}
 
     train_sets = [d.train for d in data]
     return train_loop.train(backbone, params, args, folder, desc,

@@ -96,6 +96,54 @@ def test_sequence_logprobs_sums_per_example(backbone, data_dir):
     assert (got < 0).all()
 
 
+def _states_by_hand(backbone: Backbone, prompt: torch.Tensor, item) -> torch.Tensor:
+    """One example alone, unpadded, through the Hugging Face modules: the final hidden states [m, d] at
+    its real tokens (decoder-only: input + target; seq2seq: encoder at the input, decoder at the target)."""
+    embed = backbone.model.get_input_embeddings()
+    length = prompt.shape[0]
+    with torch.no_grad():
+        if backbone.is_seq2seq:
+            x = torch.cat([prompt, embed(torch.tensor(item.input_ids))])[None]
+            enc = backbone.model.get_encoder()(inputs_embeds=x).last_hidden_state
+            decoder_input = backbone.model._shift_right(torch.tensor([item.target_ids]))
+            dec = backbone.decoder(input_ids=decoder_input, encoder_hidden_states=enc).last_hidden_state
+            return torch.cat([enc[0, length:], dec[0]])
+        x = torch.cat([prompt, embed(torch.tensor(item.input_ids + item.target_ids))])[None]
+        return backbone.body(inputs_embeds=x).last_hidden_state[0, length:]
+
+
+def test_sequence_states_are_each_examples_own_states(backbone, data_dir):
+    """forward(..., states=True): every real token's final hidden state, example by example, as each
+    example alone gives them (padding and the prompt positions left out)."""
+    items = _items(backbone, data_dir)
+    assert len({len(it.input_ids) for it in items}) > 1  # the batch pads
+    prompt = _soft(backbone)
+    batch = _batch(backbone, items)
+    out = backbone.forward(prompt(batch.task_ids), batch, states=True)
+    want = torch.cat([_states_by_hand(backbone, prompt.prompt[it.task_id].detach(), it) for it in items])
+    assert out.states.shape == (sum(len(it.input_ids) + len(it.target_ids) for it in items), backbone.dim)
+    assert torch.allclose(out.states, want, atol=1e-5)
+    assert backbone.forward(prompt(batch.task_ids), batch).states is None  # only when asked
+
+
+def test_sequence_hidden_loss_by_hand(backbone, data_dir):
+    """L_hidden over the sequence: the squared differences of every real token's states summed and
+    divided by (tokens x d), computed example by example."""
+    items = _items(backbone, data_dir)
+    teacher, student = _soft(backbone, seed=1), _mpt(backbone, seed=2)
+    batch = _batch(backbone, items)
+    with torch.no_grad():
+        got = hidden_mse(backbone.forward(student(batch.task_ids), batch, states=True).states,
+                         backbone.forward(teacher(batch.task_ids), batch, states=True).states)
+        students, teachers = student(batch.task_ids), teacher(batch.task_ids)
+    squares, count = 0.0, 0
+    for i, it in enumerate(items):
+        diff = _states_by_hand(backbone, students[i], it) - _states_by_hand(backbone, teachers[i], it)
+        squares += float((diff.double() ** 2).sum())
+        count += diff.numel()
+    assert got.item() == pytest.approx(squares / count, rel=1e-4)
+
+
 # --- frozen backbone, gradients only in the prompt ---------------------------------------------
 
 def _assert_backbone_untouched(backbone: Backbone):

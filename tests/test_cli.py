@@ -265,7 +265,8 @@ def test_different_config_on_same_dir_is_refused(tmp_path, capsys, llama_dir, da
     # and one written by an earlier version, under the earlier names (sections mpt and target)
     data = yaml.safe_load(saved)
     data["target"] = data.pop("compare")
-    data["mpt"] = {**data.pop("loss"), "kappa": data["data"].pop("kappa")}
+    loss = {k: v for k, v in data.pop("loss").items() if k != "hidden_positions"}  # a later setting
+    data["mpt"] = {**loss, "kappa": data["data"].pop("kappa")}
     (out / "config.yaml").write_text(yaml.safe_dump(data))
     code, _, err = cli(capsys, "teach", *flags(out, llama_dir, data_dir, "--sources", "rte"), "--resume")
     assert code == 0, err

@@ -22,8 +22,8 @@ import torch
 import mptune.train as train_loop
 from mptune import distributed
 from mptune.checkpoint import load_prompt
-from mptune.config import RunConfig, TrainArgs
-from mptune.data import collate, encode, label_tokens
+from mptune.config import LossArgs, RunConfig, TrainArgs
+from mptune.data import collate, encode, label_tokens, sequence_tokens
 from mptune.errors import MptuneError
 from mptune.evaluate import evaluate_items, predictions
 from mptune.models import load_backbone
@@ -89,10 +89,11 @@ def _scenarios(backbone, data_dir: Path, out: Path) -> dict:
     train_plm(backbone, prompt, data, ARGS, 3, 0, out / "resumed", "resumed")
     got["plm_resumed"] = prompt.prompt.detach().clone()
 
-    cfg = RunConfig(sources=list(TASKS), distill=ARGS)
-    student = MultitaskPrompt(torch.ones(3, backbone.dim) * 0.05, len(TASKS))
-    train_distill(cfg, backbone, student, _soft(backbone), data, out / "distill")
-    got["distill"] = [p.detach().clone() for p in student.parameters()]
+    for name, positions in (("distill", "labels"), ("distill_sequence", "sequence")):
+        cfg = RunConfig(sources=list(TASKS), distill=ARGS, loss=LossArgs(hidden_positions=positions))
+        student = MultitaskPrompt(torch.ones(3, backbone.dim) * 0.05, len(TASKS))
+        train_distill(cfg, backbone, student, _soft(backbone), data, out / name)
+        got[name] = [p.detach().clone() for p in student.parameters()]
 
     prompt = _soft(backbone)
     for n in EVAL_SIZES:
@@ -141,11 +142,14 @@ def test_two_processes_train_plm_like_one(runs):
     assert torch.equal(runs["ranks"][0]["plm"], runs["ranks"][1]["plm"])  # the ranks stay identical
 
 
-def test_two_processes_train_distill_like_one(runs):
+@pytest.mark.parametrize("name", ["distill", "distill_sequence"])
+def test_two_processes_train_distill_like_one(runs, name):
     for got in runs["ranks"]:
-        for a, b in zip(got["distill"], runs["one"]["distill"]):
+        for a, b in zip(got[name], runs["one"][name]):
             assert torch.allclose(a, b, atol=1e-6)
-    assert all(torch.equal(a, b) for a, b in zip(runs["ranks"][0]["distill"], runs["ranks"][1]["distill"]))
+    assert all(torch.equal(a, b) for a, b in zip(runs["ranks"][0][name], runs["ranks"][1][name]))
+    if name == "distill_sequence":  # the sequence-level L_hidden changes the update
+        assert not all(torch.allclose(a, b, atol=1e-6) for a, b in zip(runs["one"][name], runs["one"]["distill"]))
 
 
 def test_grad_accum_two_equals_one_in_one_and_two_processes(runs):
@@ -226,20 +230,23 @@ def test_one_process_helpers_do_nothing():
 
 
 @pytest.mark.parametrize("family", ["llama", "t5"])
-def test_label_tokens_count_the_rows_of_forward(request, data_dir, family):
+def test_label_and_sequence_tokens_count_the_rows_of_forward(request, data_dir, family):
     backbone = request.getfixturevalue(f"{family}_backbone")
     items = _data(backbone, data_dir)[0].train[:5]
     batch = collate(items, backbone.tokenizer.pad_token_id, backbone.is_seq2seq)
-    out = backbone.forward(_soft(backbone)(batch.task_ids), batch)
+    out = backbone.forward(_soft(backbone)(batch.task_ids), batch, states=True)
     assert label_tokens(items) == out.targets.numel()
+    assert sequence_tokens(items) == out.states.shape[0] > label_tokens(items)
 
 
-def test_grad_accum_equals_one_batch_for_distill(llama_backbone, data_dir, tmp_path):
+@pytest.mark.parametrize("positions", ["labels", "sequence"])
+def test_grad_accum_equals_one_batch_for_distill(llama_backbone, data_dir, tmp_path, positions):
     backbone = llama_backbone
     data = _data(backbone, data_dir)
     got = []
     for accum in (1, 4):
-        cfg = RunConfig(sources=list(TASKS), distill=replace(ARGS, grad_accum=accum))
+        cfg = RunConfig(sources=list(TASKS), distill=replace(ARGS, grad_accum=accum),
+                        loss=LossArgs(hidden_positions=positions))
         student = MultitaskPrompt(torch.ones(3, backbone.dim) * 0.05, len(TASKS))
         train_distill(cfg, backbone, student, _soft(backbone), data, tmp_path / str(accum))
         got.append(list(student.parameters()))

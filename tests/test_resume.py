@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import mptune.stages as stages
 import mptune.train as train_loop
 from mptune.checkpoint import load_prompt
 from mptune.config import LossArgs, RunConfig, TrainArgs
@@ -111,8 +112,8 @@ def test_train_distill_resumes_bitwise(llama_backbone, data_dir, tmp_path, monke
 
 def _infinite_loss_at(monkeypatch, bad_step: int):
     """Make the loss of step `bad_step` infinite (its label-token count becomes 0), as a diverging run's would."""
-    real, calls = train_loop.label_tokens, iter(range(1, 10**6))
-    monkeypatch.setattr(train_loop, "label_tokens", lambda items: 0 if next(calls) == bad_step else real(items))
+    real, calls = stages.label_tokens, iter(range(1, 10**6))  # called once per step (one micro-batch)
+    monkeypatch.setattr(stages, "label_tokens", lambda items: 0 if next(calls) == bad_step else real(items))
 
 
 def test_infinite_loss_stops_naming_stage_step_task_and_keeps_the_last_checkpoint(llama_backbone, data_dir, tmp_path,

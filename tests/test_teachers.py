@@ -54,18 +54,23 @@ def test_stream_yields_the_drawn_batches(llama_backbone, data_dir, ahead, start)
         assert [id(e) for e in next(got)] == [id(e) for e in next(want)]
 
 
-def test_window_outputs_match_the_drawn_batch(backbone, data_dir):
+@pytest.mark.parametrize("states", [False, True])
+def test_window_outputs_match_the_drawn_batch(backbone, data_dir, states):
     data = _data(backbone, data_dir)
     teachers = _teachers(backbone)
-    ahead = TeacherOutputs(backbone, teachers, 12)
-    drawn = TeacherOutputs(backbone, teachers, 0)
+    ahead = TeacherOutputs(backbone, teachers, 12, states)
+    drawn = TeacherOutputs(backbone, teachers, 0, states)
     stream = ahead.stream(_batches(data), 0, 4, _halves)
     for _ in range(5):
         for part in _halves(next(stream)):
             assert all(id(e) in ahead.window for e in part)
-            (z, h), (z0, h0) = ahead(part), drawn(part)
-            assert z.shape == z0.shape and h.shape == h0.shape
-            assert torch.allclose(z, z0, atol=1e-5) and torch.allclose(h, h0, atol=1e-5)
+            got, want = ahead(part), drawn(part)
+            for name in ("logits", "hidden", "states"):
+                a, b = getattr(got, name), getattr(want, name)
+                if not states and name == "states":
+                    assert a is None and b is None
+                    continue
+                assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5), name
 
 
 def test_each_distinct_example_runs_once(llama_backbone, data_dir):
@@ -89,18 +94,20 @@ def test_a_part_outside_the_window_is_computed_as_drawn(llama_backbone, data_dir
     batch = collate(part, llama_backbone.tokenizer.pad_token_id, False)
     with torch.no_grad():
         want = llama_backbone.forward(teachers(batch.task_ids), batch)
-    z, h = teacher(part)
-    assert torch.equal(z, want.logits) and torch.equal(h, want.hidden)
+    z, h, states = teacher(part)
+    assert torch.equal(z, want.logits) and torch.equal(h, want.hidden) and states is None
 
 
-def test_distillation_losses_match_the_per_batch_path(backbone, data_dir, tmp_path):
+@pytest.mark.parametrize("positions", ["labels", "sequence"])
+def test_distillation_losses_match_the_per_batch_path(backbone, data_dir, tmp_path, positions):
     """The logged loss terms of each step, from the same student (lr 1e-9: Adam would amplify rounding
     in near-zero gradients into different updates, which says nothing about the teachers)."""
     data = _data(backbone, data_dir)
     args = TrainArgs(steps=6, batch_size=4, warmup_steps=1, lr=1e-9, factor_lr=1e-9)
     logs = []
     for ahead in (0, 8):
-        cfg = RunConfig(sources=list(NAMES), distill=args, loss=LossArgs(teacher_ahead=ahead))
+        loss = LossArgs(teacher_ahead=ahead, hidden_positions=positions)
+        cfg = RunConfig(sources=list(NAMES), distill=args, loss=loss)
         student = MultitaskPrompt(torch.ones(3, backbone.dim) * 0.05, 3)
         folder = tmp_path / str(ahead)
         folder.mkdir()

@@ -16,7 +16,12 @@ Decisions
   bare forward of 32 x 100 tokens and 13% of rank-classifying 64 RTE test examples (nothing on
   short SST-2 sentences; SmolLM2-135M, best of 3). `generate` keeps its cache.
 - `Outputs.hidden` holds those same final hidden states (the LM head's input); the hidden-state
-  distillation loss compares them (see `losses`).
+  distillation loss compares them (see `losses`). `forward(..., states=True)` also returns
+  `Outputs.states`, the final hidden states at every real token of the sequence (the paper's
+  sequence-level L_hidden, `loss.hidden_positions sequence`): decoder-only, the last layer's states
+  at each input and target token; encoder-decoder, the encoder's last-layer states at each input
+  token followed by the decoder's at each target position. Prompt positions and padding are left
+  out: the prompts are what differ between teacher and student, not what should match.
 - bf16 autocast is used where the hardware runs bf16 natively (CPUs with AVX512-BF16/AMX, CUDA
   devices with bf16); the prompts and the loss stay in fp32. `load_backbone` stores the linear
   layers' weights in bf16 once (`kernels.store_linear_weights`: bitwise the same outputs as
@@ -71,12 +76,23 @@ class Outputs:
     """Model outputs at the label positions, in batch order (row-major over [B, m]).
 
     logits [N, V], hidden [N, d], targets [N], rows [N] (the example each label token belongs to).
+    states [M, d] (with `forward(..., states=True)`): final hidden states at the M real tokens of the
+        sequence, example by example (`sequence_tokens` of the items counts them).
     """
 
     logits: torch.Tensor
     hidden: torch.Tensor
     targets: torch.Tensor
     rows: torch.Tensor
+    states: torch.Tensor | None = None
+
+
+def _example_major(first: torch.Tensor, first_rows: torch.Tensor, second: torch.Tensor,
+                   second_rows: torch.Tensor) -> torch.Tensor:
+    """Rows of two example-major tensors [M1, d], [M2, d] interleaved so each example's rows of
+    `first` are followed by its rows of `second`: [M1 + M2, d]."""
+    order = torch.argsort(torch.cat([first_rows, second_rows]), stable=True)
+    return torch.cat([first, second])[order]
 
 
 def cpu_has_bf16() -> bool:
@@ -211,25 +227,30 @@ class Backbone:
         return states, mask
 
     def forward(self, prompts: torch.Tensor, batch: Batch,
-                encoded: tuple[torch.Tensor, torch.Tensor] | None = None) -> Outputs:
+                encoded: tuple[torch.Tensor, torch.Tensor] | None = None, states: bool = False) -> Outputs:
         """prompts [B, l, d] + batch -> Outputs at the N label positions.
 
         encoded: precomputed `encode()` result to reuse (seq2seq rank classification).
+        states: also return the final hidden states at every real token, `Outputs.states` [M, d].
         """
         rows, cols = (batch.labels != -100).nonzero(as_tuple=True)
+        length, real = prompts.shape[1], batch.attention_mask.bool()
         with self.compute():
             if self.is_seq2seq:
-                states, mask = encoded if encoded is not None else self.encode(prompts, batch)
+                enc, mask = encoded if encoded is not None else self.encode(prompts, batch)
                 decoder_input = self.model._shift_right(batch.labels)
-                h = self.decoder(input_ids=decoder_input, encoder_hidden_states=states,
-                                             encoder_attention_mask=mask, use_cache=False).last_hidden_state
+                h = self.decoder(input_ids=decoder_input, encoder_hidden_states=enc,
+                                 encoder_attention_mask=mask, use_cache=False).last_hidden_state
                 hidden = h[rows, cols]
+                seq = _example_major(enc[:, length:][real], real.nonzero()[:, 0], hidden, rows) if states else None
             else:
                 x, mask = self.with_prompt(prompts, batch)
                 h = self.body(inputs_embeds=x, attention_mask=mask, use_cache=False).last_hidden_state
-                hidden = h[rows, prompts.shape[1] + cols - 1]
+                hidden = h[rows, length + cols - 1]
+                seq = h[:, length:][real] if states else None
             logits = self.head(hidden)
-        return Outputs(logits.float(), hidden.float(), batch.labels[rows, cols], rows)
+        return Outputs(logits.float(), hidden.float(), batch.labels[rows, cols], rows,
+                       seq.float() if states else None)
 
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits [N, V] of final hidden states [N, d] (T5's tied head first scales them by d^-0.5)."""

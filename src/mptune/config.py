@@ -28,6 +28,7 @@ from mptune.models import EMBEDDED
 
 METHODS = ("pt", "spot", "spot-fixed", "mpt")
 DEFAULT_METHODS = ("pt", "spot", "mpt")
+HIDDEN_POSITIONS = ("labels", "sequence")
 LOGGERS = ("tensorboard",)
 """Step loggers that can be added to log.jsonl (see mptune.logs)."""
 NOT_RUN_IDENTITY = ("loggers", "out_dir", "model.attention", "model.compile", "loss.teacher_ahead")
@@ -206,7 +207,11 @@ class LossArgs:
     logits: bool = True
     """Use L_logits (KL(teacher || student))."""
     hidden: bool = True
-    """Use L_hidden (MSE of final hidden states at the label positions)."""
+    """Use L_hidden (MSE between teacher and student final hidden states, at hidden_positions)."""
+    hidden_positions: str = "labels"
+    """Where L_hidden compares the final hidden states: 'labels' (the label positions, which feed the LM head) or
+    'sequence' (every real token: decoder-only, each input and target token; encoder-decoder, the encoder's states
+    at each input token and the decoder's at each target position; prompt positions and padding excluded)."""
     teacher_ahead: int = 128
     """Examples whose teacher outputs are computed ahead of the steps that use them, longest first, saving the padding
     of mixed-task batches (0 = in each drawn batch); see mptune/teachers.py."""
@@ -215,6 +220,8 @@ class LossArgs:
         _check(self.teacher_ahead >= 0, f"teacher_ahead must be >= 0, got {self.teacher_ahead}")
         _check(self.lam >= 0, f"lam must be >= 0, got {self.lam}")
         _check(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
+        _check(self.hidden_positions in HIDDEN_POSITIONS,
+               f"hidden_positions must be one of {', '.join(HIDDEN_POSITIONS)}, got {self.hidden_positions!r}")
 
 
 @dataclass

@@ -89,6 +89,12 @@ def label_tokens(items: Sequence[Encoded]) -> int:
     return sum(len(it.target_ids) for it in items)
 
 
+def sequence_tokens(items: Sequence[Encoded]) -> int:
+    """Real tokens of the batch `collate` makes of these items, inputs and targets (the M rows of
+    `Backbone.forward(..., states=True).states`)."""
+    return sum(len(it.input_ids) + len(it.target_ids) for it in items)
+
+
 def epoch_stream(n: int, rng: random.Random) -> Iterator[int]:
     """Indices 0..n-1, reshuffled every epoch, forever."""
     order = list(range(n))

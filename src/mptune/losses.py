@@ -8,11 +8,13 @@ Decisions
 - L_logits is KL(teacher || student) between softmax(z / T) distributions over the full
   vocabulary, averaged over label tokens and multiplied by T^2 (Hinton et al., 2015) so its
   gradient scale does not shrink as T grows.
-- L_hidden is the mean squared error between the final hidden states (the ones that feed the
-  LM head) at the label positions, averaged over tokens and dimensions. These are the states
-  that decide the prediction; matching them at the label positions also keeps the cost at
-  N x d instead of the whole sequence.
-- Each term is a sum over label tokens divided by a count, `total` (default: the N tokens given,
+- L_hidden is the mean squared error between final hidden states, averaged over positions and
+  dimensions. By default (`loss.hidden_positions labels`) it compares the states at the label
+  positions, the ones that feed the LM head and decide the prediction, at a cost of N x d. With
+  `sequence` it compares the states at all M real tokens ([M, d], `Backbone.forward(...,
+  states=True)`), the paper's sequence-level form; its count is then the real tokens of the batch
+  (`data.sequence_tokens`).
+- Each term is a sum over rows divided by a count, `total` (default: the rows given,
   which is the mean, bit for bit). A batch split over processes or gradient-accumulation
   micro-batches passes the label tokens of the whole batch, so the parts' terms and gradients add
   up to those of the whole batch (see `distributed`).

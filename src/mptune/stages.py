@@ -33,6 +33,7 @@ from mptune import distributed
 from mptune.backbone import Backbone
 from mptune.checkpoint import PROMPT_FILE, load_prompt, prompt_row
 from mptune.config import RunConfig, TrainArgs
+from mptune.data import label_tokens, sequence_tokens
 from mptune.errors import MptuneError
 from mptune.evaluate import evaluate_items, predictions, scores_of
 from mptune.losses import distill_kl, hidden_mse, plm_loss
@@ -70,10 +71,10 @@ def train_plm(backbone: Backbone, prompt: torch.nn.Module, data: list[TaskData],
               kappa: int, seed: int, folder: Path, desc: str, run: RunDir | None = None,
               select: Callable[[], float] | None = None) -> dict:
     """Prompt tuning with the task loss only: L = L_PLM. Used by teach and adapt. select: `dev_score`."""
-    def loss_step(part, total):
+    def loss_step(part, whole):
         batch = to_batch(part, backbone)
         out = backbone.forward(prompt(batch.task_ids), batch)
-        return plm_loss(out.logits, out.targets, total), {}
+        return plm_loss(out.logits, out.targets, label_tokens(whole)), {}
 
     train_sets = [d.train for d in data]
     return train(backbone, prompt, args, folder, desc, lambda start: batch_stream(train_sets, args, kappa, seed, start),
@@ -85,16 +86,23 @@ def train_distill(cfg: RunConfig, backbone: Backbone, student: MultitaskPrompt, 
                   select: Callable[[], float] | None = None) -> dict:
     """MPT source training: L = L_PLM + lambda * (L_logits + L_hidden) against per-task teachers."""
     args, kd = cfg.distill, cfg.loss
-    teacher = TeacherOutputs(backbone, teachers, kd.teacher_ahead)  # computed ahead, see `teachers`
+    sequence = kd.hidden and kd.hidden_positions == "sequence"  # L_hidden over every real token, not the labels
+    teacher = TeacherOutputs(backbone, teachers, kd.teacher_ahead, sequence)  # computed ahead, see `teachers`
     zero = torch.zeros((), device=backbone.device)
 
-    def loss_step(part, total):
+    def loss_step(part, whole):
         batch = to_batch(part, backbone)
-        teacher_logits, teacher_hidden = teacher(part)
-        out = backbone.forward(student(batch.task_ids), batch)
+        t = teacher(part)
+        out = backbone.forward(student(batch.task_ids), batch, states=sequence)
+        total = label_tokens(whole)
         ce = plm_loss(out.logits, out.targets, total)
-        kl = distill_kl(out.logits, teacher_logits, kd.temperature, total) if kd.logits else zero
-        mse = hidden_mse(out.hidden, teacher_hidden, total) if kd.hidden else zero
+        kl = distill_kl(out.logits, t.logits, kd.temperature, total) if kd.logits else zero
+        if not kd.hidden:
+            mse = zero
+        elif sequence:  # the final states at every real token
+            mse = hidden_mse(out.states, t.states, sequence_tokens(whole))
+        else:  # the final states at the label positions
+            mse = hidden_mse(out.hidden, t.hidden, total)
         loss = ce + kd.lam * (kl + mse)
         return loss, {"ce": ce, "kl": kl, "mse": mse}
 

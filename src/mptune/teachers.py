@@ -15,29 +15,41 @@ Decisions
   size of the difference bf16 autocast or another attention kernel makes), so `ahead` is not part
   of a run's identity; `ahead = 0` computes them in each drawn micro-batch, as before.
 - A window holds, per example, logits [n, V] and hidden states [n, d] at its n label tokens in
-  fp32: 128 examples with one label token each and V = 49,152 take 25 MB.
+  fp32: 128 examples with one label token each and V = 49,152 take 25 MB. For the sequence-level
+  L_hidden it also holds the states [m, d] at the example's m real tokens (128 examples of 60
+  tokens at d = 576: 18 MB).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 import torch
 
 from mptune.backbone import Backbone
-from mptune.data import Encoded, collate
+from mptune.data import Encoded, collate, sequence_tokens
 from mptune.resume import skip
+
+
+class Teacher(NamedTuple):
+    """A teacher's outputs for a micro-batch, in the order `Backbone.forward` gives the student's:
+    logits [N, V] and hidden states [N, d] at the label positions; states [M, d] at every real
+    token (None unless asked for)."""
+
+    logits: torch.Tensor
+    hidden: torch.Tensor
+    states: torch.Tensor | None
 
 
 class TeacherOutputs:
     """The teacher prompts' outputs for the examples of the current window of training steps."""
 
-    def __init__(self, backbone: Backbone, teachers: torch.nn.Module, ahead: int):
+    def __init__(self, backbone: Backbone, teachers: torch.nn.Module, ahead: int, states: bool = False):
         """teachers: a prompt module whose row k is the teacher of task id k; ahead: examples per
-        window (0: compute in each drawn micro-batch)."""
-        self.backbone, self.teachers, self.ahead = backbone, teachers, ahead
-        self.window: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        """id(example) -> (logits [n, V], hidden [n, d]) of the examples of the current window."""
+        window (0: compute in each drawn micro-batch); states: also the states at every real token."""
+        self.backbone, self.teachers, self.ahead, self.states = backbone, teachers, ahead, states
+        self.window: dict[int, Teacher] = {}
+        """id(example) -> its own outputs (logits [n, V], hidden [n, d], states [m, d] or None)."""
 
     def stream(self, batches: Iterator[list[Encoded]], start: int, batch_size: int,
                parts: Callable[[list[Encoded]], list[list[Encoded]]]) -> Iterator[list[Encoded]]:
@@ -65,23 +77,23 @@ class TeacherOutputs:
         self.window = {}
         for i in range(0, len(distinct), batch_size):
             chunk = distinct[i:i + batch_size]
-            logits, hidden = self._forward(chunk)
+            out = self._forward(chunk)
             sizes = [len(e.target_ids) for e in chunk]
-            for e, z, h in zip(chunk, logits.split(sizes), hidden.split(sizes)):
-                self.window[id(e)] = (z, h)
+            states = out.states.split([sequence_tokens([e]) for e in chunk]) if self.states else [None] * len(chunk)
+            for e, z, h, s in zip(chunk, out.logits.split(sizes), out.hidden.split(sizes), states):
+                self.window[id(e)] = Teacher(z, h, s)
 
-    def __call__(self, part: Sequence[Encoded]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Teacher logits [N, V] and hidden states [N, d] at the label positions of a micro-batch,
-        in the order `Backbone.forward` gives the student's."""
+    def __call__(self, part: Sequence[Encoded]) -> Teacher:
+        """The teachers' outputs for a micro-batch."""
         if not all(id(e) in self.window for e in part):
             return self._forward(part)
-        logits, hidden = zip(*(self.window[id(e)] for e in part))
-        return torch.cat(logits), torch.cat(hidden)
+        outputs = [self.window[id(e)] for e in part]
+        return Teacher(*(torch.cat(parts) if parts[0] is not None else None for parts in zip(*outputs)))
 
-    def _forward(self, items: Sequence[Encoded]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward(self, items: Sequence[Encoded]) -> Teacher:
         tokenizer, backbone = self.backbone.tokenizer, self.backbone
         batch = collate(items, tokenizer.pad_token_id, backbone.is_seq2seq).to(backbone.device)
         with torch.no_grad():
-            out = backbone.forward(self.teachers(batch.task_ids), batch)
-        return out.logits, out.hidden
+            out = backbone.forward(self.teachers(batch.task_ids), batch, states=self.states)
+        return Teacher(out.logits, out.hidden, out.states)
 

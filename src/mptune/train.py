@@ -3,16 +3,17 @@
     train(backbone, module, args, folder, desc, batches, loss_step, task_names, seed)
 
 A stage passes what differs: the prompt module it trains, its stream of batches, and
-`loss_step(part, total) -> (loss, terms)`, the loss of one micro-batch (and the named terms it
-logs besides `loss`). Everything else is here, top to bottom: set-up (seed, optimizer, schedule,
+`loss_step(part, whole) -> (loss, terms)`, the loss of one micro-batch of the step's batch `whole`
+(and the named terms it logs besides `loss`). Everything else is here, top to bottom: set-up (seed, optimizer, schedule,
 resume), then per step: the batch, its micro-batches (forward, backward), the sum over processes,
 the finite check, gradient clipping, the optimizer and schedule step, model selection on dev (when
 asked), the log line, the checkpoint.
 
 Decisions
 - A step's batch (the same in every process) is split by `micro_batches` into this process's
-  grad_accum micro-batches; each loss is divided by `total`, the label tokens of the whole batch,
-  so the parts' losses and gradients add up to the whole batch's (see `distributed`).
+  grad_accum micro-batches; each loss term is divided by a count over the whole batch (its label
+  tokens, `data.label_tokens`, or its real tokens, `data.sequence_tokens`), so the parts' losses and
+  gradients add up to the whole batch's (see `distributed`).
 - The loss is checked before the optimizer steps, so a NaN or infinite loss leaves the unit's last
   checkpoint as its last good state, and the error names the stage, the step and the batch's tasks.
 - AdamW with two learning rates: `lr` for prompt matrices, `factor_lr` for the rank-r factors u, v
@@ -33,13 +34,14 @@ from tqdm.auto import tqdm
 from mptune import distributed
 from mptune.backbone import Backbone, Batch
 from mptune.config import TrainArgs
-from mptune.data import Encoded, collate, label_tokens, multitask_batches
+from mptune.data import Encoded, collate, multitask_batches
 from mptune.errors import MptuneError
 from mptune.logs import StepLog
 from mptune.resume import restore_state, save_state, skip
 
-LossStep = Callable[[list[Encoded], int], tuple[torch.Tensor, dict[str, torch.Tensor]]]
-"""loss_step(micro-batch, total label tokens of the whole batch) -> (loss, {name: term}) of that part."""
+LossStep = Callable[[list[Encoded], list[Encoded]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+"""loss_step(micro-batch, the step's whole batch) -> (loss, {name: term}) of that part, each term
+normalised by a count over the whole batch."""
 
 
 def make_optimizer(module: torch.nn.Module, args: TrainArgs):
@@ -113,12 +115,11 @@ def train(backbone: Backbone, module: torch.nn.Module, args: TrainArgs, folder: 
     bar = progress_bar(desc, start, args.steps)
     for step in bar:
         items = next(stream)
-        total = label_tokens(items)
         opt.zero_grad(set_to_none=True)
         loss = torch.zeros((), device=backbone.device)  # of the whole batch: summed over micro-batches, processes
         terms: dict[str, torch.Tensor] = {}
         for part in micro_batches(items, args):
-            part_loss, part_terms = loss_step(part, total)
+            part_loss, part_terms = loss_step(part, items)
             part_loss.backward()
             loss += part_loss.detach()
             for name, value in part_terms.items():
