@@ -28,7 +28,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-from mptune import rundir
+from mptune import presets, rundir
 from mptune.backbone import Backbone
 from mptune.data import collate, encode
 from mptune.losses import distill_kl, hidden_mse, plm_loss
@@ -215,34 +215,11 @@ QUICK = {"teach.steps": "2", "distill.steps": "2", "adapt.steps": "2", "teach.ba
          "distill.batch_size": "4", "adapt.batch_size": "4", "data.eval_examples": "8"}
 """Smoke-test budget (--quick): 2 steps of 4 per stage, 8 test examples per task."""
 
-PAPER_SOURCE_ROWS = {"mnli": 392_702, "qnli": 104_743, "qqp": 363_846, "sst2": 67_349, "squad": 87_599,
-                     "record": 100_730}
-"""Official training-set sizes of the paper's six source tasks."""
-PAPER_BATCH = 32
-PAPER = {
-    "model.name": "google-t5/t5-base", "model.precision": "auto", "model.max_input_tokens": "256",
-    "prompt.length": "100", "prompt.rank": "1", "data.eval_examples": "0",
-    "teach.steps": "30000", "teach.batch_size": str(PAPER_BATCH), "teach.lr": "0.3",
-    "distill.steps": str(5 * sum(PAPER_SOURCE_ROWS.values()) // PAPER_BATCH), "distill.batch_size": str(PAPER_BATCH),
-    "distill.lr": "0.3", "adapt.steps": "5000", "adapt.batch_size": str(PAPER_BATCH), "adapt.lr": "0.3",
-    "teach.warmup_steps": "500", "distill.warmup_steps": "500", "adapt.warmup_steps": "500",
-    "teach.checkpoint_every": "1000", "distill.checkpoint_every": "1000", "adapt.checkpoint_every": "500",
-}
-"""The `--full` budget for GPU users (model from the hub). See PAPER_NOTES for what is the paper's."""
-PAPER_SOURCES = ["mnli", "qnli", "qqp", "sst2", "squad", "record"]
-PAPER_NOTES = [
-    "paper: T5-Base backbone (google-t5/t5-base), prompt length l = 100, rank-one u v^T (r = 1)",
-    "paper: six source tasks MNLI, QNLI, QQP, SST-2, SQuAD, ReCoRD; GLUE and SuperGLUE targets; "
-    "few-shot BoolQ, CB, SciTail with k = 4, 16, 32; three runs (seeds) per setting",
-    "recalled from the paper (section 4.1), not re-checked here: source training for 5 epochs of the source "
-    f"mixture -> {PAPER['distill.steps']} steps of {PAPER_BATCH} over the {sum(PAPER_SOURCE_ROWS.values()):,} "
-    "official training rows",
-    "paper: a target starts from P* and the average of the source tasks' u, v (mptune's default)",
-    "ASSUMED (not checked against the paper's appendix): learning rate 0.3 for P and P*, batch size 32, "
-    "inputs cut at 256 tokens, 30,000 steps per teacher, 5,000 target steps for every target, 500 warm-up steps",
-    "ASSUMED (mptune defaults): lambda = 1, T = 2, K-of-kappa task sampling with kappa = 3, "
-    "u/v learning rate 0.03; the paper also mixes sources proportionally to their size, mptune samples tasks uniformly",
-]
+PAPER = {k: v for k, v in presets.PAPER.items() if k.split(".")[0] not in ("sources", "targets", "compare")}
+"""The `--full` budget for GPU users (model from the hub): `mptune --preset paper` without its tasks and
+methods, which each script chooses. See PAPER_NOTES for what is the paper's."""
+PAPER_SOURCES = presets.PAPER_SOURCES
+PAPER_NOTES = presets.PAPER_NOTES
 
 
 def config_overrides(quick: bool, full: bool, sets: Sequence[str]) -> dict[str, str]:

@@ -150,7 +150,8 @@ def report(sweep: Sweep, chosen: dict, budget: list[str], stem: Path) -> str:
     axes[1].set_xticks(range(len(names)), names, rotation=30, ha="right")
     axes[1].set(title="distillation (MPT on targets)", ylabel="dev score")
     for method in METHODS:
-        runs = [r for r in rec["adapt"].values() if r["method"] == method and r["factor_lr"] == chosen["adapt.factor_lr"]]
+        runs = [r for r in rec["adapt"].values()
+                if r["method"] == method and r["factor_lr"] == chosen["adapt.factor_lr"]]
         axes[2].plot([r["lr"] for r in runs], [r["score"] for r in runs], marker="o", label=method)
     axes[2].set(title="targets (mean over targets)", xlabel="adapt.lr", ylabel="dev score")
     axes[2].legend()

@@ -26,6 +26,7 @@ from typing import Callable, Iterator
 
 from mptune.config import RENAMED, RunConfig, flat_fields, load_yaml, with_overrides
 from mptune.errors import MptuneError
+from mptune.presets import PRESETS
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,12 @@ RESUME_HELP = ("continue the run in --out_dir (skip its finished units, continue
 # --- what each command does ----------------------------------------------------------------------
 
 def resolve_config(args: argparse.Namespace) -> RunConfig:
+    """The defaults, then --config FILE, then --preset NAME, then each --section.field flag."""
+    from mptune.presets import preset
+
     cfg = load_yaml(args.config) if args.config else RunConfig()
+    if args.preset:
+        cfg = with_overrides(cfg, preset(args.preset))
     overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("set:") and v is not None}
     return with_overrides(cfg, overrides)
 
@@ -127,6 +133,11 @@ def train_command(args: argparse.Namespace) -> None:
     from mptune import stages
 
     cfg = resolve_config(args)
+    if args.dry_run:
+        from mptune.plan import describe
+
+        print(describe(cfg, args.command))
+        return
     with holding(cfg, args.command, args.resume) as run:
         backbone = backbone_for(cfg, args.command)
         if args.command == "run":
@@ -261,8 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
         if not command.settings:
             continue
         p.add_argument("--config", metavar="FILE", help="YAML file with settings (flags override it)")
+        p.add_argument("--preset", choices=sorted(PRESETS), help="named settings applied on top of the defaults and "
+                       "--config (flags override them); 'paper': the paper's T5-Base setting (docs/method.md)")
         if command.trains:
             p.add_argument("--resume", action="store_true", help=RESUME_HELP)
+            p.add_argument("--dry-run", action="store_true", help="print the plan (every unit with its steps, "
+                           "learning rates, model selection and scoring; which are done) and exit without loading "
+                           "the model or writing anything")
         for key, tp, doc in flat_fields():
             p.add_argument(f"--{key}", dest=f"set:{key}", metavar=type_name(tp), help=doc)
         for old, new in RENAMED.items():  # earlier names still work, unlisted
