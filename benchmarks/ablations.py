@@ -10,7 +10,9 @@ Variants (each in its own run directory benchmarks/runs/ablations/VARIANT/seed{N
   alone (a plain l x d prompt started from P*). Built here from mptune's own pieces
   (`stages.train_distill`, `stages.train_plm`); the library has no switch for it.
 - distillation off: lambda = 0 (`loss.lam 0`): P*, u, v trained with L_PLM only.
-- distillation loss: L_logits only (`loss.hidden false`) or L_hidden only (`loss.logits false`).
+- distillation loss: L_logits only (`loss.hidden false`), L_hidden only (`loss.logits false`), or
+  L_hidden over every real token of the sequence instead of the label positions
+  (`loss.hidden_positions sequence`, the paper's form).
 - number of source tasks: the first 1, 2, ... of the sources (the baseline uses all of them).
 - prompt length: l in --lengths (teachers retrained at that length).
 
@@ -64,6 +66,8 @@ def variants(sources: list[str], counts: list[int], lengths: list[int]) -> dict[
                         "overrides": {"loss.hidden": "false"}},
         "hidden-only": {"group": "distillation loss", "setting": "L_hidden only",
                         "overrides": {"loss.logits": "false"}},
+        "hidden-sequence": {"group": "distillation loss", "setting": "L_logits + L_hidden over the sequence",
+                            "overrides": {"loss.hidden_positions": "sequence"}},
     }
     for k in counts:
         out[f"sources-{k}"] = {"group": "source tasks", "setting": f"{k} ({', '.join(sources[:k])})",
