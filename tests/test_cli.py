@@ -11,6 +11,7 @@ import yaml
 from mptune.checkpoint import load_prompt
 from mptune.cli import main
 from mptune.prompts import MultitaskPrompt, SoftPrompt
+from mptune.tasks import get_task
 
 SOURCES, TARGETS = ["rte", "mrpc"], ["cola", "wnli"]
 LENGTH, DIM = 4, 32  # prompt length in these tests; hidden size of the tiny models
@@ -146,6 +147,16 @@ def test_run_writes_table_and_resumes(tmp_path, capsys, llama_dir, data_dir):
     for method in ("pt", "spot", "mpt"):
         scores = [table["targets"][t][method] for t in TARGETS]
         assert table["average"][method] == pytest.approx(sum(scores) / len(scores))
+    # the sources: teacher and P* scores as their units recorded them, beside the majority-label score
+    for name in SOURCES:
+        unit = json.loads((out / "teach" / name / "metrics.json").read_text())
+        distilled = json.loads((out / "distill" / "metrics.json").read_text())
+        row, metric = table["sources"][name], get_task(name).metric
+        assert row["teacher"] == unit["scores"][name][metric] and row["distilled"] == distilled["scores"][name][metric]
+        labels = json.loads((out / "teach" / name / "predictions.json").read_text())[name]["labels"]
+        if metric == "accuracy":
+            assert row["majority"] == pytest.approx(100 * max(map(labels.count, set(labels))) / len(labels))
+        assert f"| {name} | {metric} | {row['teacher']:.1f} | {row['distilled']:.1f} |" in markdown
 
     # a rerun skips every finished unit
     before = unit_mtimes(out)

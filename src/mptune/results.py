@@ -4,9 +4,12 @@ trainable parameters of each method, and MPT - PT, MPT - SPoT with paired-bootst
 
 from __future__ import annotations
 
+import math
 import statistics
+from collections import Counter
 
 from mptune.config import RunConfig
+from mptune.errors import MptuneError
 from mptune.metrics import score
 from mptune.prompts import mpt_target_parameters
 from mptune.rundir import RunDir
@@ -136,3 +139,40 @@ def intervals_markdown(cfg: RunConfig, found: dict) -> str:
 
 
 METHOD_LABELS = {"pt": "PT", "spot": "SPoT", "spot-fixed": "SPoT-fixed", "mpt": "MPT"}
+
+
+def sources_table(cfg: RunConfig, run: RunDir, teach: dict, distill: dict | None) -> tuple[dict, str]:
+    """Did the sources learn? Each teacher's and P* o u_k v_k^T's score on the source's evaluation
+    split, beside a constant prediction of the split's most frequent label, and the dev score model
+    selection kept (when it ran)."""
+    rows, out = [], {}
+    for name in cfg.sources:
+        metric = get_task(name).metric
+        entry = {"metric": metric, "teacher": teach[name]["scores"][name][metric],
+                 "distilled": distill["scores"][name][metric] if distill else None,
+                 "majority": majority_score(name, RunDir.predictions(run.teacher(name))),
+                 "teacher_dev": teach[name].get("selected", {}).get("dev_score")}
+        out[name] = entry
+        cells = [entry[k] for k in ("teacher", "distilled", "majority", "teacher_dev")]
+        rows.append(f"| {name} | {metric} | " + " | ".join("—" if c is None else f"{c:.1f}" for c in cells) + " |")
+    scored = f"{cfg.data.eval_examples or 'all'} {cfg.eval_split} examples each"
+    lines = [f"Sources ({scored}): the teachers, P* o u_k v_k^T after distillation, a constant prediction of the "
+             "most frequent label, and the teacher's selected dev score:", "",
+             "| source | metric | teacher | P* o u_k v_k^T | majority label | teacher (dev) |",
+             "|---|---|---|---|---|---|", *rows]
+    return out, "\n".join(lines) + "\n"
+
+
+def majority_score(name: str, found: dict | None) -> float | None:
+    """The metric of always predicting the most frequent label of a unit's evaluation labels (None for
+    generation tasks, for metrics undefined on a constant, and for units without predictions)."""
+    task = get_task(name)
+    if not found or name not in found or not task.is_classification:
+        return None
+    labels = found[name]["labels"]
+    constant = Counter(labels).most_common(1)[0][0]
+    try:
+        value = score(task, [constant] * len(labels), labels)[task.metric]
+    except (MptuneError, ValueError, ZeroDivisionError):
+        return None
+    return None if math.isnan(value) else value

@@ -38,7 +38,7 @@ from mptune.errors import MptuneError
 from mptune.evaluate import evaluate_items, predictions, scores_of
 from mptune.losses import distill_kl, hidden_mse, plm_loss
 from mptune.prompts import MultitaskPrompt, SoftPrompt, num_parameters, target_from_source, text_init, vocab_init
-from mptune.results import aggregate, intervals, intervals_markdown, results_table, throughput
+from mptune.results import aggregate, intervals, intervals_markdown, results_table, sources_table, throughput
 from mptune.rundir import PREDICTIONS, RunDir, open_run, write_json
 from mptune.task_data import TaskData, load_tasks, single
 from mptune.tasks.custom import register_custom_tasks
@@ -315,6 +315,9 @@ def run(cfg: RunConfig, backbone: Backbone, run_dir: RunDir | None = None) -> tu
     table, markdown = results_table(cfg, stage_results["adapt"], backbone.dim)
     table["intervals"] = intervals(cfg, run_dir)
     markdown += "\n" + intervals_markdown(cfg, table["intervals"]) if table["intervals"] else ""
+    table["sources"], sources_markdown = sources_table(cfg, run_dir, stage_results["teach"],
+                                                       stage_results.get("distill"))
+    markdown += "\n" + sources_markdown
     timings["total"] = round(time.perf_counter() - start, 1)
     table["seconds"] = timings
     table["throughput_examples_per_s"] = throughput(stage_results)
