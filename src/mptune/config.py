@@ -406,8 +406,11 @@ def load_yaml(path: str | Path) -> RunConfig:
     data = read_yaml(path, "a config file: a mapping of settings (sections such as teach: {steps: 100})",
                      empty={})
     # a partial section keeps RunConfig's own defaults (distill.steps is 150, not TrainArgs' 100)
-    data = upgrade(data)
-    return from_dict(RunConfig, _merge(to_dict(RunConfig()), data) if isinstance(data, dict) else data)
+    try:
+        data = upgrade(data)
+        return from_dict(RunConfig, _merge(to_dict(RunConfig()), data))
+    except MptuneError as err:
+        raise MptuneError(f"{path}: {err}") from None
 
 
 def _merge(base: dict, data: dict) -> dict:
@@ -424,6 +427,20 @@ def same_run(saved: dict, config: RunConfig) -> bool:
         return not config_diff(saved, config)
     except MptuneError:
         return False
+
+
+RUN_SECTIONS = ("model", "data", "prompt", "teach", "distill", "adapt", "loss", "compare")
+"""Sections every run's config.yaml holds (those of earlier versions under today's names, `upgrade`):
+one missing means the file was cut short or edited."""
+
+
+def missing_sections(saved: dict) -> list[str]:
+    """The RUN_SECTIONS a saved config (a dict read from config.yaml) lacks."""
+    try:
+        data = upgrade(saved)
+    except MptuneError:
+        data = saved
+    return [k for k in RUN_SECTIONS if k not in data]
 
 
 PATH_SETTINGS = ("model.name", "data.data_dir", "data.custom_tasks", "prompt.init")

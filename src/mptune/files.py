@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -126,14 +127,26 @@ def _sync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Make `path` by `write(tmp)` (a temporary path in the same folder), fsync, rename; returns path.
 
     A failure or interruption (Ctrl-C, SIGTERM) removes the temporary file and leaves `path` as it was.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # unique: writers may race
+    os.close(fd)
+    tmp = Path(name)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # the mode a plain open() gives, not mkstemp's 0600
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())

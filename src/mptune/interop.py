@@ -41,6 +41,7 @@ Decisions
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
@@ -160,15 +161,14 @@ def import_peft_file(adapter_dir: str | Path, tasks: list[str], out: str | Path)
         raise MptuneError(f"{out}: an mptune prompt file ends in .safetensors")
     if out.exists():
         raise MptuneError(f"{out} exists; import into a new file")
-    run = find_run(out.parent) if out.name == PROMPT_FILE else None
-    if run is None:
+    if out.name != PROMPT_FILE:
         save_prompt(module, tasks, out)
         return out
-    with run:
-        run.lock()  # refused while another process trains in the run
-        check_unit(run.root, out.parent, tasks, module)
-        if out.exists():
-            raise MptuneError(f"{out} exists; import into a new file")
+    run = find_run(out.parent)  # None: a unit of a run not started yet
+    with run or contextlib.nullcontext():
+        if run is not None:
+            run.lock()  # refused while another process trains in the run
+            check_unit(run.root, out.parent, tasks, module)
         save_prompt(module, tasks, out)
         metrics = {"imported_from": str(adapter_dir.resolve()), "parameters": num_parameters(module)}
         write_json(out.parent / METRICS_FILE, metrics)

@@ -31,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mptune.config import upgrade
+from mptune.config import missing_sections, upgrade
 from mptune.errors import MptuneError
 from mptune.files import atomic_write, read_text, read_yaml, type_word, write_text
 from mptune.logs import read_log, steps_missing
@@ -101,6 +101,8 @@ def read_config(run_dir: Path) -> dict:
     for key, value in config.items():
         if key in (*STAGES, "model", "data", "prompt", "loss", "compare") and not isinstance(value, dict):
             raise MptuneError(f"{path}: {key} is {_shown(value)}, not a mapping; expected {what}")
+    if lacking := missing_sections(config):
+        raise MptuneError(f"{path}: has no section {', '.join(lacking)} (cut short or edited); expected {what}")
     compare = config.get("compare", {})
     for key, item in (("methods", str), ("seeds", int)):
         if key in compare and not (isinstance(compare[key], list) and all(isinstance(v, item) for v in compare[key])):

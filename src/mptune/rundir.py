@@ -48,7 +48,7 @@ import torch
 
 from mptune import distributed
 from mptune.checkpoint import PROMPT_FILE, save_prompt
-from mptune.config import RunConfig, config_diff, save_yaml
+from mptune.config import RunConfig, config_diff, missing_sections, save_yaml
 from mptune.errors import MptuneError
 from mptune.files import read_json, read_yaml, type_word, write_json
 from mptune.logs import summary_writer_class
@@ -282,6 +282,9 @@ def _claim(run: RunDir, cfg: RunConfig, resume: bool) -> None:
     if saved.exists():
         fix = "choose another --out_dir (or delete the damaged file)"
         data = read_yaml(saved, "the run's config (a mapping of settings)", fix=fix)
+        if lacking := missing_sections(data):
+            raise MptuneError(f"{saved}: has no section {', '.join(lacking)} (cut short or edited); expected the "
+                              f"run's config with every section; {fix}")
         try:
             diff = config_diff(data, cfg)
         except MptuneError as err:
