@@ -333,6 +333,8 @@ def write_report(run_dir: str | Path) -> Path:
     units = run_units(run_dir, config)
     results_path = run_dir / RESULTS_JSON
     results = read_results(results_path) if results_path.exists() else None
+    table_md = (read_text(run_dir / RESULTS_MD, "the run's results table (markdown)").rstrip()
+                if results is not None and (run_dir / RESULTS_MD).exists() else None)  # read all before writing
     methods = config.get("compare", {}).get("methods", ["pt", "spot", "mpt"])
     scores = comparison(units, results)
     bars = dict(scores, average=results["average"]) if results and "average" in results else scores
@@ -353,8 +355,8 @@ def write_report(run_dir: str | Path) -> Path:
     lines += ["## Status", ""]
     lines += ["Missing or unfinished:", "", *gaps, ""] if gaps else ["Every unit is finished.", ""]
     lines += ["## Results", ""]
-    if results is not None and (run_dir / RESULTS_MD).exists():
-        lines += [read_text(run_dir / RESULTS_MD, "the run's results table (markdown)").rstrip(), ""]
+    if table_md is not None:
+        lines += [table_md, ""]
     elif scores:
         lines += ["From the finished adapt units (no results.json yet):", ""] + score_table(scores, methods) + [""]
     else:
