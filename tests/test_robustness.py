@@ -253,11 +253,12 @@ def test_bad_setting_writes_nothing_and_its_fix_runs(name, tmp_path, capsys, sav
     argv = ["teach", *flags(out, model, data_dir, *BASE), *(f.format(tmp=tmp_path) for f in bad)]
     code, _, err = cli(capsys, *argv)
     assert_user_error(code, err, *words, one_line=False)
-    print(f"ROBUST {name}: {err.strip().splitlines()[-1]}")
+    message = err.strip().splitlines()[-1]
     assert not (out / "config.yaml").exists() and not list(out.rglob("*.safetensors")) if out.exists() else True
     if fixed is not None:  # the corrected command (the same run without the bad setting) is not refused
         code, _, err = cli(capsys, "teach", *flags(out, model, data_dir, *BASE, *fixed))
         assert code == 0, err
+    print(f"ROBUST {name}: {message}")  # `pytest -rP` lists every message
 
 
 def test_different_config_names_each_setting_and_compares_paths_as_paths(tmp_path, capsys, finished, saved_models,
