@@ -119,6 +119,12 @@ def metrics_in_report(tmp, run, model, data):
     return run / "teach" / "rte" / "metrics.json", ["report", str(run)]
 
 
+def run_config_on_export(tmp, run, model, data):
+    prompt = run / "teach" / "rte" / PROMPT_FILE
+    return run / "config.yaml", ["export", "--prompt", str(prompt), "--peft", str(tmp / "out"),
+                                 *flags(run, model, data, *BASE)]
+
+
 def metrics_on_export(tmp, run, model, data):
     prompt = run / "teach" / "rte" / PROMPT_FILE
     return run / "teach" / "rte" / "metrics.json", ["export", "--prompt", str(prompt), "--peft", str(tmp / "out"),
@@ -168,6 +174,7 @@ READERS = {  # name -> (format, setup)
     "custom_task_yaml": ("yaml", custom_task_yaml),
     "run_config_on_rerun": ("yaml", run_config_on_rerun),
     "run_config_in_report": ("yaml", run_config_in_report),
+    "run_config_on_export": ("yaml", run_config_on_export),
     "metrics_on_rerun": ("json", metrics_on_rerun),
     "metrics_in_report": ("json", metrics_in_report),
     "metrics_on_export": ("json", metrics_on_export),
