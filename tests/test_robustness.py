@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import save_file
 
 from mptune.checkpoint import FORMAT, PROMPT_FILE
+from mptune.config import CompareArgs, DataArgs, RunConfig
 from mptune.errors import MptuneError
 
 from test_cli import assert_user_error, cli, flags
@@ -493,3 +494,13 @@ def test_report_names_the_steps_a_log_misses(tmp_path, capsys, finished):
     code, _, err = cli(capsys, "report", str(run))
     assert code == 0, err
     assert "log.jsonl misses steps 2" in (run / "report" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("build,key", [
+    (lambda: RunConfig(sources="rte"), "sources"),
+    (lambda: DataArgs(custom_tasks="task.yaml"), "custom_tasks"),
+    (lambda: CompareArgs(seeds=3), "seeds"),
+])
+def test_python_settings_refuse_a_scalar_for_a_list(build, key):
+    with pytest.raises(MptuneError, match=f"{key} must be a list"):
+        build()

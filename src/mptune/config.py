@@ -79,12 +79,16 @@ DEVICE = re.compile(r"cpu|cuda(:\d+)?|mps")
 """The torch devices a setting may name (availability is checked before anything is written: `models.check_device`)."""
 
 
-def _check_finite(section) -> None:
-    """Every float setting of a section is a finite number (inf and nan are refused before any training)."""
+def _check_fields(section) -> None:
+    """Every float setting of a section is a finite number (inf and nan are refused before any training), and
+    every list setting a list (a bare string, from Python, is refused, never read character by character)."""
     for f in dataclasses.fields(section):
         value = getattr(section, f.name)
         if f.type == "float" and isinstance(value, float):
             _check(math.isfinite(value), f"{f.name} must be a finite number, got {value}")
+        if f.type.startswith("list[") and not isinstance(value, list):
+            _check(isinstance(value, tuple), f"{f.name} must be a list, got {value!r}")
+            setattr(section, f.name, list(value))
 
 
 def _check_seed(value: int, key: str) -> None:
@@ -114,6 +118,7 @@ class ModelArgs:
     this machine; 'auto' compiles only when that record says the command's training steps repay it."""
 
     def __post_init__(self):
+        _check_fields(self)
         _check(isinstance(self.name, str) and self.name.strip() != "", f"name must name a model, got {self.name!r}")
         _check(isinstance(self.device, str) and DEVICE.fullmatch(self.device) is not None,
                f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps', got {self.device!r}")
@@ -147,6 +152,7 @@ class DataArgs:
     kappa]."""
 
     def __post_init__(self):
+        _check_fields(self)
         _check_seed(self.split_seed, "split_seed")
         _check(all(str(p).strip() for p in self.custom_tasks), f"custom_tasks lists an empty path: {self.custom_tasks}")
         _check(self.eval_examples >= 0, f"eval_examples must be >= 0, got {self.eval_examples}")
@@ -171,6 +177,7 @@ class PromptArgs:
     """u, v of an MPT target: 'mean' (average of the source tasks' factors) or 'fresh' (u = 1, v = 1/r)."""
 
     def __post_init__(self):
+        _check_fields(self)
         _check(self.length >= 1, f"length must be >= 1, got {self.length}")
         _check(self.rank >= 1, f"rank must be >= 1, got {self.rank}")
         _check(self.init in ("vocab", "text") or self.init.endswith(".safetensors"),
@@ -206,7 +213,7 @@ class TrainArgs:
     keep the best-scoring prompt; several tasks (distillation, MPT*) score their mean. 0 = keep the last step's."""
 
     def __post_init__(self):
-        _check_finite(self)
+        _check_fields(self)
         _check(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
         _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         _check(self.lr > 0, f"lr must be > 0, got {self.lr}")
@@ -237,7 +244,7 @@ class LossArgs:
     of mixed-task batches (0 = in each drawn batch); see mptune/teachers.py."""
 
     def __post_init__(self):
-        _check_finite(self)
+        _check_fields(self)
         _check(self.teacher_ahead >= 0, f"teacher_ahead must be >= 0, got {self.teacher_ahead}")
         _check(self.lam >= 0, f"lam must be >= 0, got {self.lam}")
         _check(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
@@ -262,6 +269,7 @@ class CompareArgs:
     ± std; empty = once, with the run seed."""
 
     def __post_init__(self):
+        _check_fields(self)
         unknown = [m for m in self.methods if m not in METHODS]
         _check(not unknown and self.methods, f"methods must be among {', '.join(METHODS)}, got {self.methods}")
         _check(len(set(self.seeds)) == len(self.seeds), f"seeds lists a seed more than once: {self.seeds}")
@@ -295,6 +303,7 @@ class RunConfig:
     compare: CompareArgs = field(default_factory=CompareArgs)
 
     def __post_init__(self):
+        _check_fields(self)
         _check(bool(self.sources), "sources must name at least one task")
         _check(bool(self.targets), "targets must name at least one task")
         for key, names in (("sources", self.sources), ("targets", self.targets)):
