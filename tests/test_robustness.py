@@ -240,6 +240,7 @@ SETTINGS = {  # name -> (flags, words of the message, flags of the corrected com
     "nan_lambda": (("--loss.lam", "nan"), ["lam", "finite"], ()),
     "infinite_lr": (("--teach.lr", "inf"), ["lr", "finite"], ()),
     "infinite_clip_norm": (("--adapt.clip_norm", "inf"), ["clip_norm"], ()),
+    "rank_beyond_prompt_length": (("--prompt.rank", "100000"), ["rank", "length (4)"], ()),
     "empty_out_dir": (("--out_dir", ""), ["out_dir"], None),
     "same_task_twice_in_other_case": (("--sources", "rte,RTE"), ["rte", "RTE", "more than once"], ()),
     "missing_model": (("--model.name", "{tmp}/no-model"), ["no-model"], ()),

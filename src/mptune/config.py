@@ -179,7 +179,9 @@ class PromptArgs:
     def __post_init__(self):
         _check_fields(self)
         _check(self.length >= 1, f"length must be >= 1, got {self.length}")
-        _check(self.rank >= 1, f"rank must be >= 1, got {self.rank}")
+        _check(1 <= self.rank <= self.length,
+               f"rank must be between 1 and length ({self.length}): u v^T of an l x d prompt has rank <= l, "
+               f"got {self.rank}")
         _check(self.init in ("vocab", "text") or self.init.endswith(".safetensors"),
                f"init must be 'vocab', 'text' or a .safetensors file, got {self.init!r}")
         _check(self.target_factors in ("mean", "fresh"),
