@@ -177,10 +177,15 @@ class RunDir:
     def start(self, folder: Path) -> Path | None:
         """A unit is about to write into `folder`: write the run's config.yaml first if it is not there
         yet (see the decisions). Returns the unit's TensorBoard directory (`tensorboard_dir`)."""
+        self.save_config()
+        return self.tensorboard_dir(folder)
+
+    def save_config(self) -> None:
+        """Write config.yaml unless it is there (main process); a caller that writes units itself (the
+        benchmarks) calls it once the model is loaded and checked."""
         if self.config is not None:
             cfg = self.config
             distributed.from_main(lambda: None if self.config_file.exists() else save_yaml(cfg, self.config_file))
-        return self.tensorboard_dir(folder)
 
     @staticmethod
     def finish(folder: Path, module: torch.nn.Module, tasks: list[str], metrics: dict) -> dict:

@@ -313,6 +313,7 @@ def run(cfg: RunConfig, backbone: Backbone, run_dir: RunDir | None = None) -> tu
     timings["total"] = round(time.perf_counter() - start, 1)
     table["seconds"] = timings
     table["throughput_examples_per_s"] = throughput(stage_results)
+    run_dir.save_config()  # every unit may have been imported: the table is the first thing written here
     if distributed.is_main():
         write_json(run_dir.results_json, table)
         write_text(run_dir.results_md, markdown)
