@@ -165,6 +165,10 @@ def prompt_on_evaluate(tmp, run, model, data):
     return path, ["evaluate", "--prompt", str(path), "--task", "rte", *flags(run, model, data, *BASE)]
 
 
+def prompt_on_rerun(tmp, run, model, data):
+    return run / "teach" / "rte" / PROMPT_FILE, _rerun(tmp, run, model, data)
+
+
 def prompt_as_init(tmp, run, model, data):
     path = shutil.copy(run / "teach" / "rte" / PROMPT_FILE, tmp / "init.safetensors")
     return Path(path), _fresh(tmp, model, data, "--prompt.init", str(path))
@@ -187,6 +191,7 @@ READERS = {  # name -> (format, setup)
     "adapter_weights_on_import": ("binary", adapter_weights_on_import),
     "prompt_on_evaluate": ("binary", prompt_on_evaluate),
     "prompt_as_init": ("binary", prompt_as_init),
+    "prompt_on_rerun": ("binary", prompt_on_rerun),
 }
 
 WRONG_TYPE = {"yaml": b"- a list\n- where a mapping belongs\n", "json": b"[1, 2, 3]\n",

@@ -47,7 +47,7 @@ from typing import Sequence
 import torch
 
 from mptune import distributed
-from mptune.checkpoint import PROMPT_FILE, save_prompt
+from mptune.checkpoint import PROMPT_FILE, load_prompt, save_prompt
 from mptune.config import RunConfig, config_diff, missing_sections, save_yaml
 from mptune.errors import MptuneError
 from mptune.files import read_json, read_yaml, type_word, write_json
@@ -298,7 +298,8 @@ def _claim(run: RunDir, cfg: RunConfig, resume: bool) -> None:
             raise MptuneError(f"{out} holds a run with a different config: {'; '.join(diff)}; choose another "
                               f"--out_dir, or rerun with the saved settings (--config {saved})")
         for unit in run.units(cfg.sources, cfg.targets, cfg.compare.methods, cfg.compare.joint):
-            for name, read in ((METRICS_FILE, read_metrics), (PREDICTIONS_FILE, read_predictions)):
+            for name, read in ((METRICS_FILE, read_metrics), (PREDICTIONS_FILE, read_predictions),
+                               (PROMPT_FILE, load_prompt)):
                 if (unit.folder / name).exists():  # a damaged file is refused before the model loads
                     read(unit.folder / name)
         return
