@@ -33,6 +33,14 @@ BASE = ("--sources", "rte", "--targets", "cola")
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
+@pytest.fixture(autouse=True)
+def own_registry(monkeypatch):
+    """Custom tasks registered by a case stay in that case."""
+    from mptune.tasks import registry
+
+    monkeypatch.setattr(registry, "TASKS", dict(registry.TASKS))
+
+
 # --- a finished run, copied for each case ------------------------------------------------------
 
 @pytest.fixture(scope="module")
