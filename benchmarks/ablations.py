@@ -185,6 +185,7 @@ def units(cfg: RunConfig, variant: str, targets: list[str]) -> list[tuple[str, f
 
 def run_variant(cfg: RunConfig, variant: str, backbone, targets: list[str], elsewhere: list[Path]) -> None:
     run = open_run(cfg)
+    run.save_config()  # units are copied and written here without the stages
     for unit, _ in units(cfg, variant, targets):
         folder = run.root / unit
         if run.done(folder) is None and (source := reusable(cfg, unit, elsewhere)) is not None:

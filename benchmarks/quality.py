@@ -202,6 +202,7 @@ def share_sources(first: RunConfig, cfg: RunConfig) -> None:
 
 def run_seed(cfg: RunConfig, backbone, targets: list[str], methods: list[str], on_target) -> None:
     run = open_run(cfg)
+    run.save_config()  # units are written here without the stages
     stages.teach(cfg, backbone, run)
     stages.distill(cfg, backbone, run)
     source = peft_source_file(cfg).parent

@@ -356,12 +356,13 @@ def test_over_long_input_on_gpt2_is_refused_before_training(gpt2_backbone, data_
 
 def test_nan_loss_names_stage_step_and_task_and_keeps_the_last_checkpoint(tmp_path, capsys, saved_models, data_dir):
     out = tmp_path / "nan"
-    argv = flags(out, saved_models["llama"], data_dir, *BASE, "--teach.lr", "inf", "--teach.steps", "6",
-                 "--teach.checkpoint_every", "1")
+    argv = flags(out, saved_models["llama"], data_dir, *BASE, "--teach.lr", "1e30", "--teach.steps", "6",
+                 "--teach.checkpoint_every", "1")  # an infinite lr is refused as a setting; 1e30 overflows
     code, _, err = cli(capsys, "teach", *argv)
-    assert_user_error(code, err, "teach rte: loss is nan at step 2 on a batch of rte", one_line=False)
+    assert_user_error(code, err, "teach rte: loss is nan at step", "on a batch of rte", one_line=False)
+    step = int(err.split("at step ")[1].split()[0])
     assert not (out / "teach" / "rte" / "metrics.json").exists()
-    assert read_state(out / "teach" / "rte" / STATE_FILE)["step"] == 1  # the last good checkpoint is kept
+    assert read_state(out / "teach" / "rte" / STATE_FILE)["step"] == step - 1  # the last good checkpoint is kept
 
 
 def test_full_disk_while_saving(tmp_path, capsys, saved_models, data_dir, monkeypatch):

@@ -122,7 +122,7 @@ def test_infinite_loss_stops_naming_stage_step_task_and_keeps_the_last_checkpoin
     whole = _trained(backbone, data, tmp_path / "a", "whole")
     folder = tmp_path / "b"
     _infinite_loss_at(monkeypatch, 6)
-    message = "^teach rte: loss is inf at step 6 on a batch of rte; lower the learning rate$"
+    message = r"^teach rte: loss is inf at step 6 on a batch of rte; lower the learning rate, in a new --out_dir \("
     with pytest.raises(MptuneError, match=message):
         train_plm(backbone, _prompt(backbone), data, ARGS, 2, 0, folder, "teach rte")
     monkeypatch.undo()

@@ -57,13 +57,10 @@ def find_origin(prompt_path: Path) -> Origin | None:
     run = find_run(folder)
     if run is None:
         return None
-    try:
-        config = read_config(run.root)
-    except MptuneError:
-        return None
     unit = run.unit_of(folder)
     if not unit or unit[0] not in STAGES:
-        return None
+        return None  # a config.yaml above the prompt that is not a run's: the card says what is not recorded
+    config = read_config(run.root)  # a run's unit: its damaged config.yaml or metrics.json is an error naming it
     metrics = RunDir.done(folder) or {}
     return Origin(run.root, config, unit, metrics)
 

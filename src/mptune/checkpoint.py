@@ -3,14 +3,17 @@
 Keys: a SoftPrompt saves `prompt` [T, l, d]; a MultitaskPrompt saves `shared` [l, d],
 `u` [T, l, r], `v` [T, r, d]. The safetensors header carries `format` (FORMAT), `kind`
 ('soft' or 'multitask') and `tasks` (JSON list naming the T task rows). No renames, no
-backbone weights. Files are written to a temporary name and renamed, so a crash never leaves
-a half-written prompt under the real name.
+backbone weights. Files are written atomically (`files.atomic_write`: temporary name, fsync,
+rename), so a crash never leaves a half-written prompt under the real name.
+
+Prompts are checked finite when saved and when loaded (so before training from one, evaluating
+or exporting it): a prompt holding NaN or infinity is refused with one error naming the file,
+never scored or exported.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -18,6 +21,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from mptune.errors import MptuneError
+from mptune.files import atomic_write
 from mptune.prompts import MultitaskPrompt, SoftPrompt
 
 FORMAT = "mptune-prompt/1"
@@ -31,12 +35,19 @@ def save_prompt(module: SoftPrompt | MultitaskPrompt, tasks: list[str], path: st
         raise ValueError(f"{module.num_tasks} task rows but {len(tasks)} task names")
     kind = "multitask" if isinstance(module, MultitaskPrompt) else "soft"
     tensors = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    check_finite(tensors, f"the prompt for {', '.join(tasks)} (not saved to {path})")
     meta = {"format": FORMAT, "kind": kind, "tasks": json.dumps(list(tasks))}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+
+
+def check_finite(tensors: dict[str, torch.Tensor], what: str) -> None:
+    """MptuneError naming `what` when a tensor holds NaN or infinite values."""
+    bad = {k: int((~torch.isfinite(v)).sum()) for k, v in tensors.items() if v.is_floating_point()}
+    bad = {k: n for k, n in bad.items() if n}
+    if bad:
+        counts = ", ".join(f"{n} in {k}" for k, n in bad.items())
+        raise MptuneError(f"{what} holds NaN or infinite values ({counts}); a prompt must be finite")
 
 
 def load_prompt(path: str | Path, dim: int | None = None) -> tuple[SoftPrompt | MultitaskPrompt, list[str]]:
@@ -59,6 +70,7 @@ def load_prompt(path: str | Path, dim: int | None = None) -> tuple[SoftPrompt | 
         tasks = None
     if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
         raise MptuneError(f"prompt file {path} has no list of task names in its metadata")
+    check_finite(tensors, f"prompt file {path}")
     module = _build(meta.get("kind", ""), tensors, path)
     if dim is not None and module.dim != dim:
         raise MptuneError(f"prompt file {path} has width d={module.dim} but the model's embeddings have "

@@ -10,6 +10,11 @@ continue a run directory that holds the same config; `--resume` also refuses to 
 when there is none. What a command holds (the run directory's lock, the process group) is held
 by `holding` and released when it ends, whatever the outcome.
 
+SIGTERM (what `kill`, schedulers and containers send) is handled as Ctrl-C is: the command stops
+where it is, files being written are left as they were (every write is atomic, see `files`), the
+log is flushed per step, and one line says the run resumes from its last step checkpoint (exit
+status 143 for SIGTERM, 130 for Ctrl-C).
+
 Under `torchrun` / `accelerate launch` every process runs the same command (`python -m mptune`
 works too); they join one process group before the model is loaded, and only the main process
 prints results (see `distributed`).
@@ -20,7 +25,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -91,8 +98,10 @@ def holding(cfg: RunConfig, command: str, resume: bool = False) -> Iterator:
     """The process group and, for a training command, the run directory (checked, locked, its
     config.yaml written), held for the command and released when it ends. Yields the RunDir (or None)."""
     from mptune import distributed
+    from mptune.models import check_device
     from mptune.rundir import open_run
 
+    check_device(cfg.model.device)  # an unavailable device is refused before anything is loaded or written
     distributed.init_from_env(cfg.model.device)  # before loading: a CUDA process picks its GPU
     run = None
     try:
@@ -286,13 +295,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so it unwinds as Ctrl-C does."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises `Terminated` while the command runs (main thread only; the old handler comes back)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args(["run", *(argv or [])])
     try:
-        COMMANDS[args.command].run(args)
+        with sigterm_as_interrupt():
+            COMMANDS[args.command].run(args)
     except MptuneError as err:
         print(f"mptune: error: {err}", file=sys.stderr)
         return 2
@@ -300,9 +331,10 @@ def main(argv: list[str] | None = None) -> int:
         where = f" {err.filename}" if err.filename else ""
         print(f"mptune: error: cannot read or write{where}: {err.strerror or err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("mptune: interrupted; a rerun resumes from the last step checkpoint", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        how = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
+        print(f"mptune: {how}; a rerun resumes from the last step checkpoint", file=sys.stderr)
+        return 143 if isinstance(err, Terminated) else 130
     return 0
 
 

@@ -14,15 +14,16 @@ import ast
 import dataclasses
 import inspect
 import math
+import os
+import re
 import textwrap
 import typing
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-import yaml
-
 from mptune.errors import MptuneError
+from mptune.files import read_yaml, write_yaml
 from mptune.kernels import ATTENTION
 from mptune.models import EMBEDDED
 
@@ -73,6 +74,28 @@ def _check(ok: bool, message: str) -> None:
         raise MptuneError(message)
 
 
+SEED_MAX = 2**63 - 1
+"""Seeds are 0 .. 2^63 - 1 (what torch's generators take)."""
+DEVICE = re.compile(r"cpu|cuda(:\d+)?|mps")
+"""The torch devices a setting may name (availability is checked before anything is written: `models.check_device`)."""
+
+
+def _check_fields(section) -> None:
+    """Every float setting of a section is a finite number (inf and nan are refused before any training), and
+    every list setting a list (a bare string, from Python, is refused, never read character by character)."""
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if f.type == "float" and isinstance(value, float):
+            _check(math.isfinite(value), f"{f.name} must be a finite number, got {value}")
+        if f.type.startswith("list[") and not isinstance(value, list):
+            _check(isinstance(value, tuple), f"{f.name} must be a list, got {value!r}")
+            setattr(section, f.name, list(value))
+
+
+def _check_seed(value: int, key: str) -> None:
+    _check(0 <= value <= SEED_MAX, f"{key} must be between 0 and 2^63 - 1 ({SEED_MAX}), got {value}")
+
+
 @dataclass
 class ModelArgs:
     """The frozen backbone."""
@@ -96,6 +119,10 @@ class ModelArgs:
     this machine; 'auto' compiles only when that record says the command's training steps repay it."""
 
     def __post_init__(self):
+        _check_fields(self)
+        _check(isinstance(self.name, str) and self.name.strip() != "", f"name must name a model, got {self.name!r}")
+        _check(isinstance(self.device, str) and DEVICE.fullmatch(self.device) is not None,
+               f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps', got {self.device!r}")
         _check(self.precision in ("auto", "bf16", "fp32"),
                f"precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}")
         _check(self.attention in ("auto", *ATTENTION),
@@ -126,6 +153,9 @@ class DataArgs:
     kappa]."""
 
     def __post_init__(self):
+        _check_fields(self)
+        _check_seed(self.split_seed, "split_seed")
+        _check(all(str(p).strip() for p in self.custom_tasks), f"custom_tasks lists an empty path: {self.custom_tasks}")
         _check(self.eval_examples >= 0, f"eval_examples must be >= 0, got {self.eval_examples}")
         _check(self.kappa >= 2, f"kappa must be >= 2, got {self.kappa}")
         _check(self.dev_examples >= 0, f"dev_examples must be >= 0, got {self.dev_examples}")
@@ -148,8 +178,11 @@ class PromptArgs:
     """u, v of an MPT target: 'mean' (average of the source tasks' factors) or 'fresh' (u = 1, v = 1/r)."""
 
     def __post_init__(self):
+        _check_fields(self)
         _check(self.length >= 1, f"length must be >= 1, got {self.length}")
-        _check(self.rank >= 1, f"rank must be >= 1, got {self.rank}")
+        _check(1 <= self.rank <= self.length,
+               f"rank must be between 1 and length ({self.length}): u v^T of an l x d prompt has rank <= l, "
+               f"got {self.rank}")
         _check(self.init in ("vocab", "text") or self.init.endswith(".safetensors"),
                f"init must be 'vocab', 'text' or a .safetensors file, got {self.init!r}")
         _check(self.target_factors in ("mean", "fresh"),
@@ -183,6 +216,7 @@ class TrainArgs:
     keep the best-scoring prompt; several tasks (distillation, MPT*) score their mean. 0 = keep the last step's."""
 
     def __post_init__(self):
+        _check_fields(self)
         _check(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
         _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         _check(self.lr > 0, f"lr must be > 0, got {self.lr}")
@@ -217,6 +251,7 @@ class LossArgs:
     of mixed-task batches (0 = in each drawn batch); see mptune/teachers.py."""
 
     def __post_init__(self):
+        _check_fields(self)
         _check(self.teacher_ahead >= 0, f"teacher_ahead must be >= 0, got {self.teacher_ahead}")
         _check(self.lam >= 0, f"lam must be >= 0, got {self.lam}")
         _check(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
@@ -243,9 +278,12 @@ class CompareArgs:
     ± std; empty = once, with the run seed."""
 
     def __post_init__(self):
+        _check_fields(self)
         unknown = [m for m in self.methods if m not in METHODS]
         _check(not unknown and self.methods, f"methods must be among {', '.join(METHODS)}, got {self.methods}")
         _check(len(set(self.seeds)) == len(self.seeds), f"seeds lists a seed more than once: {self.seeds}")
+        for seed in self.seeds:
+            _check_seed(seed, "seeds")
 
 
 @dataclass
@@ -274,11 +312,15 @@ class RunConfig:
     compare: CompareArgs = field(default_factory=CompareArgs)
 
     def __post_init__(self):
+        _check_fields(self)
         _check(bool(self.sources), "sources must name at least one task")
         _check(bool(self.targets), "targets must name at least one task")
         for key, names in (("sources", self.sources), ("targets", self.targets)):
-            twice = sorted({n for n in names if names.count(n) > 1})
-            _check(not twice, f"{key} lists {', '.join(twice)} more than once")
+            canonical = [n.strip().lower() for n in names]  # task names are case-insensitive: RTE is rte
+            twice = sorted({n for n, c in zip(names, canonical) if canonical.count(c) > 1})
+            _check(not twice, f"{key} lists {', '.join(twice)} more than once (task names ignore case)")
+        _check(self.out_dir.strip() != "", "out_dir must name a folder, got ''")
+        _check_seed(self.seed, "seed")
         _check(self.eval_split in ("dev", "test"), f"eval_split must be 'dev' or 'test', got {self.eval_split!r}")
         if "spot-fixed" in self.compare.methods:
             _check(self.compare.spot_fixed in self.sources,
@@ -379,16 +421,14 @@ def to_dict(config) -> dict:
 
 def load_yaml(path: str | Path) -> RunConfig:
     """A RunConfig from a YAML file."""
-    path = Path(path)
-    if not path.is_file():
-        raise MptuneError(f"config file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise MptuneError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    data = read_yaml(path, "a config file: a mapping of settings (sections such as teach: {steps: 100})",
+                     empty={})
     # a partial section keeps RunConfig's own defaults (distill.steps is 150, not TrainArgs' 100)
-    data = upgrade(data)
-    return from_dict(RunConfig, _merge(to_dict(RunConfig()), data) if isinstance(data, dict) else data)
+    try:
+        data = upgrade(data)
+        return from_dict(RunConfig, _merge(to_dict(RunConfig()), data))
+    except MptuneError as err:
+        raise MptuneError(f"{path}: {err}") from None
 
 
 def _merge(base: dict, data: dict) -> dict:
@@ -400,18 +440,64 @@ def _merge(base: dict, data: dict) -> dict:
 
 
 def same_run(saved: dict, config: RunConfig) -> bool:
-    """True when a run directory's saved config (a dict read from config.yaml) describes the same run.
-
-    The saved dict is read like a user's YAML, so a setting added to mptune after the run started
-    takes its default; settings in NOT_RUN_IDENTITY (where logs and the run go) are ignored.
-    """
-    if not isinstance(saved, dict):
-        return False
+    """True when a run directory's saved config (a dict read from config.yaml) describes the same run."""
     try:
-        old = from_dict(RunConfig, _merge(to_dict(RunConfig()), upgrade(saved)))
+        return not config_diff(saved, config)
     except MptuneError:
         return False
-    return run_identity(old) == run_identity(config)
+
+
+RUN_SECTIONS = ("model", "data", "prompt", "teach", "distill", "adapt", "loss", "compare")
+"""Sections every run's config.yaml holds (those of earlier versions under today's names, `upgrade`):
+one missing means the file was cut short or edited."""
+
+
+def missing_sections(saved: dict) -> list[str]:
+    """The RUN_SECTIONS a saved config (a dict read from config.yaml) lacks."""
+    try:
+        data = upgrade(saved)
+    except MptuneError:
+        data = saved
+    return [k for k in RUN_SECTIONS if k not in data]
+
+
+PATH_SETTINGS = ("model.name", "data.data_dir", "data.custom_tasks", "prompt.init")
+"""Settings that name files or folders: compared as paths (trailing slash, relative or absolute, ~)."""
+
+
+def _as_path(key: str, value):
+    """A path setting's value in a canonical form: the resolved path (a hub id or a keyword stays)."""
+    if isinstance(value, list):
+        return [_as_path(key, v) for v in value]
+    if not isinstance(value, str) or value.strip() == "" or value in ("vocab", "text"):
+        return value
+    path = Path(os.path.expanduser(value))
+    if key == "model.name" and not path.exists():
+        return value  # the embedded model or a hub id
+    return str(path.resolve())
+
+
+def _flat(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in data.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+    return out
+
+
+def config_diff(saved: dict, config: RunConfig) -> list[str]:
+    """'key: saved X, now Y' for each setting where a run directory's saved config (a dict read from
+    config.yaml) and `config` describe different runs; [] for the same run.
+
+    The saved dict is read like a user's YAML, so a setting added to mptune after the run started
+    takes its default; settings in NOT_RUN_IDENTITY (where logs and the run go) are ignored, and
+    PATH_SETTINGS are compared as paths. MptuneError when the saved dict is not a valid config.
+    """
+    if not isinstance(saved, dict):
+        raise MptuneError(f"a saved config must be a mapping, got {saved!r}")
+    old = from_dict(RunConfig, _merge(to_dict(RunConfig()), upgrade(saved)))
+    a, b = _flat(run_identity(old)), _flat(run_identity(config))
+    norm = {k: (lambda v, k=k: _as_path(k, v)) if k in PATH_SETTINGS else (lambda v: v) for k in a}
+    return [f"{k}: saved {a[k]!r}, now {b[k]!r}" for k in a if norm[k](a[k]) != norm[k](b.get(k))]
 
 
 def run_identity(config: RunConfig) -> dict:
@@ -426,7 +512,7 @@ def _identity(data: dict, prefix: str = "") -> dict:
 
 
 def save_yaml(config: RunConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    write_yaml(path, to_dict(config))
 
 
 def flat_fields(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, typing.Any, str]]:

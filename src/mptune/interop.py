@@ -27,14 +27,21 @@ Decisions
   prompt to the decoder, so an adapter trained that way is refused on import: mptune has no
   decoder prompt to put it in.
 - Nothing is overwritten: exporting into a non-empty folder and importing onto an existing file
-  are refused.
+  are refused. Every file is written atomically (`files`), and the prompts written are checked
+  finite (`checkpoint.check_finite`).
+- Importing into a run unit is writing into the run: it holds the run directory's lock (refused
+  while another mptune process trains there), and the unit must be one of the run's units for
+  the prompt's tasks (teach/TASK takes one prompt for TASK, distill/ the run's sources in order,
+  adapt/METHOD/TARGET one prompt for TARGET).
+- adapter_config.json is read through `files.read_json` and checked: a JSON object whose
+  peft_type is text and num_virtual_tokens, token_dim whole numbers.
 - Only safetensors adapters are read (PEFT's default); an old `adapter_model.bin` is refused with
   the way to convert it, since unpickling a downloaded file can run code.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 from pathlib import Path
 
 import torch
@@ -43,10 +50,11 @@ from safetensors.torch import load_file, save_file
 
 from mptune.backbone import Backbone
 from mptune.card import model_card
-from mptune.checkpoint import PROMPT_FILE, prompt_row, save_prompt
+from mptune.checkpoint import PROMPT_FILE, check_finite, prompt_row, save_prompt
 from mptune.errors import MptuneError
+from mptune.files import atomic_write, read_json, write_json, write_text
 from mptune.prompts import MultitaskPrompt, SoftPrompt, num_parameters
-from mptune.rundir import METRICS_FILE, write_json
+from mptune.rundir import METRICS_FILE, find_run
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -74,10 +82,12 @@ def export_peft(backbone: Backbone, prompt_path: str | Path, task: str, out_dir:
         raise MptuneError(f"{out} is not empty; export into a new folder")
     with torch.no_grad():
         weights = module.task_prompts()[row].detach().contiguous().cpu()
+    check_finite({"prompt_embeddings": weights}, f"the merged prompt of {task} in {prompt_path} (not exported)")
+    card = model_card(backbone, task, prompt_path, weights.shape[0])
     out.mkdir(parents=True, exist_ok=True)
-    save_file({"prompt_embeddings": weights}, str(out / ADAPTER_WEIGHTS))
-    (out / ADAPTER_CONFIG).write_text(json.dumps(peft_config(backbone, weights.shape[0]), indent=2))
-    (out / "README.md").write_text(model_card(backbone, task, prompt_path, weights.shape[0]))
+    atomic_write(out / ADAPTER_WEIGHTS, lambda tmp: save_file({"prompt_embeddings": weights}, str(tmp)))
+    write_json(out / ADAPTER_CONFIG, peft_config(backbone, weights.shape[0]))
+    write_text(out / "README.md", card)
     return out
 
 
@@ -97,11 +107,17 @@ def read_adapter(adapter_dir: Path) -> tuple[dict, dict[str, torch.Tensor]]:
         hint = (" (only adapter_model.bin: load it with PEFT and save_pretrained it again, which writes safetensors)"
                 if (adapter_dir / "adapter_model.bin").exists() else "")
         raise MptuneError(f"{adapter_dir} has no {ADAPTER_WEIGHTS}{hint}")
+    what = "a PEFT adapter config (a JSON object with peft_type, num_virtual_tokens, token_dim)"
+    config = read_json(config_path, what)
+    for key, tp in (("peft_type", str), ("num_virtual_tokens", int), ("token_dim", int)):
+        if key in config and (not isinstance(config[key], tp) or isinstance(config[key], bool)):
+            raise MptuneError(f"{config_path}: {key} is {config[key]!r}; expected {what}")
     try:
-        config = json.loads(config_path.read_text())
         weights = load_file(str(weights_path))
-    except (json.JSONDecodeError, SafetensorError, OSError) as err:
-        raise MptuneError(f"cannot read the PEFT adapter in {adapter_dir}: {err}") from None
+    except (SafetensorError, OSError, ValueError) as err:
+        raise MptuneError(f"{weights_path}: not a readable safetensors file ({err}); expected the adapter's "
+                          f"tensors") from None
+    check_finite(weights, f"the PEFT adapter {weights_path}")
     return config, weights
 
 
@@ -145,8 +161,43 @@ def import_peft_file(adapter_dir: str | Path, tasks: list[str], out: str | Path)
         raise MptuneError(f"{out}: an mptune prompt file ends in .safetensors")
     if out.exists():
         raise MptuneError(f"{out} exists; import into a new file")
-    save_prompt(module, tasks, out)
-    if out.name == PROMPT_FILE:
+    if out.name != PROMPT_FILE:
+        save_prompt(module, tasks, out)
+        return out
+    run = find_run(out.parent)  # None: a unit of a run not started yet
+    with run or contextlib.nullcontext():
+        if run is not None:
+            run.lock()  # refused while another process trains in the run
+            check_unit(run.root, out.parent, tasks, module)
+        save_prompt(module, tasks, out)
         metrics = {"imported_from": str(adapter_dir.resolve()), "parameters": num_parameters(module)}
         write_json(out.parent / METRICS_FILE, metrics)
     return out
+
+
+def check_unit(run_dir: Path, folder: Path, tasks: list[str], module) -> None:
+    """MptuneError unless `folder` is a unit of the run in `run_dir` that takes a prompt for `tasks`."""
+    from mptune.report import read_config
+    from mptune.rundir import RunDir
+
+    config = read_config(run_dir)
+    parts = RunDir(run_dir).unit_of(folder)
+    canon = lambda names: [n.strip().lower().split("@")[0] for n in names]  # noqa: E731
+    if parts[:1] == ("teach",) and len(parts) == 2:
+        expected, where = [parts[1]], f"the teacher unit of {parts[1]}"
+        if canon([parts[1]])[0] not in canon(config["sources"]):
+            raise MptuneError(f"{folder} is not a unit of the run {run_dir}: {parts[1]} is not one of its sources "
+                              f"({', '.join(config['sources'])})")
+    elif parts == ("distill",):
+        expected, where = list(config["sources"]), "the distilled prompt of the sources"
+        if not isinstance(module, MultitaskPrompt):
+            raise MptuneError(f"{folder} takes a multitask prompt (P*, u, v) distilled from "
+                              f"{', '.join(expected)}; this adapter is a plain prompt-tuning adapter")
+    elif parts[:1] == ("adapt",) and len(parts) >= 3 and parts[1] != "mpt-joint":
+        expected, where = [parts[-1]], f"the {parts[1]} unit of target {parts[-1]}"
+    else:
+        raise MptuneError(f"{folder} is not a unit of the run {run_dir} that takes an imported prompt "
+                          f"(teach/TASK/, distill/ or adapt/METHOD/TARGET/)")
+    if canon(tasks) != canon(expected):
+        raise MptuneError(f"{folder} is {where}: it takes a prompt for {', '.join(expected)}, "
+                          f"not for {', '.join(tasks)}; pass --tasks {','.join(expected)}")

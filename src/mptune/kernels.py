@@ -49,7 +49,6 @@ import hashlib
 import json
 import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 
@@ -57,6 +56,7 @@ import torch
 from torch import nn
 
 from mptune import distributed
+from mptune.files import write_json
 
 ATTENTION = ("sdpa", "sdpa-math", "eager")
 """Attention implementations mptune can run ('auto' picks among them by measurement)."""
@@ -171,10 +171,7 @@ def write_cache(key: str, fields: dict) -> None:
     data[key] = {**(entry if isinstance(entry, dict) else {}), **fields}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".kernels-", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-        os.replace(tmp, path)
+        write_json(path, data)
     except OSError:  # a read-only cache only costs a probe next time
         pass
 

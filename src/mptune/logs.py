@@ -9,6 +9,13 @@ scalars named like the JSON keys, to `RUN_DIR/tensorboard/UNIT`, so
 Decisions
 - log.jsonl is always written: resuming a unit keeps its first lines, and `mptune report` plots
   it. Other loggers are extras, and none is needed to train.
+- Nothing is lost and nothing is doubled: each line is flushed when its step ends (a kill, Ctrl-C
+  or SIGTERM loses at most the line being written), and a resumed unit keeps exactly the lines of
+  steps 1 .. its checkpoint's step (rewritten atomically, `files.write_text`) before it appends, so
+  the log of a resumed unit has no hole and no repeated step. `steps_missing` names the holes of a
+  log made otherwise (by an earlier version, or edited); `mptune report` shows them.
+- `read_log` skips a last line cut short (a running or killed process); any other damage (not
+  UTF-8, a line that is not a JSON object with a step) is one MptuneError naming the file and line.
 - The training loop only knows `StepLog(path, kept_steps, tensorboard)`, `write(step, examples,
   lr, **terms)` and `close()`. Which extra loggers a unit gets is a property of its run directory:
   the stage passes `RunDir.tensorboard_dir(folder)` (None unless the run asks for TensorBoard). A
@@ -29,6 +36,7 @@ import torch
 
 from mptune import distributed
 from mptune.errors import MptuneError
+from mptune.files import read_text, write_text
 
 
 def summary_writer_class():
@@ -53,9 +61,9 @@ class StepLog:
         self.file = self.tensorboard = None
         if distributed.is_main():
             path.parent.mkdir(parents=True, exist_ok=True)
-            kept = path.read_text().splitlines()[:kept_steps] if kept_steps and path.exists() else []
-            self.file = path.open("w")
-            self.file.writelines(line + "\n" for line in kept)
+            kept = [r for r in read_log(path) if r["step"] <= kept_steps] if kept_steps and path.exists() else []
+            write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+            self.file = path.open("a")
             if tensorboard is not None:
                 self.tensorboard = summary_writer_class()(str(tensorboard),
                                                           purge_step=kept_steps + 1 if kept_steps else None)
@@ -69,6 +77,7 @@ class StepLog:
                "lr": lr, "examples_per_s": round(self.examples / elapsed, 2)}
         if self.file is not None:
             self.file.write(json.dumps(row) + "\n")
+            self.file.flush()
         if self.tensorboard is not None:
             for key, value in row.items():
                 if key != "step":
@@ -87,10 +96,23 @@ class StepLog:
 
 def read_log(path: Path) -> list[dict]:
     """The rows of a log.jsonl; a last line cut short by a running or killed process is skipped."""
+    what = "a unit's training log (one JSON object with a step per line)"
+    lines = read_text(path, what).splitlines()
     rows = []
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(lines, 1):
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
-            break
+            if number == len(lines):
+                break  # cut short while being written
+            raise MptuneError(f"{path}: line {number} is not valid JSON; expected {what}") from None
+        if not isinstance(row, dict) or not isinstance(row.get("step"), int) or isinstance(row["step"], bool):
+            raise MptuneError(f"{path}: line {number} is not a JSON object with a step; expected {what}")
+        rows.append(row)
     return rows
+
+
+def steps_missing(rows: list[dict]) -> list[int]:
+    """Steps absent from a log's rows between step 1 and its last step (a hole)."""
+    seen = {r["step"] for r in rows}
+    return [s for s in range(1, max(seen, default=0) + 1) if s not in seen]

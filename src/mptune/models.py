@@ -104,3 +104,20 @@ def load_backbone(name: str = EMBEDDED, precision: str = "auto", device: str = "
             lambda: kernels.compile_pays(backbone, planned_examples))):
         kernels.compile_model(backbone)
     return backbone
+
+
+def check_device(device: str) -> None:
+    """MptuneError unless torch can use `device` (a valid name, see `config.DEVICE`) on this machine;
+    checked before anything is loaded or written."""
+    import torch
+
+    kind, _, index = device.partition(":")
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise MptuneError(f"model.device {device}: CUDA is not available here (torch {torch.__version__}, "
+                              f"{torch.cuda.device_count()} GPUs visible); use --model.device cpu")
+        if index and int(index) >= torch.cuda.device_count():
+            raise MptuneError(f"model.device {device}: this machine has {torch.cuda.device_count()} CUDA "
+                              f"device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    elif kind == "mps" and not torch.backends.mps.is_available():
+        raise MptuneError(f"model.device {device}: Apple's MPS is not available here; use --model.device cpu")

@@ -14,7 +14,12 @@ Decisions
 - Read-only on the run: only report/ is written and the run directory is not locked, so a report
   can be made while the run trains; a unit in progress shows its steps so far.
 - config.yaml is read as plain YAML, not validated into a RunConfig, so runs made by other
-  versions of mptune still report.
+  versions of mptune still report; what the report uses of it is checked (`read_config`: sources
+  and targets lists of task names, sections mappings, compare.methods and compare.seeds lists), so
+  a scalar where a list belongs is an error naming the file, never read character by character.
+- Every file is read through `mptune.files` / `rundir` (a damaged one is one error naming it) and
+  every file of report/ is written atomically.
+- A unit whose log.jsonl misses steps (a hole) says so in its status and in the missing list.
 - Curves are drawn raw (thin, pale) under a trailing moving average: one step of 8 examples is
   noisy. Plots with no data are not drawn, and report.md says why.
 - matplotlib is used through `Figure` objects (Agg canvas), never pyplot: no global backend, no
@@ -23,16 +28,14 @@ Decisions
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from mptune.config import upgrade
+from mptune.config import missing_sections, upgrade
 from mptune.errors import MptuneError
-from mptune.logs import read_log
-from mptune.rundir import CONFIG_FILE, LOG_FILE, RESULTS_JSON, RESULTS_MD, STAGES, RunDir, UnitInfo
+from mptune.files import atomic_write, read_text, read_yaml, type_word, write_text
+from mptune.logs import read_log, steps_missing
+from mptune.rundir import CONFIG_FILE, LOG_FILE, RESULTS_JSON, RESULTS_MD, STAGES, RunDir, UnitInfo, read_results
 
 REPORT_DIR = "report"
 METHOD_COLORS = {"pt": "tab:blue", "spot": "tab:orange", "spot-fixed": "tab:brown", "mpt": "tab:green"}
@@ -57,11 +60,24 @@ class Unit:
 
     @property
     def status(self) -> str:
+        holes = steps_missing(self.log)
+        hole = f"; log.jsonl misses steps {_ranges(holes)}" if holes else ""
         if self.metrics is not None:
-            return "imported" if "imported_from" in self.metrics else "done"
+            return ("imported" if "imported_from" in self.metrics else "done") + hole
         if self.log:
-            return f"in progress ({self.log[-1]['step']} of {self.steps} steps)"
+            return f"in progress ({self.log[-1]['step']} of {self.steps} steps{hole})"
         return "missing"
+
+
+def _ranges(steps: list[int]) -> str:
+    """'3-5, 9' for [3, 4, 5, 9]."""
+    out, start = [], None
+    for i, s in enumerate(steps):
+        start = s if start is None else start
+        if i + 1 == len(steps) or steps[i + 1] != s + 1:
+            out.append(f"{start}-{s}" if s != start else str(s))
+            start = None
+    return ", ".join(out)
 
 
 # --- reading the run ---------------------------------------------------------------------------
@@ -72,21 +88,35 @@ def read_config(run_dir: Path) -> dict:
     path = run_dir / CONFIG_FILE
     if not path.is_file():
         raise MptuneError(f"{run_dir} is not an mptune run directory: it has no config.yaml")
+    what = "an mptune run config (a mapping with sources and targets, lists of task names)"
+    config = read_yaml(path, what)
     try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError:
-        config = None
-    if not isinstance(config, dict) or not config.get("sources") or not config.get("targets"):
-        raise MptuneError(f"{path} is not an mptune run config (no sources and targets)")
-    try:
-        return upgrade(config)  # the settings of earlier versions under today's names
+        config = upgrade(config)  # the settings of earlier versions under today's names
     except MptuneError:
-        return config
+        pass
+    for key in ("sources", "targets"):
+        names = config.get(key)
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise MptuneError(f"{path}: {key} is {_shown(names)}; expected {what}")
+    for key, value in config.items():
+        if key in (*STAGES, "model", "data", "prompt", "loss", "compare") and not isinstance(value, dict):
+            raise MptuneError(f"{path}: {key} is {_shown(value)}, not a mapping; expected {what}")
+    if lacking := missing_sections(config):
+        raise MptuneError(f"{path}: has no section {', '.join(lacking)} (cut short or edited); expected {what}")
+    compare = config.get("compare", {})
+    for key, item in (("methods", str), ("seeds", int)):
+        if key in compare and not (isinstance(compare[key], list) and all(isinstance(v, item) for v in compare[key])):
+            raise MptuneError(f"{path}: compare.{key} is {_shown(compare[key])}; expected a list")
+    return config
+
+
+def _shown(value) -> str:
+    return "missing" if value is None else f"{type_word(value)} ({value!r})"
 
 
 def read_unit(info: UnitInfo, steps: int) -> Unit:
     folder = info.folder
-    log = read_log(folder / LOG_FILE) if (folder / LOG_FILE).is_file() else []
+    log = read_log(folder / LOG_FILE) if (folder / LOG_FILE).exists() else []
     return Unit(info.stage, info.name, folder, steps, log, RunDir.done(folder))
 
 
@@ -154,6 +184,10 @@ def new_figure(panels: int = 1, width: float = 6.4):
     return fig, axes
 
 
+def save_figure(fig, path: Path) -> None:
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+
+
 def plot_teach(units: list[Unit], path: Path) -> bool:
     logged = [u for u in units if u.stage == "teach" and u.log]
     if not logged:
@@ -163,7 +197,7 @@ def plot_teach(units: list[Unit], path: Path) -> bool:
         draw_curve(ax, unit.log, "loss", unit.name)
     ax.set(title="teach: training loss per source task", ylabel="loss (L_PLM)")
     ax.legend()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     return True
 
 
@@ -178,7 +212,7 @@ def plot_distill(units: list[Unit], path: Path) -> bool:
             draw_curve(ax, unit.log, key, label, TERM_COLORS[key])
     ax.set(title="distill: loss terms of the multitask student", ylabel="loss term")
     ax.legend()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     return True
 
 
@@ -202,7 +236,7 @@ def plot_adapt(units: list[Unit], targets: list[str], path: Path) -> bool:
         ax.set(title=f"adapt: {target}", ylabel="loss (L_PLM)")
         if ax.has_data():
             ax.legend()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     return True
 
 
@@ -226,7 +260,7 @@ def plot_results(scores: dict[str, dict[str, float]], methods: list[str], path: 
     ax.grid(alpha=0.3, axis="y")
     ax.grid(False, axis="x")
     ax.legend(loc="upper center", ncols=len(methods))
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     return True
 
 
@@ -273,7 +307,7 @@ def score_table(scores: dict[str, dict[str, float]], methods: list[str]) -> list
 
 
 def missing(run_dir: Path, units: list[Unit], results: dict | None) -> list[str]:
-    notes = [f"- {u.label}: {u.status}" for u in units if u.metrics is None]
+    notes = [f"- {u.label}: {u.status}" for u in units if u.metrics is None or steps_missing(u.log)]
     if results is None:
         command = f"mptune run --config {run_dir / 'config.yaml'} --out_dir {run_dir}"
         notes.append(f"- results.json: not written yet; `{command}` writes it (finished units are reused)")
@@ -298,7 +332,9 @@ def write_report(run_dir: str | Path) -> Path:
     config = read_config(run_dir)
     units = run_units(run_dir, config)
     results_path = run_dir / RESULTS_JSON
-    results = json.loads(results_path.read_text()) if results_path.is_file() else None
+    results = read_results(results_path) if results_path.exists() else None
+    table_md = (read_text(run_dir / RESULTS_MD, "the run's results table (markdown)").rstrip()
+                if results is not None and (run_dir / RESULTS_MD).exists() else None)  # read all before writing
     methods = config.get("compare", {}).get("methods", ["pt", "spot", "mpt"])
     scores = comparison(units, results)
     bars = dict(scores, average=results["average"]) if results and "average" in results else scores
@@ -319,8 +355,8 @@ def write_report(run_dir: str | Path) -> Path:
     lines += ["## Status", ""]
     lines += ["Missing or unfinished:", "", *gaps, ""] if gaps else ["Every unit is finished.", ""]
     lines += ["## Results", ""]
-    if results is not None and (run_dir / RESULTS_MD).is_file():
-        lines += [(run_dir / RESULTS_MD).read_text().rstrip(), ""]
+    if table_md is not None:
+        lines += [table_md, ""]
     elif scores:
         lines += ["From the finished adapt units (no results.json yet):", ""] + score_table(scores, methods) + [""]
     else:
@@ -330,5 +366,5 @@ def write_report(run_dir: str | Path) -> Path:
     lines += ["## Time and throughput", ""] + stage_table(units, results) + [""]
     lines += ["## Units", "", "Trainable parameters are those of each unit's prompt module.", ""]
     lines += unit_table(units) + [""]
-    (out / "report.md").write_text("\n".join(lines))
+    write_text(out / "report.md", "\n".join(lines))
     return out / "report.md"

@@ -21,19 +21,25 @@ adapter, so the stages use it and never train over it).
 
 Decisions
 - A `RunDir` is opened once per command (`open_run`): it validates what can be checked before
-  anything is written, takes the lock, then checks config.yaml or writes it. It holds the lock
-  and the run's loggers until `close()` (the CLI closes it when the command ends, whatever the
-  outcome); nothing about a run lives in module globals.
+  anything is written (settings, device, task names, data dir, custom tasks, prompt.init), takes
+  the lock, then checks config.yaml and the files of the units already there (metrics.json,
+  predictions.json: a damaged one is one error naming it, before the model loads). It holds the
+  lock and the run's loggers until `close()` (the CLI closes it when the command ends, whatever
+  the outcome); nothing about a run lives in module globals.
+- config.yaml is written when the first unit starts (`start`), not when the directory is opened:
+  whatever is refused before (a model that does not load, a prompt too long for the model, data
+  that do not fit) leaves no config.yaml, so the corrected command is never refused as "a
+  different config". That refusal names each differing setting with both values; paths are
+  compared as paths (`config.config_diff`).
+- Every file is read through `mptune.files` (one error naming the file and what it should hold)
+  and written atomically through it (temp file, fsync, rename).
 - Only the main process of a distributed run writes: `done` and `finish` go through
   `distributed.from_main`.
-- metrics.json is written atomically (temp file, fsync, rename), like prompts and checkpoints.
 """
 
 from __future__ import annotations
 
 import fcntl
-import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -41,9 +47,10 @@ from typing import Sequence
 import torch
 
 from mptune import distributed
-from mptune.checkpoint import PROMPT_FILE, save_prompt
-from mptune.config import RunConfig, same_run, save_yaml
+from mptune.checkpoint import PROMPT_FILE, load_prompt, save_prompt
+from mptune.config import RunConfig, config_diff, missing_sections, save_yaml
 from mptune.errors import MptuneError
+from mptune.files import read_json, read_yaml, type_word, write_json
 from mptune.logs import summary_writer_class
 from mptune.prompts import MultitaskPrompt
 from mptune.resume import clear_state
@@ -86,6 +93,8 @@ class RunDir:
     root: Path
     seeds: Sequence[int] = ()
     loggers: tuple[str, ...] = ()
+    config: RunConfig | None = None
+    """The run's settings, written to config.yaml when the first unit starts (None: opened to read)."""
     _lock: object = field(default=None, repr=False)
 
     def __post_init__(self):
@@ -153,16 +162,30 @@ class RunDir:
 
     @staticmethod
     def done(folder: Path) -> dict | None:
-        """The metrics of a finished unit, or None (as the main process reads them)."""
+        """The metrics of a finished unit, or None (as the main process reads them); a damaged
+        metrics.json is an MptuneError naming it."""
         path = Path(folder) / METRICS_FILE
-        return distributed.from_main(lambda: json.loads(path.read_text()) if path.exists() else None)
+        return distributed.from_main(lambda: read_metrics(path) if path.exists() else None)
 
     @staticmethod
     def predictions(folder: Path) -> dict | None:
         """A finished unit's predictions.json: task -> {"predictions", "labels"} (None for units of
         earlier versions or imported ones)."""
         path = Path(folder) / PREDICTIONS_FILE
-        return json.loads(path.read_text()) if path.is_file() else None
+        return read_predictions(path) if path.exists() else None
+
+    def start(self, folder: Path) -> Path | None:
+        """A unit is about to write into `folder`: write the run's config.yaml first if it is not there
+        yet (see the decisions). Returns the unit's TensorBoard directory (`tensorboard_dir`)."""
+        self.save_config()
+        return self.tensorboard_dir(folder)
+
+    def save_config(self) -> None:
+        """Write config.yaml unless it is there (main process); a caller that writes units itself (the
+        benchmarks) calls it once the model is loaded and checked."""
+        if self.config is not None:
+            cfg = self.config
+            distributed.from_main(lambda: None if self.config_file.exists() else save_yaml(cfg, self.config_file))
 
     @staticmethod
     def finish(folder: Path, module: torch.nn.Module, tasks: list[str], metrics: dict) -> dict:
@@ -192,7 +215,7 @@ class RunDir:
         """Hold an exclusive lock on the directory until `close()` (or the process ends)."""
         if self._lock is not None:
             return
-        handle = open(self.root / ".lock", "w")
+        handle = open(self.root / ".lock", "a")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -215,28 +238,46 @@ class RunDir:
 
 
 def open_run(cfg: RunConfig, resume: bool = False) -> RunDir:
-    """The run directory of `cfg`, checked, locked and holding its config.yaml (see the decisions).
+    """The run directory of `cfg`, checked and locked (see the decisions); config.yaml is written by
+    `RunDir.start` when the first unit starts.
 
-    Refuses a directory holding another config; resume: the directory must already hold this run
-    (`--resume`). Also joins the process group when launched as several processes.
+    Refuses a directory holding another config or damaged files; resume: the directory must
+    already hold this run (`--resume`). Also joins the process group when launched as several processes.
     """
+    from mptune.models import check_device
+
+    check_device(cfg.model.device)
     distributed.init_from_env(cfg.model.device)
     register_custom_tasks(cfg.data.custom_tasks)
     for name in [*cfg.sources, *cfg.targets]:  # a typo must not leave a config.yaml that blocks the fix
         get_task(name)
     resolve_data_dir(cfg.data.data_dir)
+    check_init(cfg)
     for stage in ("teach", "distill", "adapt"):
         args = getattr(cfg, stage)
         distributed.check_batch(args.batch_size, args.grad_accum, f"{stage}.batch_size")
     if "tensorboard" in cfg.loggers:
         summary_writer_class()
-    run = RunDir(Path(cfg.out_dir), cfg.compare.seeds, tuple(cfg.loggers))
+    run = RunDir(Path(cfg.out_dir), cfg.compare.seeds, tuple(cfg.loggers), cfg)
     distributed.from_main(lambda: _claim(run, cfg, resume))
     return run
 
 
+def check_init(cfg: RunConfig) -> None:
+    """A prompt.init file must be a readable, finite mptune prompt of prompt.length rows (its width is
+    checked against the model when it is loaded)."""
+    if not cfg.prompt.init.endswith(".safetensors"):
+        return
+    from mptune.checkpoint import load_prompt
+
+    module, _ = load_prompt(cfg.prompt.init)
+    if module.length != cfg.prompt.length:
+        raise MptuneError(f"prompt.init {cfg.prompt.init} has length {module.length}, but prompt.length is "
+                          f"{cfg.prompt.length}")
+
+
 def _claim(run: RunDir, cfg: RunConfig, resume: bool) -> None:
-    """Lock the directory, then check its config.yaml or write it (the main process only)."""
+    """Lock the directory, then check its config.yaml and its finished units (the main process only)."""
     out, saved = run.root, run.config_file
     if out.exists():
         run.lock()
@@ -244,16 +285,27 @@ def _claim(run: RunDir, cfg: RunConfig, resume: bool) -> None:
         why = f"holds no run (no {saved.name})" if out.exists() else "does not exist"
         raise MptuneError(f"nothing to resume: {out} {why}; check --out_dir, or drop --resume to start a new run")
     if saved.exists():
-        import yaml
-
-        if not same_run(yaml.safe_load(saved.read_text()), cfg):
-            raise MptuneError(f"{out} holds a run with a different config ({saved}); "
-                              f"choose another --out_dir or rerun with the saved config")
+        fix = "choose another --out_dir (or delete the damaged file)"
+        data = read_yaml(saved, "the run's config (a mapping of settings)", fix=fix)
+        if lacking := missing_sections(data):
+            raise MptuneError(f"{saved}: has no section {', '.join(lacking)} (cut short or edited); expected the "
+                              f"run's config with every section; {fix}")
+        try:
+            diff = config_diff(data, cfg)
+        except MptuneError as err:
+            raise MptuneError(f"{saved}: not a valid run config ({err}); {fix}") from None
+        if diff:
+            raise MptuneError(f"{out} holds a run with a different config: {'; '.join(diff)}; choose another "
+                              f"--out_dir, or rerun with the saved settings (--config {saved})")
+        for unit in run.units(cfg.sources, cfg.targets, cfg.compare.methods, cfg.compare.joint):
+            for name, read in ((METRICS_FILE, read_metrics), (PREDICTIONS_FILE, read_predictions),
+                               (PROMPT_FILE, load_prompt)):
+                if (unit.folder / name).exists():  # a damaged file is refused before the model loads
+                    read(unit.folder / name)
         return
     try:
         out.mkdir(parents=True, exist_ok=True)
         run.lock()
-        save_yaml(cfg, saved)
     except OSError as err:
         raise MptuneError(f"cannot write the run directory {out}: {err.strerror}") from None
 
@@ -267,11 +319,49 @@ def find_run(path: Path) -> RunDir | None:
     return None
 
 
-def write_json(path: Path, data) -> None:
-    """Write JSON atomically: a temp file, flushed to disk, renamed over the target."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(data, indent=2))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+REDO = "delete it to redo the unit"
+
+
+def _numbers(value) -> bool:
+    """A mapping of names to numbers."""
+    return isinstance(value, dict) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                           for v in value.values())
+
+
+def read_metrics(path: Path) -> dict:
+    """A unit's metrics.json: a JSON object whose scores are task -> metric -> number."""
+    what = "a unit's metrics (a JSON object with scores: task -> metric -> number)"
+    metrics = read_json(path, what, fix=REDO)
+    scores = metrics.get("scores", {})
+    if not isinstance(scores, dict) or not all(_numbers(v) for v in scores.values()):
+        raise MptuneError(f"{path}: its scores are not task -> metric -> number; expected {what}; {REDO}")
+    if not isinstance(metrics.get("parameters", 0), int):
+        raise MptuneError(f"{path}: its parameters are not a whole number; expected {what}; {REDO}")
+    return metrics
+
+
+def read_predictions(path: Path) -> dict:
+    """A unit's predictions.json: task -> {"predictions": [...], "labels": [...]}."""
+    what = 'a unit\'s predictions (task -> {"predictions": list, "labels": list})'
+    data = read_json(path, what, fix=REDO)
+    for value in data.values():
+        if not (isinstance(value, dict) and isinstance(value.get("predictions"), list)
+                and isinstance(value.get("labels"), list)):
+            raise MptuneError(f"{path}: a task's entry is not {{\"predictions\": list, \"labels\": list}}; "
+                              f"expected {what}; {REDO}")
+    return data
+
+
+
+def read_results(path: Path) -> dict:
+    """A run's results.json: a JSON object whose targets are target -> method -> score."""
+    what = "the run's results table (a JSON object with targets: target -> method -> score)"
+    fix = "delete it and rerun `mptune run` to write it again (finished units are reused)"
+    results = read_json(path, what, fix=fix)
+    targets = results.get("targets")
+    if not isinstance(targets, dict) or not all(isinstance(row, dict) for row in targets.values()):
+        raise MptuneError(f"{path}: its targets are not target -> method -> score; expected {what}; {fix}")
+    for key in ("seconds", "average"):
+        if key in results and not isinstance(results[key], dict):
+            raise MptuneError(f"{path}: its {key} is {type_word(results[key])}, not a mapping; expected {what}; {fix}")
+    return results

@@ -36,10 +36,11 @@ from mptune.config import RunConfig, TrainArgs
 from mptune.data import label_tokens, sequence_tokens
 from mptune.errors import MptuneError
 from mptune.evaluate import evaluate_items, predictions, scores_of
+from mptune.files import read_text, write_json, write_text
 from mptune.losses import distill_kl, hidden_mse, plm_loss
 from mptune.prompts import MultitaskPrompt, SoftPrompt, num_parameters, target_from_source, text_init, vocab_init
 from mptune.results import aggregate, intervals, intervals_markdown, results_table, sources_table, throughput
-from mptune.rundir import PREDICTIONS, RunDir, open_run, write_json
+from mptune.rundir import METRICS_FILE, PREDICTIONS, RunDir, open_run, read_results
 from mptune.task_data import TaskData, load_tasks, single
 from mptune.tasks.custom import register_custom_tasks
 from mptune.teachers import TeacherOutputs
@@ -78,7 +79,7 @@ def train_plm(backbone: Backbone, prompt: torch.nn.Module, data: list[TaskData],
 
     train_sets = [d.train for d in data]
     return train(backbone, prompt, args, folder, desc, lambda start: batch_stream(train_sets, args, kappa, seed, start),
-                 loss_step, [d.task.name for d in data], seed, run.tensorboard_dir(folder) if run else None, select)
+                 loss_step, [d.task.name for d in data], seed, run.start(folder) if run else None, select)
 
 
 def train_distill(cfg: RunConfig, backbone: Backbone, student: MultitaskPrompt, teachers: SoftPrompt,
@@ -111,7 +112,7 @@ def train_distill(cfg: RunConfig, backbone: Backbone, student: MultitaskPrompt, 
         return teacher.stream(stream, start, args.batch_size, lambda items: micro_batches(items, args))
 
     return train(backbone, student, args, folder, "distill", batches, loss_step, [d.task.name for d in data],
-                 cfg.seed, run.tensorboard_dir(folder) if run else None, select)
+                 cfg.seed, run.start(folder) if run else None, select)
 
 
 def eval_tasks(backbone: Backbone, prompt, data: list[TaskData]) -> dict:
@@ -303,6 +304,8 @@ def evaluate_prompt(cfg: RunConfig, backbone: Backbone, prompt_path: str, task_n
 def run(cfg: RunConfig, backbone: Backbone, run_dir: RunDir | None = None) -> tuple[dict, str]:
     """teach -> distill -> adapt (PT, SPoT, MPT) -> results table (results.json, results.md)."""
     run_dir = run_dir or open_run(cfg)
+    if (finished := finished_results(cfg, run_dir)) is not None:  # a finished run is never rewritten
+        return finished
     timings = {}
     start = time.perf_counter()
     stage_results = {}
@@ -321,7 +324,21 @@ def run(cfg: RunConfig, backbone: Backbone, run_dir: RunDir | None = None) -> tu
     timings["total"] = round(time.perf_counter() - start, 1)
     table["seconds"] = timings
     table["throughput_examples_per_s"] = throughput(stage_results)
+    run_dir.save_config()  # every unit may have been imported: the table is the first thing written here
     if distributed.is_main():
         write_json(run_dir.results_json, table)
-        run_dir.results_md.write_text(markdown)
+        write_text(run_dir.results_md, markdown)
     return table, markdown
+
+
+def finished_results(cfg: RunConfig, run_dir: RunDir) -> tuple[dict, str] | None:
+    """(results.json, results.md) of a run whose every unit is done and whose table is written, else None."""
+    def read() -> tuple[dict, str] | None:
+        if not (run_dir.results_json.exists() and run_dir.results_md.exists()):
+            return None
+        units = run_dir.units(cfg.sources, cfg.targets, cfg.compare.methods, cfg.compare.joint)
+        if not all((u.folder / METRICS_FILE).is_file() for u in units):
+            return None  # a unit was removed to be redone: the table is made again
+        return read_results(run_dir.results_json), read_text(run_dir.results_md, "the run's results table (markdown)")
+
+    return distributed.from_main(read)

@@ -83,7 +83,8 @@ def check_finite(loss: torch.Tensor, stage: str, step: int, tasks: Sequence[str]
     """Stop with a user error naming the stage, step and the batch's tasks when the loss is NaN or infinite."""
     if not math.isfinite(loss.item()):
         on = f" on a batch of {', '.join(tasks)}" if tasks else ""
-        raise MptuneError(f"{stage}: loss is {loss.item()} at step {step}{on}; lower the learning rate")
+        raise MptuneError(f"{stage}: loss is {loss.item()} at step {step}{on}; lower the learning rate, in a new "
+                          f"--out_dir (a run directory keeps the settings it was started with)")
 
 
 def progress_bar(desc: str, start: int, steps: int) -> tqdm:

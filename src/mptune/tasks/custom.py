@@ -34,6 +34,7 @@ from typing import Any, Callable, Mapping, NoReturn, Sequence
 import yaml
 
 from mptune.errors import MptuneError
+from mptune.files import read_yaml
 from mptune.tasks import registry
 from mptune.tasks.base import Example, Task
 from mptune.tasks.glue import normalize, read_tsv
@@ -215,15 +216,8 @@ _Yaml12Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false
 def load_custom_yaml(path: str | Path) -> CustomTaskSpec:
     """The spec in a YAML file with the fields of `CustomTaskSpec`; relative file paths are taken from its folder."""
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise MptuneError(f"Custom task file {path} does not exist.")
-    try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Yaml12Loader)
-    except yaml.YAMLError as exc:
-        raise MptuneError(f"{path} is not valid YAML ({str(exc).splitlines()[0]}).") from None
     known = [f.name for f in fields(CustomTaskSpec) if f.init]
-    if not isinstance(data, dict):
-        raise MptuneError(f"{path} must hold a mapping with the fields {', '.join(known)}.")
+    data = read_yaml(path, f"a custom task: a mapping with the fields {', '.join(known)}", loader=_Yaml12Loader)
     unknown = [k for k in data if k not in known]
     missing = [k for k in ("name", "train", "text_columns", "label_column", "label_words") if k not in data]
     if unknown or missing:
@@ -239,6 +233,14 @@ def load_custom_yaml(path: str | Path) -> CustomTaskSpec:
 
 
 def register_custom_tasks(paths: Sequence[str]) -> None:
-    """Add the tasks of these YAML files (data.custom_tasks) to the task registry."""
-    for path in paths:
-        register_custom(load_custom_yaml(path))
+    """Add the tasks of these YAML files (data.custom_tasks) to the task registry; a task name declared
+    twice (by two files, or one file listed twice) is an error naming both."""
+    specs = [load_custom_yaml(path) for path in paths]
+    first: dict[str, str] = {}
+    for path, spec in zip(paths, specs):
+        if spec.name in first:
+            raise MptuneError(f"Custom task {spec.name!r} is defined twice, in {first[spec.name]} and {path}; "
+                              f"data.custom_tasks must declare each task once.")
+        first[spec.name] = str(path)
+    for spec in specs:
+        register_custom(spec)

@@ -100,6 +100,10 @@ def _read_rows(path: Path, columns: Sequence[str | int], width: int | None, deli
             header = next(reader, None)
             if header is None:
                 raise MptuneError(f"{path} is empty; expected the {what} {kind} with a header row.")
+            twice = sorted({c for c in columns if header.count(c) > 1})
+            if twice:
+                raise MptuneError(f"{path} has the column(s) {', '.join(map(str, twice))} more than once in its "
+                                  f"header {header!r}; expected the {what} columns, each once.")
             missing = [c for c in columns if c not in header]
             if missing:
                 raise MptuneError(
