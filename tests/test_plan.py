@@ -57,6 +57,10 @@ def test_dry_run_marks_finished_units_and_leaves_the_run_untouched(tmp_path, cap
     assert {r[6] for r in _rows(out, "teach")} == {"done"}
     assert {r[6] for r in _rows(out, "distill") + _rows(out, "adapt")} == {"to train"}
     assert {p: p.read_bytes() for p in out_dir.rglob("*") if p.is_file()} == before
+    # other settings in the same directory: refused as the command itself would refuse them
+    code, _, err = cli(capsys, "run", *flags(out_dir, llama_dir, data_dir), "--seed", "3", "--dry-run")
+    assert code == 2 and "different config: seed: saved 0, now 3" in err
+    assert {p: p.read_bytes() for p in out_dir.rglob("*") if p.is_file()} == before
 
 
 def test_dry_run_checks_the_settings_first(tmp_path, capsys):

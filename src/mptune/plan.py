@@ -4,7 +4,9 @@ unit, without loading the model or writing anything.
 Decisions
 - The units and their folders come from the run directory's own list (`RunDir.units`), so the plan
   is the order and layout the stages follow, not a second description of them; a unit already
-  finished in --out_dir is marked done (a rerun skips it), as the run itself would find it.
+  finished in --out_dir is marked done (a rerun skips it), as the run itself would find it. The
+  run directory is checked as the command checks it (`rundir.check_saved`): a dry run that
+  succeeds is not refused later for other settings or damaged files there.
 - Each stage's line gives what decides its cost and its outcome: steps x batch (and the examples
   that makes), the learning rates, model selection (dev every N steps on how many dev examples),
   and the split and number of examples scored at the end. Nothing is estimated: wall time depends
@@ -18,7 +20,7 @@ from pathlib import Path
 import torch
 
 from mptune.config import RunConfig, TrainArgs
-from mptune.rundir import RunDir
+from mptune.rundir import RunDir, check_saved
 
 STAGES_OF = {"run": ("teach", "distill", "adapt"), "teach": ("teach",), "distill": ("distill",),
              "adapt": ("adapt",)}
@@ -41,8 +43,11 @@ def _selection(cfg: RunConfig, args: TrainArgs) -> str:
 
 
 def describe(cfg: RunConfig, command: str) -> str:
-    """The plan of `command` (run, teach, distill, adapt) with these settings, as markdown."""
+    """The plan of `command` (run, teach, distill, adapt) with these settings, as markdown; refused
+    (MptuneError) where the command itself would refuse --out_dir: a run there with other settings, or
+    damaged files of its finished units."""
     run = RunDir(Path(cfg.out_dir), cfg.compare.seeds)
+    check_saved(run, cfg)
     stages = STAGES_OF[command]
     scored = f"{cfg.data.eval_examples or 'all'} {cfg.eval_split} examples per task"
     args = {"teach": cfg.teach, "distill": cfg.distill, "adapt": cfg.adapt}

@@ -285,29 +285,38 @@ def _claim(run: RunDir, cfg: RunConfig, resume: bool) -> None:
         why = f"holds no run (no {saved.name})" if out.exists() else "does not exist"
         raise MptuneError(f"nothing to resume: {out} {why}; check --out_dir, or drop --resume to start a new run")
     if saved.exists():
-        fix = "choose another --out_dir (or delete the damaged file)"
-        data = read_yaml(saved, "the run's config (a mapping of settings)", fix=fix)
-        if lacking := missing_sections(data):
-            raise MptuneError(f"{saved}: has no section {', '.join(lacking)} (cut short or edited); expected the "
-                              f"run's config with every section; {fix}")
-        try:
-            diff = config_diff(data, cfg)
-        except MptuneError as err:
-            raise MptuneError(f"{saved}: not a valid run config ({err}); {fix}") from None
-        if diff:
-            raise MptuneError(f"{out} holds a run with a different config: {'; '.join(diff)}; choose another "
-                              f"--out_dir, or rerun with the saved settings (--config {saved})")
-        for unit in run.units(cfg.sources, cfg.targets, cfg.compare.methods, cfg.compare.joint):
-            for name, read in ((METRICS_FILE, read_metrics), (PREDICTIONS_FILE, read_predictions),
-                               (PROMPT_FILE, load_prompt)):
-                if (unit.folder / name).exists():  # a damaged file is refused before the model loads
-                    read(unit.folder / name)
+        check_saved(run, cfg)
         return
     try:
         out.mkdir(parents=True, exist_ok=True)
         run.lock()
     except OSError as err:
         raise MptuneError(f"cannot write the run directory {out}: {err.strerror}") from None
+
+
+def check_saved(run: RunDir, cfg: RunConfig) -> None:
+    """Refuse settings that differ from those saved in the run directory (naming each setting), and
+    damaged files of its finished units; reads only (`open_run` and `--dry-run` call it)."""
+    saved = run.config_file
+    if not saved.exists():
+        return
+    fix = "choose another --out_dir (or delete the damaged file)"
+    data = read_yaml(saved, "the run's config (a mapping of settings)", fix=fix)
+    if lacking := missing_sections(data):
+        raise MptuneError(f"{saved}: has no section {', '.join(lacking)} (cut short or edited); expected the "
+                          f"run's config with every section; {fix}")
+    try:
+        diff = config_diff(data, cfg)
+    except MptuneError as err:
+        raise MptuneError(f"{saved}: not a valid run config ({err}); {fix}") from None
+    if diff:
+        raise MptuneError(f"{run.root} holds a run with a different config: {'; '.join(diff)}; choose another "
+                          f"--out_dir, or rerun with the saved settings (--config {saved})")
+    for unit in run.units(cfg.sources, cfg.targets, cfg.compare.methods, cfg.compare.joint):
+        for name, read in ((METRICS_FILE, read_metrics), (PREDICTIONS_FILE, read_predictions),
+                           (PROMPT_FILE, load_prompt)):
+            if (unit.folder / name).exists():  # a damaged file is refused before the model loads
+                read(unit.folder / name)
 
 
 def find_run(path: Path) -> RunDir | None:
