@@ -26,11 +26,11 @@ import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from mptune.errors import MptuneError
 from mptune.tasks import hub
-from mptune.tasks.base import Example, Task, files_doc
+from mptune.tasks.base import Example, Task, files_doc, row_texts
 from mptune.tasks.splits import describe, select
 
 ENTAIL = "premise: {0}\nhypothesis: {1}\nDoes the premise entail the hypothesis?\nAnswer:"
@@ -67,6 +67,13 @@ class GlueSpec:
     """Field names of `columns` in the hub copy (text fields then the label)."""
     source: str = "official GLUE"
     """Names the expected files in error messages ('expected the official GLUE TSV there')."""
+
+    @property
+    def input_fields(self) -> tuple[str, ...]:
+        """Header names of the text columns in the official (test) files: `columns` less the label, or the hub
+        names for a headerless train file (CoLA's test.tsv has the header index, sentence)."""
+        named = tuple(c for c in self.columns[:-1] if isinstance(c, str))
+        return named if len(named) == len(self.columns) - 1 else tuple(self.hub_columns[:-1])
 
 
 def normalize(text: str) -> str:
@@ -146,12 +153,25 @@ def parse_label(spec: GlueSpec, raw: str, path: Path, line: int) -> int | float:
     raise MptuneError(f"{path} line {line} has unknown label {raw!r}; expected {expected}.")
 
 
+def input_text(spec: GlueSpec, texts: Sequence[str]) -> str:
+    """The model input of one row's text values."""
+    return spec.template.format(*(normalize(v) for v in texts))
+
+
 def example_from_values(spec: GlueSpec, values: Sequence[str], where: Path | str, line: int) -> Example:
     """The example of one row given as the values of `spec.columns` (texts, then the raw label)."""
     label = parse_label(spec, values[-1], where, line)
-    text = spec.template.format(*(normalize(v) for v in values[:-1]))
     target = stsb_bin(label) if spec.labels is None else spec.choices[label]
-    return Example(text, target, label, spec.name)
+    return Example(input_text(spec, values[:-1]), target, label, spec.name)
+
+
+def row_reader(spec: GlueSpec) -> Callable[[Mapping[str, Any], str, int], list[Example]]:
+    """`Task.read_row` of a GLUE-format task: a row by header name, unlabelled (a label column is not read)."""
+    def read(row: Mapping[str, Any], where: str, line: int) -> list[Example]:
+        texts = row_texts(row, spec.input_fields, where, line, spec.name)
+        return [Example(input_text(spec, texts), "", None, spec.name)]
+
+    return read
 
 
 def read_examples(path: Path, spec: GlueSpec) -> list[Example]:
@@ -195,6 +215,7 @@ def make_task(spec: GlueSpec) -> Task:
         name=spec.name, family="glue", choices=spec.choices, metric=spec.metric,
         load_split=load_split, splits_doc=doc, extra_metrics=spec.extra_metrics,
         regression=spec.labels is None, source=files_doc([f"glue/{spec.dir}/{name}" for name, _ in files.values()]),
+        read_row=row_reader(spec), input_fields=spec.input_fields,
     )
 
 
