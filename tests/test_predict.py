@@ -1,0 +1,142 @@
+"""`Predictor`: predictions on raw rows equal `mptune evaluate`'s on the same prompts and inputs, mixed-task
+batches included, on the tiny Llama and T5; bad rows are one clear error."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from mptune.checkpoint import save_prompt
+from mptune.config import RunConfig
+from mptune.errors import MptuneError
+from mptune.evaluate import choice_scores, scores_of
+from mptune.predict import Predictor, file_prompts
+from mptune.prompts import SoftPrompt, vocab_init
+from mptune.stages import evaluate_prompt
+from mptune.task_data import load_tasks
+from mptune.tasks import get_task, registry
+from mptune.tasks.custom import CustomTaskSpec, register_custom
+
+TASKS = ("rte", "mrpc", "cola", "wnli")
+FOLDERS = {"rte": "RTE", "mrpc": "MRPC", "cola": "CoLA", "wnli": "WNLI"}
+MULTI = "multiword"
+"""A custom task whose label words are several tokens: it is scored in its own group of a mixed batch."""
+
+
+@pytest.fixture(autouse=True)
+def clean_registry(monkeypatch):
+    monkeypatch.setattr(registry, "TASKS", dict(registry.TASKS))
+
+
+def random_prompts(backbone, names, length: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {n: vocab_init(backbone.embeddings, length, g) * 3 for n in names}
+
+
+def official_rows(data_dir: Path, task: str) -> list[dict]:
+    """dev.tsv of a tiny GLUE task by header name, as the official test files are read (CoLA is headerless
+    there: its rows get the test file's header, index and sentence)."""
+    path = data_dir / "glue" / FOLDERS[task] / "dev.tsv"
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        if task == "cola":
+            return [{"index": i, "sentence": r[3]} for i, r in enumerate(csv.reader(fh, delimiter="\t"))]
+        return list(csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
+def test_rows_of(data_dir: Path, task: str, cfg: RunConfig) -> list[dict]:
+    """The raw rows of a task's test split (the split `mptune evaluate` scores), in its order."""
+    t = get_task(task)
+    by_text = {t.read_row(r, "dev.tsv", i)[0].input_text: r for i, r in enumerate(official_rows(data_dir, task))}
+    return [{"task": task, **by_text[e.input_text]} for e in t.load(data_dir, "test", cfg.data.split_seed)]
+
+
+test_rows_of.__test__ = False
+
+
+def multiword_task(tmp_path: Path) -> None:
+    rows = ["text,label"] + [f"the cat sees a dog today number {i},{'ab'[i % 2]}" for i in range(12)]
+    (tmp_path / "mw.csv").write_text("\n".join(rows) + "\n")
+    register_custom(CustomTaskSpec(name=MULTI, train=tmp_path / "mw.csv", test=tmp_path / "mw.csv",
+                                   text_columns=("text",), label_column="label",
+                                   label_words={"a": "the cat", "b": "a dog today"}))
+
+
+@pytest.mark.parametrize("family", ["llama", "t5"])
+def test_predictions_equal_evaluate_on_mixed_batches(family, request, data_dir, tmp_path):
+    backbone = request.getfixturevalue(f"{family}_backbone")
+    multiword_task(tmp_path)
+    names = [*TASKS, MULTI]
+    prompts = random_prompts(backbone, names)
+    cfg = RunConfig(sources=["rte"], targets=["rte"])
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data_dir=str(data_dir), eval_examples=0))
+    rows = {t: test_rows_of(data_dir, t, cfg) for t in TASKS}
+    rows[MULTI] = [{"task": MULTI, "text": e.input_text.split("\n")[0][len("text: "):]}
+                   for e in get_task(MULTI).load(data_dir, "test", cfg.data.split_seed)]
+    mixed = [(t, i) for t in names for i in range(len(rows[t]))]
+    random.Random(0).shuffle(mixed)
+    predictor = Predictor(backbone, prompts, batch_size=5)  # every batch mixes tasks
+    out = predictor.predict([rows[t][i] for t, i in mixed], scores=True)
+    got = {t: [None] * len(rows[t]) for t in names}
+    for (t, i), o in zip(mixed, out):
+        assert o["task"] == t
+        got[t][i] = o
+    for task in names:
+        path = save_prompt(SoftPrompt(prompts[task]), [task], tmp_path / f"{task}.safetensors")
+        data = load_tasks(cfg, backbone, [task], "test", prompt_length=4, with_train=False)[0]
+        choices = data.task.choices
+        index = [choices.index(o["prediction"]) for o in got[task]]
+        assert scores_of(data.task, index, data.eval_labels) == evaluate_prompt(cfg, backbone, str(path), task, "test")
+        expected = choice_scores(backbone, lambda ids: prompts[task].expand(len(ids), -1, -1), data.eval, choices)
+        scores = torch.tensor([[o["scores"][c] for c in choices] for o in got[task]])
+        torch.testing.assert_close(scores, expected, atol=1e-4, rtol=1e-4)
+        assert index == expected.argmax(-1).tolist()
+
+
+def test_predictor_reads_prompt_files_and_describes_its_tasks(llama_backbone, tmp_path):
+    prompts = random_prompts(llama_backbone, ["rte", "cola@4"])
+    module = SoftPrompt(torch.stack(list(prompts.values())))
+    path = save_prompt(module, list(prompts), tmp_path / "p.safetensors")
+    loaded = file_prompts(path, llama_backbone.dim)
+    assert list(loaded) == ["rte", "cola@4"] and torch.equal(loaded["rte"], prompts["rte"])
+    predictor = Predictor(llama_backbone, loaded)
+    tasks = {d["task"]: d for d in predictor.describe()}
+    assert set(tasks) == {"rte", "cola"} and tasks["cola"]["prompt"] == "cola@4"
+    assert tasks["rte"]["fields"] == ["sentence1", "sentence2"] and tasks["rte"]["label_words"] == ["yes", "no"]
+    assert tasks["rte"]["parameters"] == 4 * llama_backbone.dim
+    out = predictor.predict([{"task": "cola@4", "sentence": "The cat sees the ball ."},
+                             {"sentence1": "A dog eats .", "sentence2": "A dog eats again ."}], default_task="rte")
+    assert [o["task"] for o in out] == ["cola", "rte"] and out[1]["prediction"] in ("yes", "no")
+    assert "scores" not in out[0]
+
+
+@pytest.mark.parametrize("row,words", [
+    ({"task": "sst2", "sentence": "x"}, ["task 'sst2'", "no prompt here", "rte, cola"]),
+    ({"sentence1": "x", "sentence2": "y"}, ["names no task", "'task'"]),
+    ({"task": "rte", "sentence1": "x"}, ["no field 'sentence2'", "rte reads sentence1, sentence2"]),
+    ({"task": "rte", "sentence1": "x", "sentence2": {"a": 1}}, ["field 'sentence2'", "expected text"]),
+    (["rte", "x"], ["not an object"]),
+])
+def test_bad_rows_are_one_clear_error(llama_backbone, row, words):
+    predictor = Predictor(llama_backbone, random_prompts(llama_backbone, ["rte", "cola"]))
+    with pytest.raises(MptuneError) as err:
+        predictor.predict([row], where="in.jsonl")
+    assert "in.jsonl line 1" in str(err.value) and all(w in str(err.value) for w in words), str(err.value)
+
+
+def test_bad_prompts_are_refused(llama_backbone):
+    d = llama_backbone.dim
+    with pytest.raises(MptuneError, match="lengths"):
+        Predictor(llama_backbone, {"rte": torch.zeros(4, d), "cola": torch.zeros(5, d)})
+    with pytest.raises(MptuneError, match="two prompts for task cola"):
+        Predictor(llama_backbone, {"cola": torch.zeros(4, d), "cola@4": torch.zeros(4, d)})
+    with pytest.raises(MptuneError, match=r"expected \[l, 32\]"):
+        Predictor(llama_backbone, {"rte": torch.zeros(4, 8)})
+    with pytest.raises(MptuneError, match="cannot read single rows"):
+        Predictor(llama_backbone, {"squad": torch.zeros(4, d)})
+    with pytest.raises(MptuneError, match="positions"):
+        Predictor(llama_backbone, {"rte": torch.zeros(500, d)})
