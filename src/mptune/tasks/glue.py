@@ -26,7 +26,7 @@ import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from mptune.errors import MptuneError
 from mptune.tasks import hub
@@ -129,6 +129,32 @@ def _read_rows(path: Path, columns: Sequence[str | int], width: int | None, deli
                 )
             rows.append((reader.line_num, [fields[i] for i in index]))
     return rows
+
+
+def iter_records(path: Path, delimiter: str = "\t", what: str = "official GLUE") -> Iterator[tuple[int, dict]]:
+    """Rows of a TSV (or CSV) with a header, one at a time, as (line number, {column: value}): files too big
+    to hold are streamed (prediction). Read as `read_tsv` reads; a row with another number of fields than
+    the header raises `MptuneError` naming its line when it is reached."""
+    kind = "TSV" if delimiter == "\t" else "CSV"
+    if not path.is_file():
+        raise MptuneError(f"Data file {path} does not exist; expected the {what} {kind} there.")
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            reader = csv.reader(fh, delimiter=delimiter, quoting=quoting)
+            header = next(reader, None)
+            if header is None:
+                raise MptuneError(f"{path} is empty; expected the {what} {kind} with a header row.")
+            for fields in reader:
+                if not fields:
+                    continue
+                if len(fields) != len(header):
+                    raise MptuneError(f"{path} line {reader.line_num} has {len(fields)} fields; expected "
+                                      f"{len(header)} (its header {header!r}).")
+                yield reader.line_num, dict(zip(header, fields))
+    except UnicodeDecodeError as err:
+        raise MptuneError(f"{path} is not UTF-8 text (byte {err.start}: {err.reason}); "
+                          f"expected the {what} {kind}.") from None
 
 
 def stsb_bin(score: float) -> str:

@@ -35,7 +35,7 @@ import gzip
 import json
 import re
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from mptune.errors import MptuneError
 from mptune.tasks import hub
@@ -53,9 +53,13 @@ def read_jsonl(path: Path, what: str = "official SuperGLUE") -> list[tuple[int, 
 
     `what` names the expected source in messages.
     """
+    return list(iter_jsonl(path, what))
+
+
+def iter_jsonl(path: Path, what: str = "official SuperGLUE") -> Iterator[tuple[int, Row]]:
+    """`read_jsonl` one row at a time (a file too big to hold is streamed); errors are raised on reaching them."""
     if not path.is_file():
         raise MptuneError(f"Data file {path} does not exist; expected the {what} JSONL there.")
-    rows = []
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rt", encoding="utf-8") as fh:
@@ -68,10 +72,9 @@ def read_jsonl(path: Path, what: str = "official SuperGLUE") -> list[tuple[int, 
                     raise MptuneError(f"{path} line {line} is not valid JSON ({exc.msg}).") from None
                 if not isinstance(row, dict):
                     raise MptuneError(f"{path} line {line} is not a JSON object.")
-                rows.append((line, row))
+                yield line, row
     except (OSError, EOFError, UnicodeDecodeError) as exc:  # not gzip, truncated, or not UTF-8
         raise MptuneError(f"{path} could not be read as the {what} JSONL ({exc}).") from None
-    return rows
 
 
 def get(row: Row, key: str, path: Path, line: int, what: str = "official SuperGLUE") -> Any:
@@ -237,8 +240,10 @@ TASKS: dict[str, Task] = {
                   fallback_train="FewGLUE_32dev/train.jsonl", hub_row=relabel((False, True)),
                   fields=("passage", "question")),
         make_task("cb", "CB", ("yes", "no", "maybe"), pair_task("premise", "hypothesis", CB_LABELS, ENTAIL),
-                  250, extra_metrics=("macro_f1",), hub_row=relabel(tuple(CB_LABELS)), fields=("premise", "hypothesis")),
-        make_task("copa", "COPA", ("1", "2"), read_copa, 400, fields=("premise", "question", "choice1", "choice2")),
+                  250, extra_metrics=("macro_f1",), hub_row=relabel(tuple(CB_LABELS)),
+                  fields=("premise", "hypothesis")),
+        make_task("copa", "COPA", ("1", "2"), read_copa, 400,
+                  fields=("premise", "question", "choice1", "choice2")),
         make_task("multirc", "MultiRC", ("no", "yes"), read_multirc, 27_243, metric="f1",
                   extra_metrics=("question_em",), hub_row=hub_multirc, fields=("passage",)),
         make_task("rte_sg", "RTE", ("yes", "no"), pair_task("premise", "hypothesis", RTE_LABELS, ENTAIL), 2_490,
