@@ -10,7 +10,7 @@ Decisions
   prediction and, with --scores, each label word's log-likelihood) or CSV, chosen by the output's
   extension; the leaderboard files are further `Sink`s (`leaderboard`).
 - Resumable and never half-written: OUT is written as OUT.partial beside OUT.progress.json, which
-  records the input, the rows done and the bytes written (written atomically, `rundir.write_json`).
+  records the input's path, the rows done and the bytes written (written atomically, `rundir.write_json`).
   Each chunk is appended to the partial file and fsynced before the progress file moves on; a rerun
   cuts the partial file back to the recorded bytes and skips the rows done; the finished file is
   renamed to OUT. So OUT appears only complete, a rerun with OUT present does nothing, and no saved
@@ -139,7 +139,7 @@ def predict_file(predictor: Predictor, source: Path, out: Path, sink: Sink, defa
     if out.exists():
         return {"rows": None, "skipped": 0, "done": False}
     partial, progress = partial_paths(out)
-    identity = {"input": str(source.resolve()), "size": source.stat().st_size if source.is_file() else None}
+    identity = {"input": str(source.resolve())}
     state = resume_state(partial, progress, identity)
     out.parent.mkdir(parents=True, exist_ok=True)
     skip = state["rows"]
@@ -147,21 +147,21 @@ def predict_file(predictor: Predictor, source: Path, out: Path, sink: Sink, defa
         if state["bytes"] == 0:
             state = append(fh, sink.header(), 0, state, progress)
         rows = read_input(source)
-        bar = tqdm(total=count_rows(source) if source.is_file() else None, initial=skip, desc=desc,
-                   disable=desc is None, unit="row")
-        pending: list[tuple[int, dict]] = []
-        for index, (line, row) in enumerate(rows):
-            if index < skip:
-                continue
-            pending.append((line, {fields.get(k, k): v for k, v in row.items()} if fields else row))
-            if len(pending) == chunk:
+        total = count_rows(source) if source.is_file() else None
+        with tqdm(total=total, initial=skip, desc=desc, disable=desc is None, unit="row") as bar:
+            pending: list[tuple[int, dict]] = []
+            for index, (line, row) in enumerate(rows):
+                if index < skip:
+                    continue
+                pending.append((line, {fields.get(k, k): v for k, v in row.items()} if fields else row))
+                if len(pending) == chunk:
+                    state = write_chunk(predictor, pending, fh, sink, state, progress, str(source), default_task,
+                                        scores)
+                    bar.update(len(pending))
+                    pending = []
+            if pending:
                 state = write_chunk(predictor, pending, fh, sink, state, progress, str(source), default_task, scores)
                 bar.update(len(pending))
-                pending = []
-        if pending:
-            state = write_chunk(predictor, pending, fh, sink, state, progress, str(source), default_task, scores)
-            bar.update(len(pending))
-        bar.close()
     os.replace(partial, out)
     progress.unlink()
     return {"rows": state["rows"], "skipped": skip, "done": True}
