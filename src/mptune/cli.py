@@ -234,7 +234,10 @@ def predict_command(args: argparse.Namespace) -> None:
 
 
 def serve_command(args: argparse.Namespace) -> None:
-    from mptune.serve import serve
+    try:
+        from mptune.serve import serve
+    except ImportError as err:
+        raise MptuneError(f"mptune serve needs FastAPI and uvicorn ({err}): pip install 'mptune[serve]'") from None
 
     with holding(RunConfig(), "serve"):
         cfg, predictor = predictor_for(args, "serve")
