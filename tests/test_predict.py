@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mptune.checkpoint import save_prompt
+from mptune.checkpoint import load_prompt, save_prompt
 from mptune.config import RunConfig
 from mptune.errors import MptuneError
 from mptune.evaluate import choice_scores, scores_of
@@ -140,3 +140,31 @@ def test_bad_prompts_are_refused(llama_backbone):
         Predictor(llama_backbone, {"squad": torch.zeros(4, d)})
     with pytest.raises(MptuneError, match="positions"):
         Predictor(llama_backbone, {"rte": torch.zeros(500, d)})
+
+
+def test_prompts_of_a_run_directory(llama_backbone, tmp_path):
+    from mptune.config import save_yaml
+    from mptune.predict import load_prompts, run_config
+    from mptune.prompts import MultitaskPrompt
+    from mptune.rundir import PROMPT_FILE, RunDir
+
+    cfg = RunConfig(sources=["rte"], targets=["cola@4", "wnli"], out_dir=str(tmp_path))
+    save_yaml(cfg, tmp_path / "config.yaml")
+    run = RunDir(tmp_path)
+    shared = random_prompts(llama_backbone, ["p"])["p"]
+    g = torch.Generator().manual_seed(1)
+    for target in cfg.targets:
+        u, v = torch.rand(1, 4, 1, generator=g), torch.rand(1, 1, llama_backbone.dim, generator=g)
+        save_prompt(MultitaskPrompt(shared, 1, 1, u, v), [target], run.adapted("mpt", target) / PROMPT_FILE)
+        save_prompt(SoftPrompt(shared), [target], run.adapted("pt", target) / PROMPT_FILE)
+    assert run_config([str(tmp_path)]) == tmp_path / "config.yaml"
+    mpt = load_prompts([tmp_path], llama_backbone.dim)
+    assert list(mpt) == ["cola@4", "wnli"] and not torch.equal(mpt["wnli"], shared)
+    module, _ = load_prompt(run.adapted("mpt", "wnli") / PROMPT_FILE)
+    torch.testing.assert_close(mpt["wnli"], module.task_prompts()[0].detach())
+    assert torch.equal(load_prompts([tmp_path], method="pt")["cola@4"], shared)
+    with pytest.raises(MptuneError, match="not spot-fixed"):
+        load_prompts([tmp_path], method="spot-fixed")
+    (run.adapted("mpt", "wnli") / PROMPT_FILE).unlink()
+    with pytest.raises(MptuneError, match="target wnli .* has no mpt prompt yet"):
+        load_prompts([tmp_path])

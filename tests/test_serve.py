@@ -132,3 +132,13 @@ def test_shutdown_answers_queued_requests(predictor):
         answers = [f.result() for f in futures]
     assert [a.status_code for a in answers] == [200] * 6
     assert [a.json()["prediction"] for a in answers] == [e["prediction"] for e in predictor.predict(rows)]
+
+
+def test_serve_command_refuses_missing_prompts_before_loading_the_model(tmp_path, capsys, llama_dir):
+    from test_cli import assert_user_error, cli
+
+    code, _, err = cli(capsys, "serve", "--prompts", str(tmp_path / "none.safetensors"), "--model.name",
+                       str(llama_dir))
+    assert_user_error(code, err, "none.safetensors does not exist")
+    code, _, err = cli(capsys, "serve", "--prompts", str(tmp_path), "--model.name", str(llama_dir))
+    assert_user_error(code, err, "is not a run directory")

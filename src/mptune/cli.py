@@ -195,7 +195,8 @@ def predictor_for(args: argparse.Namespace, command: str):
     prompts = load_prompts(sources, None, args.method, cfg.data.custom_tasks)
     backbone = backbone_for(cfg, command)
     batch = cfg.serve.max_batch if command == "serve" else cfg.predict.batch_size
-    return cfg, Predictor(backbone, prompts, cfg.model.max_input_tokens, batch)
+    predictor = Predictor(backbone, prompts, cfg.model.max_input_tokens, batch)
+    return cfg, predictor
 
 
 def predict_command(args: argparse.Namespace) -> None:
