@@ -168,3 +168,36 @@ def test_prompts_of_a_run_directory(llama_backbone, tmp_path):
     (run.adapted("mpt", "wnli") / PROMPT_FILE).unlink()
     with pytest.raises(MptuneError, match="target wnli .* has no mpt prompt yet"):
         load_prompts([tmp_path])
+
+
+SUPERGLUE_ROWS = {
+    "boolq": {"passage": "A dog eats.", "question": "does a dog eat", "label": True},
+    "cb": {"premise": "A dog eats.", "hypothesis": "A cat eats.", "label": "neutral"},
+    "copa": {"premise": "A dog eats.", "question": "cause", "choice1": "a", "choice2": "b", "label": 1},
+    "rte_sg": {"premise": "A dog eats.", "hypothesis": "A cat eats.", "label": "not_entailment"},
+    "wic": {"word": "eats", "sentence1": "A dog eats.", "sentence2": "A cat eats.", "label": False},
+    "wsc": {"text": "A dog eats.", "target": {"span1_text": "A dog", "span2_text": "it"}, "label": True},
+    "multirc": {"idx": 3, "passage": {"text": "A dog eats.", "questions": [
+        {"question": "who eats ?", "idx": 0,
+         "answers": [{"text": "a dog", "label": 1}, {"text": "a cat", "label": 0}]}]}},
+}
+
+
+@pytest.mark.parametrize("name", sorted(SUPERGLUE_ROWS))
+def test_superglue_rows_read_the_same_without_their_labels(name):
+    """`read_row` of an unlabelled test row gives the labelled row's inputs (the reader of the task's splits)."""
+    import json
+
+    task, row = get_task(name), SUPERGLUE_ROWS[name]
+    labelled = task.read_row(row, "val.jsonl", 1)
+    unlabelled = json.loads(json.dumps(row))
+    unlabelled.pop("label", None)
+    for q in unlabelled["passage"]["questions"] if name == "multirc" else []:
+        for a in q["answers"]:
+            a.pop("label")
+    got = task.read_row(unlabelled, "test.jsonl", 1)
+    assert [e.input_text for e in got] == [e.input_text for e in labelled]
+    assert len(got) == (2 if name == "multirc" else 1)
+    assert all(e.label is None and e.target_text == "" for e in got)
+    assert all(e.label is not None and e.target_text in task.choices for e in labelled)
+    assert set(task.input_fields) <= set(row)

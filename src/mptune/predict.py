@@ -71,7 +71,7 @@ class Predictor:
             task = get_task(key)
             if task.read_row is None:
                 raise MptuneError(f"task {key} cannot read single rows, so it cannot predict on new inputs "
-                                  "(GLUE, SuperGLUE and custom tasks can)")
+                                  "(GLUE, SuperGLUE, SciTail, PAWS and custom tasks can)")
             if prompt.dim() != 2 or prompt.shape[1] != backbone.dim:
                 raise MptuneError(f"the prompt of {name} has shape {list(prompt.shape)}; expected [l, {backbone.dim}]"
                                   f" for model {backbone.name}")
