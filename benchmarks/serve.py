@@ -9,9 +9,10 @@ Load test: a real uvicorn server on 127.0.0.1 (one frozen model, one prompt per 
 - one task per batch: only rows of the oldest row's task join its batch (what per-task adapters allow);
 - one at a time: every row alone (max_batch 1).
 
-Reported per policy: throughput (requests/s), p50 and p95 latency, the batches the model ran, and
-whether every answer equals `mptune evaluate`'s prediction on the same input (`evaluate.predictions`
-per task on the rows read by the task's reader).
+Each policy runs --repeats times (default 2), the policies alternating, and its fastest run counts (a
+busy machine disturbs the comparison less). Reported per policy: throughput (requests/s), p50 and p95
+latency, the batches the model ran, and whether every answer equals `mptune evaluate`'s prediction on
+the same input (`evaluate.predictions` per task on the rows read by the task's reader).
 
 Batch prediction: the rows of one official test file (--predict-task, default CoLA's test.tsv, all
 1,063 rows) through `prediction_files.predict_file` (what `mptune predict` runs after loading the
@@ -25,7 +26,7 @@ and agreement with evaluate is checked on the same prompts. The model is the emb
 
     MPTUNE_DATA_DIR=/work/shared/data python benchmarks/serve.py [--requests 96] [--clients 8]
         [--tasks sst2,rte,cola,cb] [--max-batch 32] [--max-wait-ms 20] [--predict-task cola] [--predict-limit 0]
-        [--precision auto]
+        [--precision auto] [--repeats 2] [--name serve]
 
 writes benchmarks/results/serve.{json,md,png} (--name: another stem).
 """
@@ -172,6 +173,7 @@ def main() -> None:
     p.add_argument("--length", type=int, default=20)
     p.add_argument("--predict-task", default="cola")
     p.add_argument("--predict-limit", type=int, default=0, help="rows of the predict test file (0 = all)")
+    p.add_argument("--repeats", type=int, default=2, help="runs of each policy (alternating); the fastest counts")
     p.add_argument("--name", default="serve", help="results file stem under benchmarks/results/")
     a = p.parse_args()
     common.setup(a.threads)
@@ -186,17 +188,20 @@ def main() -> None:
     random.Random(0).shuffle(rows)
     expected = evaluate_predictions(predictor, rows)
 
-    results = {}
-    for name, policy in POLICIES.items():
-        settings = {"max_batch": a.max_batch, "max_wait_ms": a.max_wait_ms, **policy}
-        mix = settings.pop("mix_tasks")
-        args = ServeArgs(port=free_port(), **settings)
-        run = load_test(predictor, rows, a.clients, args, mix)
-        answers = run.pop("answers")
-        run["identical_to_evaluate"] = answers == expected
-        run["mismatches"] = sum(x != y for x, y in zip(answers, expected))
-        results[name] = run
-        print(name, {k: round(v, 2) if isinstance(v, float) else v for k, v in run.items()}, flush=True)
+    results: dict = {}
+    for rep in range(a.repeats):  # the policies alternate, the fastest run of each counts
+        names = list(POLICIES)[rep % len(POLICIES):] + list(POLICIES)[:rep % len(POLICIES)]
+        for name in names:
+            settings = {"max_batch": a.max_batch, "max_wait_ms": a.max_wait_ms, **POLICIES[name]}
+            mix = settings.pop("mix_tasks")
+            run = load_test(predictor, rows, a.clients, ServeArgs(port=free_port(), **settings), mix)
+            answers = run.pop("answers")
+            run["identical_to_evaluate"] = answers == expected
+            run["mismatches"] = sum(x != y for x, y in zip(answers, expected))
+            print(name, {k: round(v, 2) if isinstance(v, float) else v for k, v in run.items()}, flush=True)
+            if name not in results or run["requests_per_s"] > results[name]["requests_per_s"]:
+                results[name] = run
+    results = {name: results[name] for name in POLICIES}
     batch = predict_vs_evaluate(backbone, a.predict_task, data_dir, prompts.get(a.predict_task, prompts[tasks[0]]),
                                 a.predict_limit, a.max_batch)
     print("predict vs evaluate", batch, flush=True)
