@@ -115,6 +115,8 @@ def test_every_bad_request_gets_one_clear_4xx_and_the_server_keeps_running(predi
             assert list(r.json()) == ["error"] and words in r.json()["error"], (name, r.text)
         assert httpx.get(f"{url}/nothing").status_code == 404 and "error" in httpx.get(f"{url}/nothing").json()
         assert httpx.get(f"{url}/predict").status_code == 405
+        bad = httpx.post(f"{url}/predict", params={"scores": "maybe"}, json={"task": "cola", "sentence": S1})
+        assert bad.status_code == 422 and "bad request parameter (query.scores" in bad.json()["error"]
         ok = httpx.post(f"{url}/predict", json={"task": "cola", "sentence": S1})
         assert ok.status_code == 200 and ok.json()["prediction"] in ("no", "yes")
 

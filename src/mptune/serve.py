@@ -18,8 +18,9 @@ Decisions
 - Bad requests get a 4xx and one message, {"error": "..."}, and the server keeps running: malformed
   JSON or a body that is neither a row nor a list of rows (400), a body over serve.max_body_bytes
   or more rows than serve.max_rows (413), an unknown task or a missing field (422, the message
-  of `Predictor.encode_row`, naming the row), an unknown path or method (404, 405). Each request
-  is read whole before any row joins the queue, so a bad row fails its request alone.
+  of `Predictor.encode_row`, naming the row), an unknown path or method (404, 405), a bad query
+  parameter (422). Each request is read whole before any row joins the queue, so a bad row fails
+  its request alone.
 - Graceful shutdown (SIGINT/SIGTERM via uvicorn): the server stops accepting connections, the rows
   already queued are still predicted and answered, then the worker stops.
 - FastAPI and uvicorn are the optional extra `serve` (pip install 'mptune[serve]'); nothing else in
@@ -38,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -192,6 +194,11 @@ def build_app(predictor: Predictor, args: ServeArgs, mix_tasks: bool = True) -> 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return error(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}")
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_parameter(request: Request, exc: RequestValidationError) -> JSONResponse:
+        where = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg', '')}" for e in exc.errors())
+        return error(422, f"bad request parameter ({where})")
 
     @app.get("/health")
     async def health() -> dict:
