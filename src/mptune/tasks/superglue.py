@@ -24,7 +24,8 @@ Design decisions
   the official label values; MultiRC's flat answer rows and WSC's flat spans to the nested
   form), which the same row reader then parses.
 - Each row reader takes the function that reads a label (`label_of`); `Task.read_row` passes
-  `label_if_any`, so the same reader reads unlabelled test rows (label None) for prediction.
+  `no_label`, so the same reader reads unlabelled test rows (label None) for prediction, and a
+  label present is ignored.
 - `read_jsonl`, `get` and `label_of` also serve the other JSONL tasks (WinoGrande, MRQA's
   gzipped JSONL, users' own files): `what` names the expected source in messages, `key` the label field.
 """
@@ -94,10 +95,10 @@ def label_of(row: Row, labels: dict, path: Path, line: int, key: str = "label",
     raise MptuneError(f"{path} line {line} has unknown label {raw!r}; expected one of {expected}.")
 
 
-def label_if_any(row: Row, labels: dict, path: Path, line: int, key: str = "label",
-                 what: str = "official SuperGLUE") -> int | None:
-    """`label_of`, or None when the row has no label (an unlabelled test row)."""
-    return label_of(row, labels, path, line, key, what) if key in row else None
+def no_label(row: Row, labels: dict, path: Path, line: int, key: str = "label",
+             what: str = "official SuperGLUE") -> None:
+    """In place of `label_of` for prediction: the label is not read (test rows have none)."""
+    return None
 
 
 def pair_task(premise: str, hypothesis: str, labels: dict, template: str) -> Callable:
@@ -207,7 +208,7 @@ def make_task(name: str, folder: str, choices: tuple[str, ...], read: Callable, 
                 for text, label in read(row, where, line, labels)]
 
     def read_row(row: Row, where: str, line: int) -> list[Example]:
-        return to_examples(row, where, line, label_if_any)
+        return to_examples(row, where, line, no_label)
 
     def examples(path: Path) -> list[Example]:
         return [ex for line, row in read_jsonl(path) for ex in to_examples(row, path, line)]
