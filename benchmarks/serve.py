@@ -5,7 +5,10 @@ Load test: a real uvicorn server on 127.0.0.1 (one frozen model, one prompt per 
 --requests one-row requests for 3+ tasks, mixed in a seeded order, from --clients concurrent clients
 (each sends its next request when the last is answered). Three batching policies of `mptune.serve`:
 
-- dynamic: rows of any tasks that arrive together share a batch (serve.max_batch, serve.max_wait_ms);
+- dynamic: rows of any tasks that arrive together share a batch (serve.max_batch, serve.max_wait_ms),
+  run longest first in model batches split where over --max-padding of the positions would be padding
+  (serve.max_padding, default 0.3);
+- dynamic, batches unsplit: the same with serve.max_padding 1 (each batch runs as one, padded to its longest row);
 - one task per batch: only rows of the oldest row's task join its batch (what per-task adapters allow);
 - one at a time: every row alone (max_batch 1).
 
@@ -58,7 +61,8 @@ from mptune.tasks import resolve_data_dir
 
 import common
 
-POLICIES = {"dynamic": dict(mix_tasks=True), "one task per batch": dict(mix_tasks=False),
+POLICIES = {"dynamic": dict(mix_tasks=True), "dynamic, batches unsplit": dict(mix_tasks=True, max_padding=1.0),
+            "one task per batch": dict(mix_tasks=False),
             "one at a time": dict(mix_tasks=True, max_batch=1, max_wait_ms=0.0)}
 
 
@@ -135,10 +139,11 @@ def load_test(predictor: Predictor, rows: list[dict], clients: int, args: ServeA
             "seconds": wall, "answers": answers}
 
 
-def predict_vs_evaluate(backbone, task: str, data_dir: Path, prompt: torch.Tensor, limit: int, batch: int) -> dict:
+def predict_vs_evaluate(backbone, task: str, data_dir: Path, prompt: torch.Tensor, limit: int, batch: int,
+                        max_padding: float) -> dict:
     """examples/s of predict_file (streamed from the file, written to JSONL) and of evaluate.predictions on
     the same inputs, and whether they agree."""
-    predictor = Predictor(backbone, {task: prompt}, batch_size=batch)
+    predictor = Predictor(backbone, {task: prompt}, batch_size=batch, max_padding=max_padding)
     source = test_file(data_dir, task)
     rows = rows_of(data_dir, task, limit)
     with tempfile.TemporaryDirectory() as tmp:
@@ -171,6 +176,7 @@ def main() -> None:
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--max-wait-ms", type=float, default=20.0)
     p.add_argument("--length", type=int, default=20)
+    p.add_argument("--max-padding", type=float, default=0.3, help="serve.max_padding and predict.max_padding")
     p.add_argument("--predict-task", default="cola")
     p.add_argument("--predict-limit", type=int, default=0, help="rows of the predict test file (0 = all)")
     p.add_argument("--repeats", type=int, default=2, help="runs of each policy (alternating); the fastest counts")
@@ -194,6 +200,7 @@ def main() -> None:
         for name in names:
             settings = {"max_batch": a.max_batch, "max_wait_ms": a.max_wait_ms, **POLICIES[name]}
             mix = settings.pop("mix_tasks")
+            predictor.max_padding = settings.pop("max_padding", a.max_padding)
             run = load_test(predictor, rows, a.clients, ServeArgs(port=free_port(), **settings), mix)
             answers = run.pop("answers")
             run["identical_to_evaluate"] = answers == expected
@@ -203,16 +210,18 @@ def main() -> None:
                 results[name] = run
     results = {name: results[name] for name in POLICIES}
     batch = predict_vs_evaluate(backbone, a.predict_task, data_dir, prompts.get(a.predict_task, prompts[tasks[0]]),
-                                a.predict_limit, a.max_batch)
+                                a.predict_limit, a.max_batch, a.max_padding)
     print("predict vs evaluate", batch, flush=True)
 
-    data = {"model": a.model, "precision": backbone.precision, "threads": torch.get_num_threads(),
+    data = {"max_padding": a.max_padding, "model": a.model, "precision": backbone.precision,
+            "threads": torch.get_num_threads(),
             "tasks": tasks, "requests": len(rows), "clients": a.clients, "max_batch": a.max_batch,
             "max_wait_ms": a.max_wait_ms, "prompt_length": a.length, "policies": results, "predict": batch}
     dynamic = results["dynamic"]["requests_per_s"]
     md = [f"# Serving: {len(rows)} one-row requests for {', '.join(tasks)} (mixed), {a.clients} concurrent clients",
           "", f"{a.model} ({backbone.precision}, {torch.get_num_threads()} threads), prompts l = {a.length}, "
-          f"serve.max_batch {a.max_batch}, serve.max_wait_ms {a.max_wait_ms:g}; loopback (127.0.0.1). "
+          f"serve.max_batch {a.max_batch}, serve.max_wait_ms {a.max_wait_ms:g}, max_padding {a.max_padding:g}; "
+          "loopback (127.0.0.1). "
           "The development machine is shared: figures are rough.", ""]
     md.append(common.md_table(
         ["policy", "requests/s", "vs dynamic", "p50 ms", "p95 ms", "batches", "answers = evaluate's"],

@@ -207,3 +207,23 @@ def test_superglue_rows_read_the_same_without_their_labels(name):
         split_reader = superglue.pair_task("premise", "hypothesis", superglue.CB_LABELS if name == "cb"
                                            else superglue.RTE_LABELS, superglue.ENTAIL)
     assert [text for text, _ in split_reader(row, "val.jsonl", 1)] == [e.input_text for e in got]
+
+
+def test_padded_batches_split_where_padding_would_exceed_the_share():
+    from mptune.evaluate import padded_batches
+
+    assert padded_batches([10] * 70, 32) == [(0, 32), (32, 64), (64, 70)]  # evaluation's fixed batches
+    assert padded_batches([100, 90, 20, 20, 10], 32, 0.3) == [(0, 2), (2, 5)]
+    assert padded_batches([100, 90, 20, 20, 10], 32) == [(0, 5)]
+    assert padded_batches([5, 5, 5], 2, 0.0) == [(0, 2), (2, 3)] and padded_batches([], 4) == []
+
+
+def test_split_batches_predict_what_fixed_batches_predict(llama_backbone):
+    rows = [{"task": "rte", "sentence1": "The cat sees the ball ." * k, "sentence2": "A dog eats ."} for k in (1, 9)]
+    rows += [{"task": "cola", "sentence": "The man takes a book ."}] * 3
+    prompts = random_prompts(llama_backbone, ["rte", "cola"])
+    fixed = Predictor(llama_backbone, prompts).predict(rows, scores=True)
+    split = Predictor(llama_backbone, prompts, max_padding=0.2).predict(rows, scores=True)
+    assert [o["prediction"] for o in split] == [o["prediction"] for o in fixed]
+    for a, b in zip(split, fixed):
+        assert all(abs(a["scores"][w] - b["scores"][w]) < 1e-4 for w in a["scores"])

@@ -195,7 +195,8 @@ def predictor_for(args: argparse.Namespace, command: str):
     prompts = load_prompts(sources, None, args.method, cfg.data.custom_tasks)
     backbone = backbone_for(cfg, command)
     batch = cfg.serve.max_batch if command == "serve" else cfg.predict.batch_size
-    predictor = Predictor(backbone, prompts, cfg.model.max_input_tokens, batch)
+    padding = cfg.serve.max_padding if command == "serve" else cfg.predict.max_padding
+    predictor = Predictor(backbone, prompts, cfg.model.max_input_tokens, batch, padding)
     return cfg, predictor
 
 

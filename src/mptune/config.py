@@ -250,10 +250,14 @@ class PredictArgs:
     chunk: int = 256
     """Input rows read, predicted and saved at a time: what memory holds of the input, and what an interrupted
     command redoes at most."""
+    max_padding: float = 0.3
+    """Most share of a batch's input positions that may be padding: rows (sorted longest first, tasks mixed) start
+    a new batch beyond it, so short rows are not padded to long ones (1 = fixed batches, as evaluation)."""
 
     def __post_init__(self):
         _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         _check(self.chunk >= 1, f"chunk must be >= 1, got {self.chunk}")
+        _check(0 <= self.max_padding <= 1, f"max_padding must be between 0 and 1, got {self.max_padding}")
 
 
 @dataclass
@@ -268,6 +272,9 @@ class ServeArgs:
     """Most examples in one batch of the model; requests that arrive together (any tasks) share it."""
     max_wait_ms: float = 10.0
     """Longest an example waits for others to fill its batch, in milliseconds (0 = never wait)."""
+    max_padding: float = 0.3
+    """Most share of a batch's input positions that may be padding: rows (sorted longest first, tasks mixed) start
+    a new batch beyond it, so short rows are not padded to long ones (1 = fixed batches, as evaluation)."""
     max_rows: int = 64
     """Most rows in one request (a larger request is refused with 413)."""
     max_body_bytes: int = 1_000_000
@@ -278,6 +285,7 @@ class ServeArgs:
         _check(self.max_batch >= 1, f"max_batch must be >= 1, got {self.max_batch}")
         _check(self.max_wait_ms >= 0, f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
         _check(self.max_rows >= 1, f"max_rows must be >= 1, got {self.max_rows}")
+        _check(0 <= self.max_padding <= 1, f"max_padding must be between 0 and 1, got {self.max_padding}")
         _check(self.max_body_bytes >= 1, f"max_body_bytes must be >= 1, got {self.max_body_bytes}")
 
 

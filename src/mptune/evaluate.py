@@ -150,22 +150,44 @@ def predictions(backbone: Backbone, prompt, task: Task, items: Sequence[Encoded]
 
 
 def mixed_predictions(backbone: Backbone, prompt, tasks: Sequence[Task], items: Sequence[Encoded],
-                      batch_size: int = 32, progress: str | None = None) -> list[Prediction]:
+                      batch_size: int = 32, progress: str | None = None,
+                      max_padding: float = 1.0) -> list[Prediction]:
     """`predictions` of items of several tasks (`tasks[i]` is item i's), with their choice scores.
 
     The same order, batches and gathering as `predictions` (which is this function for one task):
     longest first, whole batches per process, whatever the tasks of a batch; see `predict_batch`.
+    max_padding < 1 also closes a batch early when more than that share of its input positions would
+    be padding (`padded_batches`; prediction and serving, whose batches mix short and long tasks).
     """
     order = length_order(items)
     lo, hi = distributed.eval_range(len(items), batch_size)
     progress = progress if distributed.is_main() else None
     mine: list[Prediction] = []
-    for start in tqdm(range(lo, hi, batch_size), desc=progress, disable=progress is None, leave=False):
-        chunk = order[start:min(start + batch_size, hi)]
+    lengths = [len(items[i].input_ids) for i in order[lo:hi]]
+    for start, end in tqdm(padded_batches(lengths, batch_size, max_padding), desc=progress,
+                           disable=progress is None, leave=False):
+        chunk = order[lo + start:lo + end]
         mine += predict_batch(backbone, prompt, [tasks[i] for i in chunk], [items[i] for i in chunk])
     out: list = [None] * len(items)
     for i, pred in zip(order, distributed.gather_lists(mine)):
         out[i] = pred
+    return out
+
+
+def padded_batches(lengths: Sequence[int], batch_size: int, max_padding: float = 1.0) -> list[tuple[int, int]]:
+    """[start, end) of consecutive batches of input lengths sorted longest first: at most `batch_size` each,
+    and (max_padding < 1) none in which more than `max_padding` of the positions [n, longest] are padding.
+    max_padding = 1 gives the fixed batches of `batch_size` that evaluation uses."""
+    out, start, total = [], 0, 0
+    for i, length in enumerate(lengths):
+        n = i - start + 1
+        padding = 1 - (total + length) / (n * max(lengths[start], 1))
+        if i > start and (n > batch_size or padding > max_padding):
+            out.append((start, i))
+            start, total = i, 0
+        total += length
+    if start < len(lengths):
+        out.append((start, len(lengths)))
     return out
 
 

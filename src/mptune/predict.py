@@ -20,6 +20,10 @@ Decisions
   MPT* units when the run adapted jointly), of the first seed of compare.seeds when it has several.
 - One input row may give several examples (a MultiRC passage: one per answer); its output then
   holds a list, in the row's answer order.
+- Rows of short and long tasks meet in one batch, and a batch costs its padded positions on a CPU:
+  a batch is split, longest first, where more than `max_padding` of its positions would be padding
+  (`evaluate.padded_batches`; the settings predict.max_padding, serve.max_padding; 1 keeps
+  evaluation's fixed batches, whose predictions are the same up to rounding).
 - Every prompt must fit the model's positions with the longest input kept and the longest answer
   (`task_data.check_fits`), checked once when the Predictor is built, never mid-stream.
 """
@@ -56,11 +60,14 @@ class Predictor:
     """A frozen backbone and one prompt per task; `predict` takes rows of any of the tasks, mixed."""
 
     def __init__(self, backbone: Backbone, prompts: Mapping[str, torch.Tensor], max_input_tokens: int = 128,
-                 batch_size: int = 32):
-        """prompts: task name -> its prompt [l, d] (all of one length l, d = backbone.dim)."""
+                 batch_size: int = 32, max_padding: float = 1.0):
+        """prompts: task name -> its prompt [l, d] (all of one length l, d = backbone.dim); batches of at most
+        batch_size examples, split where more than max_padding of their positions would be padding
+        (`evaluate.padded_batches`; 1: fixed batches, as `mptune evaluate`)."""
         if not prompts:
             raise MptuneError("no prompts to predict with")
         self.backbone, self.max_input_tokens, self.batch_size = backbone, max_input_tokens, batch_size
+        self.max_padding = max_padding
         self.tasks: dict[str, Task] = {}
         self.prompt_names: dict[str, str] = {}
         rows = []
@@ -135,7 +142,8 @@ class Predictor:
         """`predict` of rows already read by `encode_row`."""
         tasks = [task for task, items in encoded for _ in items]
         items = [it for _, row_items in encoded for it in row_items]
-        preds = iter(mixed_predictions(self.backbone, self.module, tasks, items, self.batch_size, progress))
+        preds = iter(mixed_predictions(self.backbone, self.module, tasks, items, self.batch_size, progress,
+                                       self.max_padding))
         out = []
         for task, row_items in encoded:
             mine = [next(preds) for _ in row_items]

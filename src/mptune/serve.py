@@ -208,7 +208,8 @@ def build_app(predictor: Predictor, args: ServeArgs, mix_tasks: bool = True) -> 
     @app.get("/tasks")
     async def tasks() -> dict:
         return {"model": predictor.backbone.name, "prompt_length": predictor.length, "tasks": predictor.describe(),
-                "batching": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "mix_tasks": mix_tasks},
+                "batching": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "mix_tasks": mix_tasks,
+                             "max_padding": predictor.max_padding},
                 "limits": {"max_rows": args.max_rows, "max_body_bytes": args.max_body_bytes}}
 
     @app.post("/predict")
