@@ -11,8 +11,8 @@ Decisions
 - Dynamic batching (`Batcher`): rows wait in one queue; a batch closes when it holds
   serve.max_batch examples or when its oldest row has waited serve.max_wait_ms, and runs while the
   next one fills, longest first, in model batches split where more than serve.max_padding of their
-  positions would be padding (`Predictor`). `mix_tasks=False` (one task per batch: only rows of the oldest row's task join)
-  and max_batch 1 (one row at a time) are the baselines of benchmarks/serve.py.
+  positions would be padding (`Predictor`). `mix_tasks=False` (one task per batch: only rows of the
+  oldest row's task join) and max_batch 1 (one row at a time) are the baselines of benchmarks/serve.py.
 - The model and the tokenizer are used by one worker thread only (reading rows tokenises them, so it
   runs there too): the event loop never blocks on the model, and the Rust tokenizer is never entered
   from two threads at once.
