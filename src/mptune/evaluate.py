@@ -151,19 +151,20 @@ def predictions(backbone: Backbone, prompt, task: Task, items: Sequence[Encoded]
 
 def mixed_predictions(backbone: Backbone, prompt, tasks: Sequence[Task], items: Sequence[Encoded],
                       batch_size: int = 32, progress: str | None = None,
-                      max_padding: float = 1.0) -> list[Prediction]:
+                      max_padding: float = 1.0, fixed_positions: int = 0) -> list[Prediction]:
     """`predictions` of items of several tasks (`tasks[i]` is item i's), with their choice scores.
 
     The same order, batches and gathering as `predictions` (which is this function for one task):
     longest first, whole batches per process, whatever the tasks of a batch; see `predict_batch`.
     max_padding < 1 also closes a batch early when more than that share of its input positions would
-    be padding (`padded_batches`; prediction and serving, whose batches mix short and long tasks).
+    be padding (`padded_batches`; prediction and serving, whose batches mix short and long tasks);
+    `fixed_positions` (the prompt length l) counts positions every row has.
     """
     order = length_order(items)
     lo, hi = distributed.eval_range(len(items), batch_size)
     progress = progress if distributed.is_main() else None
     mine: list[Prediction] = []
-    lengths = [len(items[i].input_ids) for i in order[lo:hi]]
+    lengths = [fixed_positions + len(items[i].input_ids) for i in order[lo:hi]]
     for start, end in tqdm(padded_batches(lengths, batch_size, max_padding), desc=progress,
                            disable=progress is None, leave=False):
         chunk = order[lo + start:lo + end]

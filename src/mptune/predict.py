@@ -21,9 +21,9 @@ Decisions
 - One input row may give several examples (a MultiRC passage: one per answer); its output then
   holds a list, in the row's answer order.
 - Rows of short and long tasks meet in one batch, and a batch costs its padded positions on a CPU:
-  a batch is split, longest first, where more than `max_padding` of its positions would be padding
-  (`evaluate.padded_batches`; the settings predict.max_padding, serve.max_padding; 1 keeps
-  evaluation's fixed batches, whose predictions are the same up to rounding).
+  a batch is split, longest first, where more than `max_padding` of its positions (prompt and input)
+  would be padding (`evaluate.padded_batches`; the settings predict.max_padding, serve.max_padding;
+  1 keeps evaluation's fixed batches, whose predictions are the same up to rounding).
 - Every prompt must fit the model's positions with the longest input kept and the longest answer
   (`task_data.check_fits`), checked once when the Predictor is built, never mid-stream.
 """
@@ -143,7 +143,7 @@ class Predictor:
         tasks = [task for task, items in encoded for _ in items]
         items = [it for _, row_items in encoded for it in row_items]
         preds = iter(mixed_predictions(self.backbone, self.module, tasks, items, self.batch_size, progress,
-                                       self.max_padding))
+                                       self.max_padding, self.length))
         out = []
         for task, row_items in encoded:
             mine = [next(preds) for _ in row_items]
