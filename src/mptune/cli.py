@@ -46,8 +46,13 @@ class Arg:
     required: bool = False
     default: str | None = None
     choices: tuple[str, ...] | None = None
+    switch: bool = False
+    """A flag without a value (store_true)."""
 
     def add_to(self, parser: argparse.ArgumentParser) -> None:
+        if self.switch:
+            parser.add_argument(self.flag, help=self.help, action="store_true")
+            return
         options = {k: v for k, v in (("metavar", self.metavar), ("default", self.default),
                                      ("choices", self.choices)) if v is not None}
         if self.flag.startswith("--"):
@@ -198,6 +203,69 @@ def export_command(args: argparse.Namespace) -> None:
             show(f"PEFT adapter written to {export_peft(backbone, args.prompt, task, args.peft)}")
 
 
+def predictor_for(args: argparse.Namespace, command: str):
+    """(settings, Predictor) of --prompts: the settings default to the config.yaml of a run directory among
+    them; the prompts are read and checked before the model loads."""
+    from mptune.predict import Predictor, load_prompts, run_config
+
+    sources = [s.strip() for s in args.prompts.split(",") if s.strip()]
+    if args.config is None and (saved := run_config(sources)) is not None:
+        args.config = str(saved)
+    cfg = resolve_config(args)
+    prompts = load_prompts(sources, None, args.method, cfg.data.custom_tasks)
+    backbone = backbone_for(cfg, command)
+    batch = cfg.serve.max_batch if command == "serve" else cfg.predict.batch_size
+    padding = cfg.serve.max_padding if command == "serve" else cfg.predict.max_padding
+    predictor = Predictor(backbone, prompts, cfg.model.max_input_tokens, batch, padding)
+    return cfg, predictor
+
+
+def predict_command(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from mptune.leaderboard import write_board
+    from mptune.prediction_files import predict_file, read_input, sink_for
+    from mptune.tasks import resolve_data_dir
+
+    out = Path(args.out)
+    if args.format == "rows":
+        if args.input is None:
+            raise MptuneError("predict needs --input FILE (or --format glue|superglue for the leaderboard files)")
+        read_input(Path(args.input))  # a wrong extension is refused before the model loads
+        sink = sink_for(out)
+    elif args.input is not None:
+        raise MptuneError(f"--format {args.format} predicts the official test files; drop --input")
+    cfg = RunConfig()
+    with holding(cfg, "predict"):
+        cfg, predictor = predictor_for(args, "predict")
+        if args.format == "rows":
+            done = predict_file(predictor, Path(args.input), out, sink, args.task, args.scores, cfg.predict.chunk,
+                                desc="predict")
+            show(f"{out} already holds these predictions; nothing to do" if not done["done"] else
+                 f"predictions of {done['rows']:,} rows written to {out}"
+                 + (f" ({done['skipped']:,} saved by an earlier run)" if done["skipped"] else ""))
+            return
+        board = write_board(predictor, resolve_data_dir(cfg.data.data_dir), args.format, out)
+        for name, rows in board["written"].items():
+            show(f"{out / name}: {rows:,} rows")
+        for name in board["kept"]:
+            show(f"{out / name}: already there, kept")
+        missing = board["missing"]
+        show(f"{args.format} files still missing: " + ("none" if not missing else
+             "; ".join(f"{name} ({why})" for name, why in missing.items())))
+
+
+def serve_command(args: argparse.Namespace) -> None:
+    try:
+        from mptune.serve import serve
+    except ImportError as err:
+        raise MptuneError(f"mptune serve needs FastAPI and uvicorn ({err}): pip install 'mptune[serve]'") from None
+
+    with holding(RunConfig(), "serve"):
+        cfg, predictor = predictor_for(args, "serve")
+        serve(predictor, cfg.serve)
+
+
 def import_command(args: argparse.Namespace) -> None:
     from mptune.interop import import_peft_file
 
@@ -251,6 +319,24 @@ COMMANDS: dict[str, Command] = {
         Arg("--prompt", "prompt.safetensors to export", "FILE", required=True),
         Arg("--peft", "new folder for the PEFT adapter", "DIR", required=True),
         Arg("--task", "task row to export (default: the file's only task)"))),
+    "predict": Command("apply trained prompts to new inputs (mixed tasks), or write the GLUE/SuperGLUE leaderboard "
+                       "files", predict_command, (
+        Arg("--prompts", "run directories (their targets' prompts) and/or prompt files, comma-separated",
+            "PATH,...", required=True),
+        Arg("--input", "rows to predict: .jsonl (each may name its \"task\"), .csv or .tsv with a header", "FILE"),
+        Arg("--task", "task of the rows that name none", "NAME"),
+        Arg("--out", "output file (.jsonl or .csv); with --format glue|superglue, the folder of the leaderboard "
+                     "files", "PATH", required=True),
+        Arg("--format", "rows: --input to --out; glue, superglue: every test file of the benchmark that the "
+                        "prompts predict, as its leaderboard expects", default="rows",
+            choices=("rows", "glue", "superglue")),
+        Arg("--method", "which prompt of a run directory's targets (pt, spot, spot-fixed, mpt)", default="mpt"),
+        Arg("--scores", "also write each label word's log-likelihood", switch=True))),
+    "serve": Command("serve trained prompts over HTTP: POST /predict, GET /tasks, GET /health (needs the "
+                     "'serve' extra)", serve_command, (
+        Arg("--prompts", "run directories (their targets' prompts) and/or prompt files, comma-separated",
+            "PATH,...", required=True),
+        Arg("--method", "which prompt of a run directory's targets (pt, spot, spot-fixed, mpt)", default="mpt"))),
     "import": Command("write a PEFT prompt-tuning or multitask prompt-tuning adapter as an mptune prompt file",
                       import_command, (
         Arg("--peft", "PEFT adapter folder to import", "DIR", required=True),

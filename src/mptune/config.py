@@ -32,11 +32,11 @@ DEFAULT_METHODS = ("pt", "spot", "mpt")
 HIDDEN_POSITIONS = ("labels", "sequence")
 LOGGERS = ("tensorboard",)
 """Step loggers that can be added to log.jsonl (see mptune.logs)."""
-NOT_RUN_IDENTITY = ("loggers", "out_dir", "model.attention", "model.compile", "loss.teacher_ahead")
+NOT_RUN_IDENTITY = ("loggers", "out_dir", "model.attention", "model.compile", "loss.teacher_ahead", "predict", "serve")
 """Settings that do not change what a run computes: a run directory may be resumed with other values
 (out_dir too: the same directory named relatively or absolutely, or moved, is the same run; the
 attention kernel, compilation and the batches teachers run in only change rounding, as another
-machine would)."""
+machine would; `mptune predict` and `mptune serve` only read a run)."""
 
 
 RENAMED = {**{f"mpt.{k}": f"loss.{k}" for k in ("lam", "temperature", "logits", "hidden", "teacher_ahead")},
@@ -287,6 +287,54 @@ class CompareArgs:
 
 
 @dataclass
+class PredictArgs:
+    """`mptune predict`: how trained prompts are applied to a file of new inputs."""
+
+    batch_size: int = 32
+    """Examples per batch (rows of different tasks share batches)."""
+    chunk: int = 256
+    """Input rows read, predicted and saved at a time: what memory holds of the input, and what an interrupted
+    command redoes at most."""
+    max_padding: float = 0.3
+    """Most share of a batch's input positions that may be padding: rows (sorted longest first, tasks mixed) start
+    a new batch beyond it, so short rows are not padded to long ones (1 = fixed batches, as evaluation)."""
+
+    def __post_init__(self):
+        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        _check(self.chunk >= 1, f"chunk must be >= 1, got {self.chunk}")
+        _check(0 <= self.max_padding <= 1, f"max_padding must be between 0 and 1, got {self.max_padding}")
+
+
+@dataclass
+class ServeArgs:
+    """`mptune serve`: the HTTP server and its dynamic batching."""
+
+    host: str = "127.0.0.1"
+    """Address to listen on (0.0.0.0 for every interface)."""
+    port: int = 8000
+    """TCP port to listen on (0 = any free port, printed when the server starts)."""
+    max_batch: int = 32
+    """Most examples in one batch of the model; requests that arrive together (any tasks) share it."""
+    max_wait_ms: float = 10.0
+    """Longest an example waits for others to fill its batch, in milliseconds (0 = never wait)."""
+    max_padding: float = 0.3
+    """Most share of a batch's input positions that may be padding: rows (sorted longest first, tasks mixed) start
+    a new batch beyond it, so short rows are not padded to long ones (1 = fixed batches, as evaluation)."""
+    max_rows: int = 64
+    """Most rows in one request (a larger request is refused with 413)."""
+    max_body_bytes: int = 1_000_000
+    """Largest request body in bytes (a larger one is refused with 413)."""
+
+    def __post_init__(self):
+        _check(0 <= self.port <= 65535, f"port must be between 0 and 65535, got {self.port}")
+        _check(self.max_batch >= 1, f"max_batch must be >= 1, got {self.max_batch}")
+        _check(self.max_wait_ms >= 0, f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+        _check(self.max_rows >= 1, f"max_rows must be >= 1, got {self.max_rows}")
+        _check(0 <= self.max_padding <= 1, f"max_padding must be between 0 and 1, got {self.max_padding}")
+        _check(self.max_body_bytes >= 1, f"max_body_bytes must be >= 1, got {self.max_body_bytes}")
+
+
+@dataclass
 class RunConfig:
     """The whole pipeline: sources -> teachers -> distilled prompt -> targets -> table."""
 
@@ -310,6 +358,8 @@ class RunConfig:
     adapt: TrainArgs = field(default_factory=lambda: TrainArgs(steps=40, batch_size=8))
     loss: LossArgs = field(default_factory=LossArgs)
     compare: CompareArgs = field(default_factory=CompareArgs)
+    predict: PredictArgs = field(default_factory=PredictArgs)
+    serve: ServeArgs = field(default_factory=ServeArgs)
 
     def __post_init__(self):
         _check_fields(self)

@@ -26,11 +26,22 @@ Decisions
 - Under data parallelism (`distributed`) each process predicts a contiguous run of whole batches
   of that order, the very batches one process forms, and the predictions are gathered in order:
   every process scores the full list, and the metric is the one-process metric.
+- One code path for one task and for many: `predictions` (evaluation) is `mixed_predictions` (the
+  `mptune.predict.Predictor`, `mptune predict`, `mptune serve`) with every item of one task. A batch
+  may mix tasks, each row with its own prompt ([B, l, d], the prompt module maps each row's task id).
+  Tasks differ in label words, so a batch is split into scoring groups (`scoring_groups`): one per
+  set of label words (and one per generation length). Each group costs what it would alone: the
+  encoder (seq2seq) or prefill (decoder-only, multi-token words) runs once per example anyway, and
+  only the group's own words are expanded, whereas scoring the union of all words would expand
+  every row by every task's words (STS-B's 26 on a yes/no row). The exception is the common
+  decoder-only case where every word of the batch's tasks is a distinct single token: there the
+  union costs nothing extra (one forward pass reads every word's logit at the answer position),
+  so the whole batch is one group, and each row takes the argmax over its own task's words.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import torch
@@ -119,6 +130,15 @@ def generated_texts(backbone: Backbone, prompt, items: Sequence[Encoded], max_ne
     return [text.strip() for text in backbone.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
 
+@dataclass(frozen=True)
+class Prediction:
+    """One item's prediction: `value` (the class index, STS-B's number, or the generated text) and,
+    for classification, `scores`: the log-likelihood of each of its task's choices, in choice order."""
+
+    value: int | float | str
+    scores: tuple[float, ...] | None = None
+
+
 def predictions(backbone: Backbone, prompt, task: Task, items: Sequence[Encoded], batch_size: int = 32,
                 progress: str | None = None) -> list:
     """The predicted label (classification) or generated text of every item, in order, on every process.
@@ -126,18 +146,89 @@ def predictions(backbone: Backbone, prompt, task: Task, items: Sequence[Encoded]
     Items are predicted longest first (batches of similar lengths); each process predicts its
     `distributed.eval_range` of that order; the lists are gathered and put back in the items' order.
     """
+    return [p.value for p in mixed_predictions(backbone, prompt, [task] * len(items), items, batch_size, progress)]
+
+
+def mixed_predictions(backbone: Backbone, prompt, tasks: Sequence[Task], items: Sequence[Encoded],
+                      batch_size: int = 32, progress: str | None = None,
+                      max_padding: float = 1.0, fixed_positions: int = 0) -> list[Prediction]:
+    """`predictions` of items of several tasks (`tasks[i]` is item i's), with their choice scores.
+
+    The same order, batches and gathering as `predictions` (which is this function for one task):
+    longest first, whole batches per process, whatever the tasks of a batch; see `predict_batch`.
+    max_padding < 1 also closes a batch early when more than that share of its input positions would
+    be padding (`padded_batches`; prediction and serving, whose batches mix short and long tasks);
+    `fixed_positions` (the prompt length l) counts positions every row has.
+    """
     order = length_order(items)
-    ordered = [items[i] for i in order]
     lo, hi = distributed.eval_range(len(items), batch_size)
     progress = progress if distributed.is_main() else None
-    if task.is_classification:
-        scores = choice_scores(backbone, prompt, ordered[lo:hi], task.choices, batch_size, progress)
-        mine = [task.decode(i) for i in scores.argmax(-1).tolist()]
-    else:
-        mine = generated_texts(backbone, prompt, ordered[lo:hi], task.max_new_tokens, batch_size, progress)
+    mine: list[Prediction] = []
+    lengths = [fixed_positions + len(items[i].input_ids) for i in order[lo:hi]]
+    for start, end in tqdm(padded_batches(lengths, batch_size, max_padding), desc=progress,
+                           disable=progress is None, leave=False):
+        chunk = order[lo + start:lo + end]
+        mine += predict_batch(backbone, prompt, [tasks[i] for i in chunk], [items[i] for i in chunk])
     out: list = [None] * len(items)
     for i, pred in zip(order, distributed.gather_lists(mine)):
         out[i] = pred
+    return out
+
+
+def padded_batches(lengths: Sequence[int], batch_size: int, max_padding: float = 1.0) -> list[tuple[int, int]]:
+    """[start, end) of consecutive batches of input lengths sorted longest first: at most `batch_size` each,
+    and (max_padding < 1) none in which more than `max_padding` of the positions [n, longest] are padding.
+    max_padding = 1 gives the fixed batches of `batch_size` that evaluation uses."""
+    out, start, total = [], 0, 0
+    for i, length in enumerate(lengths):
+        n = i - start + 1
+        padding = 1 - (total + length) / (n * max(lengths[start], 1))
+        if i > start and (n > batch_size or padding > max_padding):
+            out.append((start, i))
+            start, total = i, 0
+        total += length
+    if start < len(lengths):
+        out.append((start, len(lengths)))
+    return out
+
+
+def scoring_groups(backbone: Backbone, tasks: Sequence[Task]) -> list[tuple[tuple, list[int]]]:
+    """The rows of one batch grouped by how they are scored: [(key, rows)], key ('generate', max_new_tokens)
+    or ('choices', label words). A decoder-only batch whose label words, all tasks together, are distinct
+    single tokens is one group scored on the union of its tasks' words (one forward pass)."""
+    groups: dict[tuple, list[int]] = {}
+    for row, task in enumerate(tasks):
+        key = ("choices", task.choices) if task.is_classification else ("generate", task.max_new_tokens)
+        groups.setdefault(key, []).append(row)
+    choice_keys = [k for k in groups if k[0] == "choices"]
+    if len(choice_keys) > 1 and not backbone.is_seq2seq:
+        union = tuple(dict.fromkeys(word for k in choice_keys for word in k[1]))
+        if _single_token_choices(tokenize_targets(backbone.tokenizer, union, False)) is not None:
+            rows = sorted(r for k in choice_keys for r in groups.pop(k))
+            groups[("choices", union)] = rows
+    return list(groups.items())
+
+
+@torch.no_grad()
+def predict_batch(backbone: Backbone, prompt, tasks: Sequence[Task], items: Sequence[Encoded]) -> list[Prediction]:
+    """Predictions of one batch whose rows may belong to different tasks (`tasks[i]`: row i's).
+
+    Each group of `scoring_groups` runs once: rank classification on the group's label words
+    (`choice_scores`), each row then taking the argmax over its own task's words, or greedy generation
+    (`generated_texts`). `prompt` maps the items' task ids [B] -> prompts [B, l, d], one per row.
+    """
+    out: list = [None] * len(items)
+    for (kind, arg), rows in scoring_groups(backbone, tasks):
+        group = [items[r] for r in rows]
+        if kind == "generate":
+            for r, text in zip(rows, generated_texts(backbone, prompt, group, arg, len(group))):
+                out[r] = Prediction(text)
+            continue
+        scores = choice_scores(backbone, prompt, group, arg, len(group))  # [n, C]
+        for r, row_scores in zip(rows, scores):
+            task = tasks[r]
+            own = row_scores[[arg.index(c) for c in task.choices]]
+            out[r] = Prediction(task.decode(int(own.argmax())), tuple(own.tolist()))
     return out
 
 

@@ -12,6 +12,9 @@ Design decisions
   prompt learned on one source task can transfer to a target that asks a similar question.
 - The input ends with a cue ("Answer:") so a decoder-only model reads the label word next.
 - Splits follow the prompt-transfer literature (ATTEMPT, MPT): see `tasks/splits.py`.
+- Prediction reads one row at a time (`Task.read_row`), by the official field names of the task's
+  files, through the same reader as its splits; the label fields may be absent (official test files
+  are unlabelled), and the examples then have label None and an empty target.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
+from mptune.errors import MptuneError
 from mptune.tasks.fewshot import kshot
 
 
@@ -82,6 +86,12 @@ class Task:
     """Generation tasks: most tokens generated per example at evaluation."""
     shots: int = 0
     """Few-shot variant ('name@k'): train on k examples per class (2k for regression/generation); 0 = full train."""
+    read_row: Callable[[Mapping[str, Any], str, int], list[Example]] | None = None
+    """(row, where, line) -> the examples of one row given by the official field names of the task's files (a
+    JSONL object, a TSV/CSV row by its header), label fields optional: what `mptune predict` and `mptune serve`
+    read. None: the task cannot read single rows."""
+    input_fields: tuple[str, ...] = ()
+    """The fields `read_row` reads (besides the label)."""
 
     @property
     def is_classification(self) -> bool:
@@ -111,3 +121,17 @@ def files_doc(paths: Sequence[str]) -> str:
     folder = posixpath.commonpath([posixpath.dirname(p) for p in paths])
     names = ",".join(posixpath.relpath(p, folder) for p in paths)
     return f"{folder}/{{{names}}}" if folder else f"{{{names}}}"
+
+
+def row_texts(row: Mapping[str, Any], fields: Sequence[str], where: str, line: int, task: str) -> list[str]:
+    """The text of each of `fields` in one row; MptuneError naming the row and the field if one is missing
+    or is not text (a number is taken as its text)."""
+    out = []
+    for name in fields:
+        if name not in row:
+            raise MptuneError(f"{where} line {line} has no field {name!r}; task {task} reads {', '.join(fields)}.")
+        value = row[name]
+        if value is None or isinstance(value, (dict, list, bool)):
+            raise MptuneError(f"{where} line {line} field {name!r} holds {value!r}; expected text.")
+        out.append(str(value))
+    return out

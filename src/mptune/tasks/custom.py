@@ -36,7 +36,7 @@ import yaml
 from mptune.errors import MptuneError
 from mptune.files import read_yaml
 from mptune.tasks import registry
-from mptune.tasks.base import Example, Task
+from mptune.tasks.base import Example, Task, row_texts
 from mptune.tasks.glue import normalize, read_tsv
 from mptune.tasks.splits import select_given
 from mptune.tasks.superglue import get, read_jsonl
@@ -174,8 +174,16 @@ class CustomTaskSpec:
             if text is None or isinstance(text, (dict, list)):
                 raise MptuneError(f"{path} line {line} column {column!r} holds {text!r}; expected text.")
         label = list(self.label_words).index(key)
-        text = self.template.format_map({c: normalize(str(t)) for c, t in zip(self.text_columns, texts)})
-        return Example(text, self.label_words[key], label, self.name)
+        return Example(self.input_text(texts), self.label_words[key], label, self.name)
+
+    def input_text(self, texts: Sequence[Any]) -> str:
+        """The model input of one row's text_columns values."""
+        return self.template.format_map({c: normalize(str(t)) for c, t in zip(self.text_columns, texts)})
+
+    def read_row(self, row: Mapping[str, Any], where: str, line: int) -> list[Example]:
+        """`Task.read_row`: one row by column name, unlabelled (label_column is not read)."""
+        texts = row_texts(row, self.text_columns, where, line, self.name)
+        return [Example(self.input_text(texts), "", None, self.name)]
 
 
 def register_custom(spec: CustomTaskSpec) -> Task:
@@ -196,7 +204,8 @@ def register_custom(spec: CustomTaskSpec) -> Task:
 
     task = Task(name=spec.name, family="custom", choices=tuple(spec.label_words.values()), metric=spec.metric,
                 load_split=load_split, splits_doc=spec.splits_doc(),
-                source=", ".join(str(p) for p in (spec.train, spec.dev, spec.test) if p is not None))
+                source=", ".join(str(p) for p in (spec.train, spec.dev, spec.test) if p is not None),
+                read_row=spec.read_row, input_fields=spec.text_columns)
     registry.TASKS[spec.name] = task
     return task
 

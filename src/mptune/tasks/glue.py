@@ -26,11 +26,11 @@ import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from mptune.errors import MptuneError
 from mptune.tasks import hub
-from mptune.tasks.base import Example, Task, files_doc
+from mptune.tasks.base import Example, Task, files_doc, row_texts
 from mptune.tasks.splits import describe, select
 
 ENTAIL = "premise: {0}\nhypothesis: {1}\nDoes the premise entail the hypothesis?\nAnswer:"
@@ -67,6 +67,13 @@ class GlueSpec:
     """Field names of `columns` in the hub copy (text fields then the label)."""
     source: str = "official GLUE"
     """Names the expected files in error messages ('expected the official GLUE TSV there')."""
+
+    @property
+    def input_fields(self) -> tuple[str, ...]:
+        """Header names of the text columns in the official (test) files: `columns` less the label, or the hub
+        names for a headerless train file (CoLA's test.tsv has the header index, sentence)."""
+        named = tuple(c for c in self.columns[:-1] if isinstance(c, str))
+        return named if len(named) == len(self.columns) - 1 else tuple(self.hub_columns[:-1])
 
 
 def normalize(text: str) -> str:
@@ -128,6 +135,32 @@ def _read_rows(path: Path, columns: Sequence[str | int], width: int | None, deli
     return rows
 
 
+def iter_records(path: Path, delimiter: str = "\t", what: str = "official GLUE") -> Iterator[tuple[int, dict]]:
+    """Rows of a TSV (or CSV) with a header, one at a time, as (line number, {column: value}): files too big
+    to hold are streamed (prediction). Read as `read_tsv` reads; a row with another number of fields than
+    the header raises `MptuneError` naming its line when it is reached."""
+    kind = "TSV" if delimiter == "\t" else "CSV"
+    if not path.is_file():
+        raise MptuneError(f"Data file {path} does not exist; expected the {what} {kind} there.")
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            reader = csv.reader(fh, delimiter=delimiter, quoting=quoting)
+            header = next(reader, None)
+            if header is None:
+                raise MptuneError(f"{path} is empty; expected the {what} {kind} with a header row.")
+            for fields in reader:
+                if not fields:
+                    continue
+                if len(fields) != len(header):
+                    raise MptuneError(f"{path} line {reader.line_num} has {len(fields)} fields; expected "
+                                      f"{len(header)} (its header {header!r}).")
+                yield reader.line_num, dict(zip(header, fields))
+    except UnicodeDecodeError as err:
+        raise MptuneError(f"{path} is not UTF-8 text (byte {err.start}: {err.reason}); "
+                          f"expected the {what} {kind}.") from None
+
+
 def stsb_bin(score: float) -> str:
     """The STS-B choice nearest to `score`: rounded half up to a multiple of 0.2, one decimal."""
     return f"{math.floor(round(score * 5, 6) + 0.5) / 5:.1f}"
@@ -150,12 +183,25 @@ def parse_label(spec: GlueSpec, raw: str, path: Path, line: int) -> int | float:
     raise MptuneError(f"{path} line {line} has unknown label {raw!r}; expected {expected}.")
 
 
+def input_text(spec: GlueSpec, texts: Sequence[str]) -> str:
+    """The model input of one row's text values."""
+    return spec.template.format(*(normalize(v) for v in texts))
+
+
 def example_from_values(spec: GlueSpec, values: Sequence[str], where: Path | str, line: int) -> Example:
     """The example of one row given as the values of `spec.columns` (texts, then the raw label)."""
     label = parse_label(spec, values[-1], where, line)
-    text = spec.template.format(*(normalize(v) for v in values[:-1]))
     target = stsb_bin(label) if spec.labels is None else spec.choices[label]
-    return Example(text, target, label, spec.name)
+    return Example(input_text(spec, values[:-1]), target, label, spec.name)
+
+
+def row_reader(spec: GlueSpec) -> Callable[[Mapping[str, Any], str, int], list[Example]]:
+    """`Task.read_row` of a GLUE-format task: a row by header name, unlabelled (a label column is not read)."""
+    def read(row: Mapping[str, Any], where: str, line: int) -> list[Example]:
+        texts = row_texts(row, spec.input_fields, where, line, spec.name)
+        return [Example(input_text(spec, texts), "", None, spec.name)]
+
+    return read
 
 
 def read_examples(path: Path, spec: GlueSpec) -> list[Example]:
@@ -199,6 +245,7 @@ def make_task(spec: GlueSpec) -> Task:
         name=spec.name, family="glue", choices=spec.choices, metric=spec.metric,
         load_split=load_split, splits_doc=doc, extra_metrics=spec.extra_metrics,
         regression=spec.labels is None, source=files_doc([f"glue/{spec.dir}/{name}" for name, _ in files.values()]),
+        read_row=row_reader(spec), input_fields=spec.input_fields,
     )
 
 

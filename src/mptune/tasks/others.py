@@ -49,6 +49,7 @@ from mptune.tasks.glue import (
     normalize,
     read_examples,
     read_tsv,
+    row_reader,
 )
 from mptune.tasks.splits import describe, select, select_given
 from mptune.tasks.superglue import Row, get, label_of, read_jsonl
@@ -99,10 +100,12 @@ def yelp_row(row: Row, where: str, line: int) -> list[Example]:
 
 
 def make_task(name: str, folder: str, files: dict[str, tuple[str, str]], read_file: Callable[[Path], list[Example]],
-              read_row: hub.RowReader, choices: tuple[str, ...], official_train: int, doc: str) -> Task:
+              read_row: hub.RowReader, choices: tuple[str, ...], official_train: int, doc: str,
+              spec: GlueSpec | None = None) -> Task:
     """A `Task` over `<data_dir>/<folder>/`: roles train+validation use `select`, train+dev+test `select_given`.
 
-    `files` maps each role to (official file name, hub split name).
+    `files` maps each role to (official file name, hub split name); a task in the GLUE format (`spec`) also
+    reads single rows by field name (`Task.read_row`: prediction).
     """
 
     def load_split(data_dir: Path, split: str, seed: int) -> list[Example]:
@@ -113,7 +116,8 @@ def make_task(name: str, folder: str, files: dict[str, tuple[str, str]], read_fi
 
     source = files_doc([f"{folder}/{file}" for file, _ in files.values()])
     return Task(name=name, family=FAMILY, choices=choices, metric="accuracy", load_split=load_split, splits_doc=doc,
-                source=source)
+                source=source, read_row=row_reader(spec) if spec else None,
+                input_fields=spec.input_fields if spec else ())
 
 
 def official_three(spec: GlueSpec, prefix: str, sizes: tuple[int, int, int]) -> Task:
@@ -122,7 +126,7 @@ def official_three(spec: GlueSpec, prefix: str, sizes: tuple[int, int, int]) -> 
              for role, hub_split in (("train", "train"), ("dev", "validation"), ("test", "test"))}
     doc = "train/dev/test: official train ({:,}), dev ({:,}) and test ({:,})".format(*sizes)
     return make_task(spec.name, spec.dir, files, lambda path: read_examples(path, spec), hub_reader(spec),
-                     spec.choices, spec.official_train, doc)
+                     spec.choices, spec.official_train, doc, spec)
 
 
 TASKS: dict[str, Task] = {

@@ -23,6 +23,9 @@ Design decisions
   a `hub_row` function turns each hub row back into the official JSON object (class indices to
   the official label values; MultiRC's flat answer rows and WSC's flat spans to the nested
   form), which the same row reader then parses.
+- Each row reader takes the function that reads a label (`label_of`); `Task.read_row` passes
+  `no_label`, so the same reader reads unlabelled test rows (label None) for prediction, and a
+  label present is ignored.
 - `read_jsonl`, `get` and `label_of` also serve the other JSONL tasks (WinoGrande, MRQA's
   gzipped JSONL, users' own files): `what` names the expected source in messages, `key` the label field.
 """
@@ -33,7 +36,7 @@ import gzip
 import json
 import re
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from mptune.errors import MptuneError
 from mptune.tasks import hub
@@ -51,9 +54,13 @@ def read_jsonl(path: Path, what: str = "official SuperGLUE") -> list[tuple[int, 
 
     `what` names the expected source in messages.
     """
+    return list(iter_jsonl(path, what))
+
+
+def iter_jsonl(path: Path, what: str = "official SuperGLUE") -> Iterator[tuple[int, Row]]:
+    """`read_jsonl` one row at a time (a file too big to hold is streamed); errors are raised on reaching them."""
     if not path.is_file():
         raise MptuneError(f"Data file {path} does not exist; expected the {what} JSONL there.")
-    rows = []
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rt", encoding="utf-8") as fh:
@@ -66,10 +73,9 @@ def read_jsonl(path: Path, what: str = "official SuperGLUE") -> list[tuple[int, 
                     raise MptuneError(f"{path} line {line} is not valid JSON ({exc.msg}).") from None
                 if not isinstance(row, dict):
                     raise MptuneError(f"{path} line {line} is not a JSON object.")
-                rows.append((line, row))
+                yield line, row
     except (OSError, EOFError, UnicodeDecodeError) as exc:  # not gzip, truncated, or not UTF-8
         raise MptuneError(f"{path} could not be read as the {what} JSONL ({exc}).") from None
-    return rows
 
 
 def get(row: Row, key: str, path: Path, line: int, what: str = "official SuperGLUE") -> Any:
@@ -89,10 +95,16 @@ def label_of(row: Row, labels: dict, path: Path, line: int, key: str = "label",
     raise MptuneError(f"{path} line {line} has unknown label {raw!r}; expected one of {expected}.")
 
 
+def no_label(row: Row, labels: dict, path: Path, line: int, key: str = "label",
+             what: str = "official SuperGLUE") -> None:
+    """In place of `label_of` for prediction: the label is not read (test rows have none)."""
+    return None
+
+
 def pair_task(premise: str, hypothesis: str, labels: dict, template: str) -> Callable:
     """Row reader for premise/hypothesis style tasks."""
 
-    def read(row: Row, path: Path, line: int) -> list[tuple[str, int]]:
+    def read(row: Row, path: Path, line: int, label_of: Callable = label_of) -> list[tuple[str, int]]:
         label = label_of(row, labels, path, line)
         text = template.format(normalize(str(get(row, premise, path, line))),
                                normalize(str(get(row, hypothesis, path, line))))
@@ -105,21 +117,21 @@ ENTAIL = "premise: {0}\nhypothesis: {1}\nDoes the premise entail the hypothesis?
 RTE_LABELS = {"entailment": 0, "not_entailment": 1}
 
 
-def read_boolq(row: Row, path: Path, line: int) -> list[tuple[str, int]]:
+def read_boolq(row: Row, path: Path, line: int, label_of: Callable = label_of) -> list[tuple[str, int]]:
     """BoolQ: passage and question; the question gets one trailing '?'."""
     question = normalize(str(get(row, "question", path, line))).rstrip("?")
     passage = normalize(str(get(row, "passage", path, line)))
     return [(f"passage: {passage}\nquestion: {question}?\nAnswer:", label_of(row, BOOL, path, line))]
 
 
-def read_copa(row: Row, path: Path, line: int) -> list[tuple[str, int]]:
+def read_copa(row: Row, path: Path, line: int, label_of: Callable = label_of) -> list[tuple[str, int]]:
     """COPA: premise, 'cause'/'effect' question and two numbered alternatives."""
     f = [normalize(str(get(row, k, path, line))) for k in ("premise", "question", "choice1", "choice2")]
     text = f"premise: {f[0]}\nWhat was the {f[1]}?\n1: {f[2]}\n2: {f[3]}\nAnswer:"
     return [(text, label_of(row, {0: 0, 1: 1}, path, line))]
 
 
-def read_wsc(row: Row, path: Path, line: int) -> list[tuple[str, int]]:
+def read_wsc(row: Row, path: Path, line: int, label_of: Callable = label_of) -> list[tuple[str, int]]:
     """WSC: does the pronoun (span2) refer to the candidate (span1)?"""
     target = get(row, "target", path, line)
     if not isinstance(target, dict):
@@ -130,14 +142,14 @@ def read_wsc(row: Row, path: Path, line: int) -> list[tuple[str, int]]:
     return [(f"text: {text}\nDoes '{span2}' refer to '{span1}'?\nAnswer:", label_of(row, BOOL, path, line))]
 
 
-def read_wic(row: Row, path: Path, line: int) -> list[tuple[str, int]]:
+def read_wic(row: Row, path: Path, line: int, label_of: Callable = label_of) -> list[tuple[str, int]]:
     """WiC: does the target word mean the same thing in both sentences?"""
     word, s1, s2 = (normalize(str(get(row, k, path, line))) for k in ("word", "sentence1", "sentence2"))
     text = f"sentence1: {s1}\nsentence2: {s2}\nDoes '{word}' mean the same thing in both sentences?\nAnswer:"
     return [(text, label_of(row, BOOL, path, line))]
 
 
-def read_multirc(row: Row, path: Path, line: int) -> list[tuple[str, int]]:
+def read_multirc(row: Row, path: Path, line: int, label_of: Callable = label_of) -> list[tuple[str, int]]:
     """MultiRC: one example per (paragraph, question, answer); the label names its question."""
     passage = get(row, "passage", path, line)
     if not isinstance(passage, dict):
@@ -151,7 +163,8 @@ def read_multirc(row: Row, path: Path, line: int) -> list[tuple[str, int]]:
             answer = normalize(TAG.sub(" ", str(get(a, "text", path, line))))
             text = (f"paragraph: {paragraph}\nquestion: {question}\nanswer: {answer}\n"
                     "Is the answer correct?\nAnswer:")
-            out.append((text, GroupedLabel(label_of(a, {0: 0, 1: 1}, path, line), group)))
+            label = label_of(a, {0: 0, 1: 1}, path, line)
+            out.append((text, None if label is None else GroupedLabel(label, group)))
     return out
 
 
@@ -186,11 +199,16 @@ def hub_wsc(row: Row) -> Row:
 
 def make_task(name: str, folder: str, choices: tuple[str, ...], read: Callable, official_train: int,
               metric: str = "accuracy", extra_metrics: tuple[str, ...] = (),
-              fallback_train: str | None = None, hub_row: Callable[[Row], Row] = dict) -> Task:
+              fallback_train: str | None = None, hub_row: Callable[[Row], Row] = dict,
+              fields: tuple[str, ...] = ()) -> Task:
     """A `Task` reading `<data_dir>/superglue/<folder>/{train,val}.jsonl` (or the hub copy via `hub_row`)."""
 
-    def to_examples(row: Row, where: Path | str, line: int) -> list[Example]:
-        return [Example(text, choices[label], label, name) for text, label in read(row, where, line)]
+    def to_examples(row: Row, where: Path | str, line: int, labels: Callable = label_of) -> list[Example]:
+        return [Example(text, "" if label is None else choices[label], label, name)
+                for text, label in read(row, where, line, labels)]
+
+    def read_row(row: Row, where: str, line: int) -> list[Example]:
+        return to_examples(row, where, line, no_label)
 
     def examples(path: Path) -> list[Example]:
         return [ex for line, row in read_jsonl(path) for ex in to_examples(row, path, line)]
@@ -212,7 +230,7 @@ def make_task(name: str, folder: str, choices: tuple[str, ...], read: Callable, 
         doc = doc.replace(f"({official_train:,})", f"({official_train:,}; {fallback_train} when train.jsonl is absent)")
     source = files_doc([f"superglue/{folder}/{file}" for file in ("train.jsonl", "val.jsonl")])
     return Task(name=name, family="superglue", choices=choices, metric=metric, load_split=load_split,
-                splits_doc=doc, extra_metrics=extra_metrics, source=source)
+                splits_doc=doc, extra_metrics=extra_metrics, source=source, read_row=read_row, input_fields=fields)
 
 
 CB_LABELS = {"entailment": 0, "contradiction": 1, "neutral": 2}
@@ -220,15 +238,19 @@ TASKS: dict[str, Task] = {
     t.name: t
     for t in (
         make_task("boolq", "BoolQ", ("no", "yes"), read_boolq, 9_427,
-                  fallback_train="FewGLUE_32dev/train.jsonl", hub_row=relabel((False, True))),
+                  fallback_train="FewGLUE_32dev/train.jsonl", hub_row=relabel((False, True)),
+                  fields=("passage", "question")),
         make_task("cb", "CB", ("yes", "no", "maybe"), pair_task("premise", "hypothesis", CB_LABELS, ENTAIL),
-                  250, extra_metrics=("macro_f1",), hub_row=relabel(tuple(CB_LABELS))),
-        make_task("copa", "COPA", ("1", "2"), read_copa, 400),
+                  250, extra_metrics=("macro_f1",), hub_row=relabel(tuple(CB_LABELS)),
+                  fields=("premise", "hypothesis")),
+        make_task("copa", "COPA", ("1", "2"), read_copa, 400,
+                  fields=("premise", "question", "choice1", "choice2")),
         make_task("multirc", "MultiRC", ("no", "yes"), read_multirc, 27_243, metric="f1",
-                  extra_metrics=("question_em",), hub_row=hub_multirc),
+                  extra_metrics=("question_em",), hub_row=hub_multirc, fields=("passage",)),
         make_task("rte_sg", "RTE", ("yes", "no"), pair_task("premise", "hypothesis", RTE_LABELS, ENTAIL), 2_490,
-                  hub_row=relabel(tuple(RTE_LABELS))),
-        make_task("wic", "WiC", ("no", "yes"), read_wic, 5_428, hub_row=relabel((False, True))),
-        make_task("wsc", "WSC", ("no", "yes"), read_wsc, 554, hub_row=hub_wsc),
+                  hub_row=relabel(tuple(RTE_LABELS)), fields=("premise", "hypothesis")),
+        make_task("wic", "WiC", ("no", "yes"), read_wic, 5_428, hub_row=relabel((False, True)),
+                  fields=("word", "sentence1", "sentence2")),
+        make_task("wsc", "WSC", ("no", "yes"), read_wsc, 554, hub_row=hub_wsc, fields=("text", "target")),
     )
 }
