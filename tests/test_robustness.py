@@ -433,6 +433,7 @@ READERS_ALLOWED = {
     "generation.py": "data files (SQuAD-style JSON): read_json names the file and line",
     "logs.py": "log.jsonl: its text is read through files, then parsed line by line (read_log)",
     "resume.py": "state.pt: header and checksum checked before anything is unpickled",
+    "serve.py": "HTTP request bodies, not files: bad JSON is a 400 with one message",
 }
 
 

@@ -31,6 +31,7 @@ from typing import Any, Iterator, Mapping, Protocol
 from tqdm.auto import tqdm
 
 from mptune.errors import MptuneError
+from mptune.files import read_json
 from mptune.predict import Predictor
 from mptune.rundir import write_json
 from mptune.tasks.glue import iter_records
@@ -171,10 +172,8 @@ def resume_state(partial: Path, progress: Path, identity: dict) -> dict:
     """The progress of an interrupted call on the same input (its partial file cut back to the bytes
     recorded), or a fresh start; MptuneError when the partial file belongs to another input."""
     if progress.is_file() and partial.is_file():
-        try:
-            state = json.loads(progress.read_text())
-        except json.JSONDecodeError:
-            state = {}
+        state = read_json(progress, "the progress record of an interrupted `mptune predict` (a JSON object)",
+                          fix=f"remove it and {partial.name} to start again")
         if {k: state.get(k) for k in identity} != identity:
             raise MptuneError(f"{partial} holds predictions of another input ({state.get('input')}); "
                               "remove it and its .progress.json, or choose another --out")

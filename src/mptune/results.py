@@ -143,13 +143,13 @@ METHOD_LABELS = {"pt": "PT", "spot": "SPoT", "spot-fixed": "SPoT-fixed", "mpt": 
 
 def sources_table(cfg: RunConfig, run: RunDir, teach: dict, distill: dict | None) -> tuple[dict, str]:
     """Did the sources learn? Each teacher's and P* o u_k v_k^T's score on the source's evaluation
-    split, beside a constant prediction of the split's most frequent label, and the dev score model
-    selection kept (when it ran)."""
+    split (None for an imported unit, which was not scored), beside a constant prediction of the
+    split's most frequent label, and the dev score model selection kept (when it ran)."""
     rows, out = [], {}
     for name in cfg.sources:
         metric = get_task(name).metric
-        entry = {"metric": metric, "teacher": teach[name]["scores"][name][metric],
-                 "distilled": distill["scores"][name][metric] if distill else None,
+        entry = {"metric": metric, "teacher": unit_score(teach[name], name),
+                 "distilled": unit_score(distill, name),
                  "majority": majority_score(name, RunDir.predictions(run.teacher(name))),
                  "teacher_dev": teach[name].get("selected", {}).get("dev_score")}
         out[name] = entry
@@ -161,6 +161,11 @@ def sources_table(cfg: RunConfig, run: RunDir, teach: dict, distill: dict | None
              "| source | metric | teacher | P* o u_k v_k^T | majority label | teacher (dev) |",
              "|---|---|---|---|---|---|", *rows]
     return out, "\n".join(lines) + "\n"
+
+
+def unit_score(metrics: dict | None, task: str) -> float | None:
+    """A unit's score on one task's metric; None where the unit did not score it (an imported prompt)."""
+    return ((metrics or {}).get("scores") or {}).get(task, {}).get(get_task(task).metric)
 
 
 def majority_score(name: str, found: dict | None) -> float | None:
