@@ -33,8 +33,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import shutil
 from pathlib import Path
 
 from mptune import stages
@@ -158,14 +156,6 @@ def reusable(cfg: RunConfig, unit: str, elsewhere: list[Path]) -> Path | None:
     return None
 
 
-def copy_unit(source: Path, folder: Path) -> None:
-    """Copy a finished unit folder in one rename (a killed copy leaves no half-finished unit)."""
-    tmp = folder.with_name(folder.name + ".copying")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(source, tmp, ignore=shutil.ignore_patterns(".lock"))
-    os.replace(tmp, folder)
-
-
 def units(cfg: RunConfig, variant: str, targets: list[str]) -> list[tuple[str, float]]:
     """(unit, estimated seconds) of one variant and seed, in training order."""
     l, train = cfg.prompt.length, common.estimate_train
@@ -190,7 +180,7 @@ def run_variant(cfg: RunConfig, variant: str, backbone, targets: list[str], else
         folder = run.root / unit
         if run.done(folder) is None and (source := reusable(cfg, unit, elsewhere)) is not None:
             print(f"   {variant} seed {cfg.seed}: {unit} copied from {source}")
-            copy_unit(source, folder)
+            common.copy_unit(source, folder)
     stages.teach(cfg, backbone, run)
     if variant == "no-decomposition":
         distill_shared(cfg, backbone)

@@ -22,6 +22,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -160,6 +161,16 @@ def write_outputs(stem: Path, data: dict, markdown: str, fig=None) -> str:
     if fig is not None:
         save_figure(fig, stem.with_suffix(".png"))
     return markdown
+
+
+def copy_unit(source: Path, folder: Path) -> None:
+    """Copy a finished unit folder in one rename (a killed copy leaves no half-finished unit); runs are
+    bitwise reproducible from their settings, so the copy is what retraining would give."""
+    tmp = folder.with_name(folder.name + ".copying")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source, tmp, ignore=shutil.ignore_patterns(".lock"))
+    os.replace(tmp, folder)
 
 
 def read_json(path: Path, default):

@@ -30,8 +30,6 @@ writes benchmarks/results/sweep.{json,md,png} (with --quick: under the runs dir)
 
 from __future__ import annotations
 
-import os
-import shutil
 import statistics
 from pathlib import Path
 
@@ -50,16 +48,11 @@ METHODS = ["pt", "spot", "mpt"]
 
 
 def copy_units(source: RunDir, run: RunDir, units: list[str]) -> None:
-    """Copy finished units of another run directory (each in one rename: a kill leaves none half copied)."""
+    """Copy the finished units of another run directory that this one lacks (`common.copy_unit`)."""
+    run.save_config()  # units arrive here without the stages, which would record the settings first
     for unit in units:
-        folder = run.root / unit
-        if run.done(folder) is not None:
-            continue
-        tmp = folder.with_name(folder.name + ".copying")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(source.root / unit, tmp, ignore=shutil.ignore_patterns(".lock"))
-        os.replace(tmp, folder)
+        if run.done(run.root / unit) is None:
+            common.copy_unit(source.root / unit, run.root / unit)
 
 
 def mean_score(metrics: dict, names: list[str]) -> float:

@@ -55,13 +55,13 @@ def describe(cfg: RunConfig, command: str) -> str:
             "|---|---|---|---|---|---|---|"]
     units = [u for u in run.units(cfg.sources, cfg.targets, cfg.compare.methods, cfg.compare.joint)
              if u.stage in stages]
-    for unit in units:
+    done = [RunDir.done(u.folder) is not None for u in units]
+    for unit, finished in zip(units, done):
         stage_args = args[unit.stage]
         factors = unit.stage == "distill" or unit.name.startswith("mpt")
-        status = "done" if RunDir.done(unit.folder) is not None else "to train"
         rows.append(f"| {unit.stage} | {unit.name} | {_budget(stage_args)} | {_lrs(stage_args, factors)} | "
-                    f"{_selection(cfg, stage_args)} | {scored} | {status} |")
-    to_train = sum(RunDir.done(u.folder) is None for u in units)
+                    f"{_selection(cfg, stage_args)} | {scored} | {'done' if finished else 'to train'} |")
+    to_train = done.count(False)
     kd = cfg.loss
     here = "" if cfg.model.device == "cpu" or torch.cuda.is_available() else " (not available on this machine)"
     lines = [
