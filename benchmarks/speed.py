@@ -2,8 +2,11 @@
 
 Same frozen model (the embedded SmolLM2-135M-Instruct), same real batches (SST-2 and RTE training
 rows, mixed tasks), same prompt length and optimizer (AdamW over the prompt parameters), in fp32
-and in bf16. Methods are timed in interleaved rounds (one warm-up step each), so drifts of the
-machine hit all of them alike; ratios are taken within the run.
+and, where this CPU runs bf16 natively (AVX512-BF16 or AMX: what `--model.precision auto` checks), in
+bf16; on a CPU without it bf16 is emulated hundreds of times slower, and only the rate of a small
+bf16 product is recorded (`--precision both` times the bf16 steps anyway). Methods are timed in
+interleaved rounds (one warm-up step each), so drifts of the machine hit all of them alike; ratios
+are taken within the run.
 
 Paths timed:
 - "before": mptune as it was before `mptune.kernels` (fp32 weights under bf16 autocast, torch's
@@ -27,13 +30,16 @@ The distillation stage over plain training, in the real loops (`train_distill`, 
 the default run's sources (SST-2, QNLI, QQP; K-of-3 batches of 8): the teachers run in each drawn
 batch (`--loss.teacher_ahead 0`, as before) or ahead, longest first (the default, 128 examples).
 
+The distillation loops, the evaluation timing and the profile run in the precision `auto` picks.
+
 Evaluation: rank classification of RTE test examples (batches of 32) and greedy generation of 8
 tokens, before (file order, the old kernels) and now (longest first, the chosen inference kernel).
 A torch profile of two steps of the new MPT step says where the time goes.
 
-    python benchmarks/speed.py [--steps 8] [--batch 8] [--length 20] [--compile]
+    python benchmarks/speed.py [--steps 8] [--batch 8] [--length 20] [--compile] [--precision native|fp32|both]
+        [--name speed]
 
-writes benchmarks/results/speed.json, speed.md and speed.png.
+writes benchmarks/results/speed.json, speed.md and speed.png (--name: another stem, e.g. one per CPU).
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ from pathlib import Path
 import torch
 
 from mptune import kernels
-from mptune.backbone import Backbone
+from mptune.backbone import Backbone, resolve_precision
 from mptune.config import LossArgs, PromptArgs, RunConfig, TrainArgs
 from mptune.data import encode
 from mptune.evaluate import choice_scores, length_order
@@ -140,6 +146,7 @@ def compiled_step(precision: str, init: torch.Tensor, batches: list, rounds: int
     first = time.perf_counter() - start
     steady = measure({"compiled": step}, batches, rounds)["compiled"]
     return {"seconds_per_step": round(steady, 3), "compile_seconds": record["compile_seconds"],
+            **{k: record.get(k) for k in ("infer_compile_seconds", "infer_eager_step", "infer_compiled_step")},
             "first_steps_extra_seconds": round(first - 2 * steady, 1), "attention": backbone.attention}
 
 
@@ -231,15 +238,28 @@ def main() -> None:
     parser.add_argument("--eval-examples", type=int, default=96, help="RTE test examples rank-classified")
     parser.add_argument("--stage-steps", type=int, default=32, help="steps per loop in the distillation-stage timing")
     parser.add_argument("--compile", action="store_true", help="also time a compiled model (minutes on a CPU)")
+    parser.add_argument("--precision", choices=("native", "fp32", "both"), default="native",
+                        help="precisions whose steps are timed: 'native' times bf16 too only where this machine runs "
+                             "it natively (what --model.precision auto uses); 'both' forces bf16 (on a CPU without "
+                             "AVX512-BF16/AMX it is emulated, hundreds of times slower)")
+    parser.add_argument("--name", default="speed", help="results file stem under benchmarks/results/")
     args = parser.parse_args()
     common.setup(args.threads)
+    cpu = torch.device("cpu")
+    auto = resolve_precision("auto", cpu)  # the precision `mptune run` computes in on this machine
+    timed = {"native": ("fp32", "bf16") if auto == "bf16" else ("fp32",), "fp32": ("fp32",),
+             "both": ("fp32", "bf16")}[args.precision]
 
-    results = {"machine": {"cpu": kernels.device_description(torch.device("cpu")), "threads": torch.get_num_threads(),
-                           "torch": torch.__version__, "platform": platform.platform()},
-               "settings": {k: v for k, v in vars(args).items() if k != "threads"},
+    results = {"machine": {"cpu": kernels.device_description(cpu), "threads": torch.get_num_threads(),
+                           "torch": torch.__version__, "platform": platform.platform(), "auto_precision": auto},
+               "settings": {k: v for k, v in vars(args).items() if k not in ("threads", "name")},
                "matmul_gflops": {}, "model_gemm_gflops": {}, "attention": {}, "precision": {}, "compiled": {},
-               "distill_over_plain": {}}
-    for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+               "distill_over_plain": {}, "stage_precision": auto if auto in timed else "fp32"}
+    if auto != "bf16":  # why auto chose fp32: the emulated bf16 product, on a size that takes seconds
+        results["emulated_bf16_matmul_gflops_512"] = round(matmul_gflops(torch.bfloat16, n=512, reps=2), 2)
+        results["fp32_matmul_gflops_512"] = round(matmul_gflops(torch.float32, n=512, reps=20), 1)
+    for precision in timed:
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
         results["matmul_gflops"][precision] = round(matmul_gflops(dtype), 1)
         old, new = before(precision), load_backbone(precision=precision)
         results["attention"][precision] = new.attention
@@ -272,15 +292,15 @@ def main() -> None:
         results["precision"][precision] = rows
         results["distill_over_plain"][precision] = round(per_step["mptune distillation (now)"] /
                                                          per_step["mptune MPT (now)"], 2)
-        if precision == "bf16":
+        if precision == results["stage_precision"]:
             results["distill_stage"] = distill_stage(new, args.length, args.stage_steps)
             results["eval"] = eval_speed(old, new, init, args.eval_examples)
             results["profile"] = profile_table(new, init, batches)
         del old, new, methods
-    write(results)
+    write(results, args.name)
 
 
-def write(results: dict) -> None:
+def write(results: dict, name: str) -> None:
     header = ["precision", "method", "s/step", "examples/s", "vs PEFT MPT", "vs before",
               "of 2048³ matmul rate", "of model-GEMM rate"]
     rows = [[precision, name, r["seconds_per_step"], r["examples_per_s"], f"{r['vs_peft_mpt']}x",
@@ -289,9 +309,15 @@ def write(results: dict) -> None:
             for precision, table in results["precision"].items() for name, r in table.items()]
     lines = [common.md_table(header, rows)]
     peaks, gemms = results["matmul_gflops"], results["model_gemm_gflops"]
-    lines.append(f"Matmul throughput in the same run: 2048³ fp32 {peaks['fp32']}, bf16 {peaks['bf16']} GFLOP/s; "
-                 f"the model's own GEMMs fp32 {gemms['fp32']}, bf16 {gemms['bf16']} GFLOP/s "
-                 f"({results['machine']['threads']} threads, {results['machine']['cpu']}).")
+    stage_precision = results["stage_precision"]
+    lines.append("Matmul throughput in the same run: 2048³ " + ", ".join(f"{p} {r}" for p, r in peaks.items())
+                 + " GFLOP/s; the model's own GEMMs " + ", ".join(f"{p} {r}" for p, r in gemms.items())
+                 + f" GFLOP/s ({results['machine']['threads']} threads, {results['machine']['cpu']}).")
+    if "emulated_bf16_matmul_gflops_512" in results:
+        lines.append(f"No native bf16 on this CPU (`--model.precision auto` computes in "
+                     f"{results['machine']['auto_precision']}): a 512³ bf16 product ran at "
+                     f"{results['emulated_bf16_matmul_gflops_512']} GFLOP/s against fp32's "
+                     f"{results['fp32_matmul_gflops_512']}, so `--precision native` times fp32 steps only.")
     lines.append("Attention chosen (train / infer): " + "; ".join(
         f"{p} {a['train']} / {a['infer']}" for p, a in results["attention"].items()) + ".")
     lines.append("Distillation step over the plain MPT step (now): " + ", ".join(
@@ -300,20 +326,27 @@ def write(results: dict) -> None:
         lines.append(f"Compiled ({precision}): {c['seconds_per_step']} s/step after {c['compile_seconds']} s of "
                      f"compiling (the first two training steps then took {c['first_steps_extra_seconds']} s more "
                      f"than two steady ones).")
+        if c.get("infer_compile_seconds") is not None:
+            lines.append(f"Its scoring graph (no-grad forward of the probe batch) compiled in "
+                         f"{c['infer_compile_seconds']} s more: {c['infer_eager_step']} s eager, "
+                         f"{c['infer_compiled_step']} s compiled.")
     if "distill_stage" in results:
         stage = results["distill_stage"]
-        lines.append(f"\nThe training loops on the default sources (bf16, {stage['steps']} steps of 8, best of 2):\n")
+        lines.append(f"\nThe training loops on the default sources ({stage_precision}, {stage['steps']} steps of 8, "
+                     f"best of 2):\n")
         lines.append(common.md_table(["loop", "s/step", "over L_PLM only"],
                                      [[n, r["seconds_per_step"], f"{r['over_plain']}x"]
                                       for n, r in stage["rows"].items()]))
     if "eval" in results:
         ev = results["eval"]
-        lines.append(f"\nEvaluation (bf16, {ev['examples']} RTE test examples, batches of 32; padded share of the "
-                     f"batches {ev['padding']['before']:.0%} before, {ev['padding']['now']:.0%} longest first):\n")
+        lines.append(f"\nEvaluation ({stage_precision}, {ev['examples']} RTE test examples, batches of 32; "
+                     f"padded share of the batches {ev['padding']['before']:.0%} before, "
+                     f"{ev['padding']['now']:.0%} longest first):\n")
         lines.append(common.md_table(["evaluation", "seconds", "examples/s"],
                                      [[n, r["seconds"], r["examples_per_s"]] for n, r in ev["rows"].items()]))
     if "profile" in results:
-        lines.append("Where a bf16 MPT step's time goes now (torch profiler, self time over two steps):\n")
+        lines.append(f"Where a {stage_precision} MPT step's time goes now (torch profiler, self time over two "
+                     f"steps):\n")
         lines.append(common.md_table(["op", "share", "calls"],
                                      [[p["op"], f"{p['share']:.0%}", p["calls"]] for p in results["profile"]]))
     lines.append(f"Settings: {results['settings']}.")
@@ -325,7 +358,7 @@ def write(results: dict) -> None:
                 color=f"C{i}")
     ax.set_xlabel("training examples / s (higher is faster)")
     ax.invert_yaxis()
-    common.write_outputs(RESULTS / "speed", results, markdown, fig)
+    common.write_outputs(RESULTS / name, results, markdown, fig)
     print(markdown)
 
 

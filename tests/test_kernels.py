@@ -16,7 +16,7 @@ import torch
 
 from mptune import kernels
 from mptune.backbone import Backbone
-from mptune.config import ModelArgs, RunConfig, same_run, to_dict
+from mptune.config import ModelArgs, RunConfig, same_run, to_dict, with_overrides
 from mptune.errors import MptuneError
 from mptune.evaluate import choice_scores, length_order, predictions
 from mptune.generate import generate
@@ -258,6 +258,8 @@ def test_a_compiled_model_computes_the_same_and_records_its_cost(tokenizer, data
     compiled = Backbone(tiny_llama(tokenizer), tokenizer, "fp32", attention="eager")
     record = kernels.compile_model(compiled)
     assert record["compile_seconds"] >= 0 and record["eager_step"] > 0 and record["compiled_step"] > 0
+    assert record["infer_compile_seconds"] >= 0 and record["infer_eager_step"] > 0 and record["infer_compiled_step"] > 0
+    assert set(kernels.RECORD_FIELDS) <= set(record)  # what compile_pays needs: both graphs measured
     assert json.loads(cache.read_text())[kernels.probe_key(compiled)]["compile"] == record
     items = _items(eager, data_dir)
     _, loss_a, grad_a = _loss_and_grad(eager, items)
@@ -286,12 +288,20 @@ def test_evaluation_runs_longest_first_and_answers_in_order(llama_backbone, data
 def test_auto_compiles_only_where_the_record_says_it_pays(tokenizer, cache):
     backbone = Backbone(tiny_llama(tokenizer), tokenizer, "fp32")
     assert not kernels.compile_pays(backbone, 10**9)  # never measured on this machine: no compile
-    record = {"compile_seconds": 30.0, "eager_step": 1.0, "compiled_step": 0.75}  # repaid after 120 probe steps
+    # both graphs cost 30 s; a training probe step saves 0.25 s, a scoring forward 0.1 s
+    record = {"compile_seconds": 30.0, "eager_step": 1.0, "compiled_step": 0.75,
+              "infer_compile_seconds": 30.0, "infer_eager_step": 0.4, "infer_compiled_step": 0.3}
     kernels.write_cache(kernels.probe_key(backbone), {"compile": record})
-    assert not kernels.compile_pays(backbone, 100 * kernels.PROBE_ROWS)
-    assert kernels.compile_pays(backbone, 200 * kernels.PROBE_ROWS)
-    kernels.write_cache(kernels.probe_key(backbone), {"compile": {**record, "compiled_step": 1.2}})
-    assert not kernels.compile_pays(backbone, 10**9)  # slower compiled: never
+    assert not kernels.compile_pays(backbone, 200 * kernels.PROBE_ROWS)  # 50 s saved < 60 s of compiling
+    assert kernels.compile_pays(backbone, 250 * kernels.PROBE_ROWS)  # 62.5 s > 60 s
+    assert kernels.compile_pays(backbone, 200 * kernels.PROBE_ROWS, 200 * kernels.PROBE_ROWS)  # 50 + 20 s
+    assert not kernels.compile_pays(backbone, 0, 500 * kernels.PROBE_ROWS)  # scoring alone: 50 s < 60 s
+    kernels.write_cache(kernels.probe_key(backbone), {"compile": {**record, "compiled_step": 1.2,
+                                                                  "infer_compiled_step": 0.5}})
+    assert not kernels.compile_pays(backbone, 10**9, 10**9)  # slower compiled: never
+    old = {k: record[k] for k in ("compile_seconds", "eager_step", "compiled_step")}
+    kernels.write_cache(kernels.probe_key(backbone), {"compile": old})
+    assert not kernels.compile_pays(backbone, 10**9)  # a record without the scoring graph's cost: no compile
 
 
 def test_the_cli_plans_the_examples_a_compile_must_repay():
@@ -300,9 +310,12 @@ def test_the_cli_plans_the_examples_a_compile_must_repay():
     cfg = RunConfig()
     teach, distill = 100 * 8 * 3, 150 * 8
     adapt = 40 * 8 * 3 * 3
-    assert planned_examples(cfg, "teach") == teach and planned_examples(cfg, "distill") == distill
-    assert planned_examples(cfg, "run") == teach + distill + adapt
-    assert planned_examples(cfg, "evaluate") == 0
+    scored = 200 * (3 + 3 + 3 * 3)  # data.eval_examples per source (teachers, P*) and per target unit
+    assert planned_examples(cfg, "teach") == (teach, 200 * 3) and planned_examples(cfg, "distill") == (distill, 600)
+    assert planned_examples(cfg, "run") == (teach + distill + adapt, scored)
+    assert planned_examples(cfg, "evaluate") == (0, 200) and planned_examples(cfg, "predict") == (0, 0)
+    selected = with_overrides(cfg, {"teach.eval_every": "30"})  # dev scoring at steps 30, 60, 90 and the last
+    assert planned_examples(selected, "teach") == (teach, 3 * (200 + 4 * 100))
 
 
 @pytest.mark.parametrize("seconds,choice", [

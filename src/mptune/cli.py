@@ -89,13 +89,21 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     return with_overrides(cfg, overrides)
 
 
-def planned_examples(cfg: RunConfig, command: str) -> int:
-    """Training examples `command` runs at most (finished units included): what compiling must repay."""
-    teach = cfg.teach.steps * cfg.teach.batch_size * len(cfg.sources)
-    distill = cfg.distill.steps * cfg.distill.batch_size
-    adapt = (cfg.adapt.steps * cfg.adapt.batch_size * len(cfg.targets) * len(cfg.compare.methods)
-             * max(1, len(cfg.compare.seeds)))
-    return {"run": teach + distill + adapt, "teach": teach, "distill": distill, "adapt": adapt}.get(command, 0)
+def planned_examples(cfg: RunConfig, command: str) -> tuple[int, int]:
+    """(training examples, scored examples) `command` runs at most (finished units included): what
+    compiling must repay. Scored: every unit's final evaluation (data.eval_examples per task) and its
+    dev evaluations under eval_every (data.dev_examples per task, every eval_every steps and at the last)."""
+    def scored(args, tasks: int) -> int:
+        dev = -(-args.steps // args.eval_every) * cfg.data.dev_examples if args.eval_every else 0
+        return tasks * (cfg.data.eval_examples + dev)
+
+    units = len(cfg.targets) * len(cfg.compare.methods) * max(1, len(cfg.compare.seeds))
+    plan = {"teach": (cfg.teach.steps * cfg.teach.batch_size * len(cfg.sources), scored(cfg.teach, len(cfg.sources))),
+            "distill": (cfg.distill.steps * cfg.distill.batch_size, scored(cfg.distill, len(cfg.sources))),
+            "adapt": (cfg.adapt.steps * cfg.adapt.batch_size * units, scored(cfg.adapt, units)),
+            "evaluate": (0, cfg.data.eval_examples)}
+    plan["run"] = tuple(map(sum, zip(plan["teach"], plan["distill"], plan["adapt"])))
+    return plan.get(command, (0, 0))
 
 
 @contextlib.contextmanager
@@ -133,7 +141,7 @@ def backbone_for(cfg: RunConfig, command: str):
     from mptune.models import load_backbone
 
     backbone = load_backbone(cfg.model.name, cfg.model.precision, cfg.model.device, cfg.model.attention,
-                             cfg.model.compile, planned_examples(cfg, command))
+                             cfg.model.compile, *planned_examples(cfg, command))
     k = backbone.kernels
     if distributed.is_main():
         print(f"mptune: {cfg.model.name} in {k['precision']}, attention {k['attention']['train']} (training) / "

@@ -116,7 +116,8 @@ class ModelArgs:
     compile: str = "off"
     """'off' (default: on the 2-core development CPU compiling did not repay itself within a default run, see
     benchmarks/README.md); 'on' compiles the frozen model with torch.compile and records what that cost and saved on
-    this machine; 'auto' compiles only when that record says the command's training steps repay it."""
+    this machine, for training and for scoring; 'auto' compiles only when that record says the command's planned
+    training and scored examples repay both compiles."""
 
     def __post_init__(self):
         _check_fields(self)

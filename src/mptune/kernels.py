@@ -34,12 +34,15 @@ Decisions
 - Compilation (`torch.compile(dynamic=True)` of the base model) costs minutes the first time on
   a CPU and seconds once its kernels are in the inductor cache (kept in $MPTUNE_CACHE/inductor),
   and pays only over enough steps. 'on' compiles, and measures on the probe batch what compiling
-  cost and what a step saves (the compile record, cached with the attention choice). 'auto'
-  compiles only when that record says the command's planned training steps repay the compile
-  (`compile_pays`); with no record (compile never measured on this machine) it does not compile.
-  The first forward of each kind (training, no-grad, generation) pays its own compile, which the
-  record does not count: with a warm cache the default run's stages compiled took 776 s against
-  760 s eager (training loops 559 s against 637 s), so the default is 'off'.
+  cost and what a forward saves, for each graph a command compiles: the training step (forward +
+  backward) and the no-grad forward of scoring (the compile record, cached with the attention
+  choice). 'auto' compiles only when that record says the command's planned training examples
+  and scored rows repay both compiles (`compile_pays`: a command that trains also scores, so it
+  pays both graphs); with no record (compile never measured on this machine), or one from before
+  the scoring graph was measured, it does not compile. Greedy generation's cached-decoding graph
+  is a third compile the record does not measure (it is not counted as saving either). With a
+  warm cache the default run's stages compiled took 776 s against 760 s eager (training loops
+  559 s against 637 s), so the default is 'off'.
 """
 
 from __future__ import annotations
@@ -308,9 +311,10 @@ def compile_model(backbone) -> dict:
     """Compile the modules `Backbone.forward` calls (the base model; T5's encoder and decoder) in place,
     with dynamic shapes (batches are padded to their longest example, so lengths vary).
 
-    The cost is measured on the probe's training batch (its first compiled step minus a steady one)
-    together with the steady step time, eager and compiled, and cached as this machine's compile
-    record, which `compile_pays` reads. -> that record.
+    Measured on the probe batch, for the training step (forward + backward) and for the no-grad
+    forward of scoring: the compile cost (the first compiled call minus a steady one) and the steady
+    time, eager and compiled. They are cached as this machine's compile record, which `compile_pays`
+    reads. -> that record.
     """
     inductor_cache()
     prompts, batch = probe_batch(backbone)
@@ -319,16 +323,24 @@ def compile_model(backbone) -> dict:
         p = prompts.clone().requires_grad_(True)
         backbone.forward(p, batch).logits.sum().backward()
 
-    eager = _best_of(step, backbone.device)
+    def score() -> None:
+        with torch.no_grad():
+            backbone.forward(prompts, batch)
+
+    eager = {"train": _best_of(step, backbone.device), "infer": _best_of(score, backbone.device)}
     model = backbone.model
     parts = [model.get_encoder(), model.get_decoder()] if backbone.is_seq2seq else [model.base_model]
     for part in parts:
         part.compile(dynamic=True)
     backbone.compiled = True
-    first = _timed(step, backbone.device)[0]
-    compiled = _best_of(step, backbone.device)
-    record = {"compile_seconds": round(max(first - compiled, 0.0), 2), "eager_step": round(eager, 5),
-              "compiled_step": round(compiled, 5), "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+    record = {}
+    for mode, fn in (("train", step), ("infer", score)):
+        first = _timed(fn, backbone.device)[0]
+        compiled = _best_of(fn, backbone.device)
+        prefix = "" if mode == "train" else "infer_"
+        record.update({f"{prefix}compile_seconds": round(max(first - compiled, 0.0), 2),
+                       f"{prefix}eager_step": round(eager[mode], 5), f"{prefix}compiled_step": round(compiled, 5)})
+    record["measured"] = time.strftime("%Y-%m-%d %H:%M:%S")
     if distributed.is_main():  # every process compiles its own model; one writes the record
         write_cache(probe_key(backbone), {"compile": record})
     return record
@@ -339,14 +351,22 @@ def _best_of(fn, device: torch.device) -> float:
     return min(_timed(fn, device)[0] for _ in range(PROBE_REPEATS))
 
 
-def compile_pays(backbone, examples: int) -> bool:
+RECORD_FIELDS = ("compile_seconds", "eager_step", "compiled_step",
+                 "infer_compile_seconds", "infer_eager_step", "infer_compiled_step")
+"""The compile record's numbers: per graph (training; 'infer_': no-grad scoring) its compile seconds and
+the probe batch's eager and compiled seconds."""
+
+
+def compile_pays(backbone, examples: int, scored: int = 0) -> bool:
     """True when this machine's compile record says compiling repays itself over `examples` training
-    examples: examples / PROBE_ROWS probe steps x (eager - compiled probe step) > compile seconds.
-    No record (compile never measured here): False."""
+    examples and `scored` no-grad rows (rank classification: one row per example and label word):
+    what the probe steps save, examples / PROBE_ROWS x (eager - compiled training step) plus
+    scored / PROBE_ROWS x (eager - compiled forward), exceeds both graphs' compile seconds.
+    No complete record (compile never measured here, or before the scoring graph was): False."""
     entry = read_cache().get(probe_key(backbone))
     record = entry.get("compile") if isinstance(entry, dict) else None
-    if not isinstance(record, dict) or not all(isinstance(record.get(k), (int, float)) for k in
-                                               ("compile_seconds", "eager_step", "compiled_step")):
+    if not isinstance(record, dict) or not all(isinstance(record.get(k), (int, float)) for k in RECORD_FIELDS):
         return False
-    saving = record["eager_step"] - record["compiled_step"]
-    return saving > 0 and examples / PROBE_ROWS * saving > record["compile_seconds"]
+    saving = (examples * (record["eager_step"] - record["compiled_step"])
+              + scored * (record["infer_eager_step"] - record["infer_compiled_step"])) / PROBE_ROWS
+    return saving > record["compile_seconds"] + record["infer_compile_seconds"]

@@ -68,13 +68,14 @@ def dequantized_copy() -> Path:
 
 
 def load_backbone(name: str = EMBEDDED, precision: str = "auto", device: str = "cpu", attention: str = "auto",
-                  compile: str = "off", planned_examples: int = 0) -> Backbone:
+                  compile: str = "off", planned_examples: int = 0, planned_scored: int = 0) -> Backbone:
     """The frozen backbone for a model name: the embedded default, a local directory or a hub id.
 
     With bf16 precision the linear layers' weights are stored in bf16 (`kernels.store_linear_weights`).
     attention: one of `kernels.ATTENTION`, or 'auto' (the fastest on this machine, measured once and
     cached: `kernels.choose_attention`). compile: 'on' compiles the model (`kernels.compile_model`),
-    'auto' only when this machine's compile record says `planned_examples` training examples repay it.
+    'auto' only when this machine's compile record says `planned_examples` training examples and
+    `planned_scored` scored examples repay it (`kernels.compile_pays`).
     """
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
@@ -101,7 +102,7 @@ def load_backbone(name: str = EMBEDDED, precision: str = "auto", device: str = "
     # rank 0 measures (or reads its cache) and every process of a launch uses its choice
     backbone.attention = distributed.from_main(lambda: kernels.choose_attention(backbone, attention))
     if compile == "on" or (compile == "auto" and distributed.from_main(
-            lambda: kernels.compile_pays(backbone, planned_examples))):
+            lambda: kernels.compile_pays(backbone, planned_examples, planned_scored))):
         kernels.compile_model(backbone)
     return backbone
 
