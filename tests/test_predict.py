@@ -210,7 +210,7 @@ def test_superglue_rows_read_the_same_without_their_labels(name):
 
 
 def test_padded_batches_split_where_padding_would_exceed_the_share():
-    from mptune.evaluate import padded_batches
+    from mptune.data import padded_batches
 
     assert padded_batches([10] * 70, 32) == [(0, 32), (32, 64), (64, 70)]  # evaluation's fixed batches
     assert padded_batches([100, 90, 20, 20, 10], 32, 0.3) == [(0, 2), (2, 5)]

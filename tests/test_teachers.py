@@ -117,3 +117,41 @@ def test_distillation_losses_match_the_per_batch_path(backbone, data_dir, tmp_pa
     for a, b in zip(*logs):
         for key in ("ce", "kl", "mse"):
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-7), (a["step"], key)
+
+
+@pytest.mark.parametrize("positions", ["labels", "sequence"])
+def test_length_split_micro_batches_compute_the_same_losses(llama_backbone, data_dir, tmp_path, positions):
+    """train.max_padding < 1 runs a step's examples in length-split micro-batches: the same examples
+    (the sampling is untouched) and, each term normalised over the whole batch, the same loss terms."""
+    data = _data(llama_backbone, data_dir)
+    logs = []
+    for padding in (1.0, 0.1):
+        args = TrainArgs(steps=6, batch_size=4, warmup_steps=1, lr=1e-9, factor_lr=1e-9, max_padding=padding)
+        cfg = RunConfig(sources=list(NAMES), distill=args, loss=LossArgs(teacher_ahead=8, hidden_positions=positions))
+        student = MultitaskPrompt(torch.ones(3, llama_backbone.dim) * 0.05, 3)
+        folder = tmp_path / str(padding)
+        folder.mkdir()
+        train_distill(cfg, llama_backbone, student, _teachers(llama_backbone), data, folder)
+        logs.append([json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()])
+    assert len(logs[0]) == len(logs[1]) == 6
+    for a, b in zip(*logs):
+        assert a["lr"] == b["lr"]
+        for key in ("loss", "ce", "kl", "mse"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-7), (a["step"], key)
+
+
+def test_micro_batches_split_by_length_cover_the_batch_once(llama_backbone, data_dir):
+    from mptune.train import micro_batches, positions, shards
+
+    items = [e for d in _data(llama_backbone, data_dir) for e in d.train[:4]]
+    whole = TrainArgs(batch_size=len(items))
+    assert micro_batches(items, whole) == shards(items, whole) == [items]  # max_padding 1: untouched
+    split = TrainArgs(batch_size=len(items), grad_accum=2, max_padding=0.2)
+    parts = micro_batches(items, split, prompt_length=3)
+    assert sorted(id(e) for p in parts for e in p) == sorted(id(e) for e in items)
+    for shard in shards(items, split):  # every part lies inside one shard (grad_accum keeps its meaning)
+        assert any(all(any(e is x for x in shard) for e in p) for p in parts)
+    for p in parts:
+        lengths = [3 + positions(e) for e in p]
+        assert len(p) == 1 or 1 - sum(lengths) / (len(p) * max(lengths)) <= 0.2
+    assert len(parts) > 2  # rte, mrpc and cola rows differ in length: the shards were split

@@ -32,11 +32,13 @@ DEFAULT_METHODS = ("pt", "spot", "mpt")
 HIDDEN_POSITIONS = ("labels", "sequence")
 LOGGERS = ("tensorboard",)
 """Step loggers that can be added to log.jsonl (see mptune.logs)."""
-NOT_RUN_IDENTITY = ("loggers", "out_dir", "model.attention", "model.compile", "loss.teacher_ahead", "predict", "serve")
+NOT_RUN_IDENTITY = ("loggers", "out_dir", "model.attention", "model.compile", "loss.teacher_ahead",
+                    *(f"{stage}.max_padding" for stage in ("teach", "distill", "adapt")), "predict", "serve")
 """Settings that do not change what a run computes: a run directory may be resumed with other values
 (out_dir too: the same directory named relatively or absolutely, or moved, is the same run; the
-attention kernel, compilation and the batches teachers run in only change rounding, as another
-machine would; `mptune predict` and `mptune serve` only read a run)."""
+attention kernel, compilation, the batches teachers run in and the micro-batches a step's examples
+run in only change rounding, as another machine would; `mptune predict` and `mptune serve` only read
+a run)."""
 
 
 RENAMED = {**{f"mpt.{k}": f"loss.{k}" for k in ("lam", "temperature", "logits", "hidden", "teacher_ahead")},
@@ -215,6 +217,9 @@ class TrainArgs:
     eval_every: int = 0
     """Score the prompt on a dev sample (data.dev_examples per task) every this many steps and at the last, and
     keep the best-scoring prompt; several tasks (distillation, MPT*) score their mean. 0 = keep the last step's."""
+    max_padding: float = 1.0
+    """Split a step's (micro-)batch, longest first, where more than this share of its positions (prompt and tokens)
+    would be padding: the same examples and loss in fewer padded positions (only rounding changes). 1 = never."""
 
     def __post_init__(self):
         _check_fields(self)
@@ -227,6 +232,7 @@ class TrainArgs:
         _check(self.checkpoint_every >= 0, f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
         _check(self.clip_norm > 0 and math.isfinite(self.clip_norm), f"clip_norm must be > 0, got {self.clip_norm}")
         _check(self.eval_every >= 0, f"eval_every must be >= 0, got {self.eval_every}")
+        _check(0 <= self.max_padding <= 1, f"max_padding must be between 0 and 1, got {self.max_padding}")
         _check(1 <= self.grad_accum <= self.batch_size,
                f"grad_accum must be between 1 and batch_size ({self.batch_size}), got {self.grad_accum}")
 

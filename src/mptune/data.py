@@ -84,6 +84,23 @@ def collate(items: Sequence[Encoded], pad_id: int, is_seq2seq: bool) -> Batch:
     return Batch(input_ids, mask, label_ids, task_ids)
 
 
+def padded_batches(lengths: Sequence[int], batch_size: int, max_padding: float = 1.0) -> list[tuple[int, int]]:
+    """[start, end) of consecutive batches of input lengths sorted longest first: at most `batch_size` each,
+    and (max_padding < 1) none in which more than `max_padding` of the positions [n, longest] are padding.
+    max_padding = 1 gives the fixed batches of `batch_size` that evaluation uses."""
+    out, start, total = [], 0, 0
+    for i, length in enumerate(lengths):
+        n = i - start + 1
+        padding = 1 - (total + length) / (n * max(lengths[start], 1))
+        if i > start and (n > batch_size or padding > max_padding):
+            out.append((start, i))
+            start, total = i, 0
+        total += length
+    if start < len(lengths):
+        out.append((start, len(lengths)))
+    return out
+
+
 def label_tokens(items: Sequence[Encoded]) -> int:
     """Label positions of the batch `collate` makes of these items (the N rows of `Backbone.forward`)."""
     return sum(len(it.target_ids) for it in items)

@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 
 from mptune import distributed
 from mptune.backbone import Backbone, Batch
-from mptune.data import Encoded, collate, tokenize_targets
+from mptune.data import Encoded, collate, padded_batches, tokenize_targets
 from mptune.generate import cache_keyword, generate, prefill
 from mptune.metrics import score
 from mptune.tasks import Task
@@ -172,23 +172,6 @@ def mixed_predictions(backbone: Backbone, prompt, tasks: Sequence[Task], items: 
     out: list = [None] * len(items)
     for i, pred in zip(order, distributed.gather_lists(mine)):
         out[i] = pred
-    return out
-
-
-def padded_batches(lengths: Sequence[int], batch_size: int, max_padding: float = 1.0) -> list[tuple[int, int]]:
-    """[start, end) of consecutive batches of input lengths sorted longest first: at most `batch_size` each,
-    and (max_padding < 1) none in which more than `max_padding` of the positions [n, longest] are padding.
-    max_padding = 1 gives the fixed batches of `batch_size` that evaluation uses."""
-    out, start, total = [], 0, 0
-    for i, length in enumerate(lengths):
-        n = i - start + 1
-        padding = 1 - (total + length) / (n * max(lengths[start], 1))
-        if i > start and (n > batch_size or padding > max_padding):
-            out.append((start, i))
-            start, total = i, 0
-        total += length
-    if start < len(lengths):
-        out.append((start, len(lengths)))
     return out
 
 

@@ -22,7 +22,7 @@ Decisions
   holds a list, in the row's answer order.
 - Rows of short and long tasks meet in one batch, and a batch costs its padded positions on a CPU:
   a batch is split, longest first, where more than `max_padding` of its positions (prompt and input)
-  would be padding (`evaluate.padded_batches`; the settings predict.max_padding, serve.max_padding;
+  would be padding (`data.padded_batches`; the settings predict.max_padding, serve.max_padding;
   1 keeps evaluation's fixed batches, whose predictions are the same up to rounding).
 - Every prompt must fit the model's positions with the longest input kept and the longest answer
   (`task_data.check_fits`), checked once when the Predictor is built, never mid-stream.
@@ -63,7 +63,7 @@ class Predictor:
                  batch_size: int = 32, max_padding: float = 1.0):
         """prompts: task name -> its prompt [l, d] (all of one length l, d = backbone.dim); batches of at most
         batch_size examples, split where more than max_padding of their positions would be padding
-        (`evaluate.padded_batches`; 1: fixed batches, as `mptune evaluate`)."""
+        (`data.padded_batches`; 1: fixed batches, as `mptune evaluate`)."""
         if not prompts:
             raise MptuneError("no prompts to predict with")
         self.backbone, self.max_input_tokens, self.batch_size = backbone, max_input_tokens, batch_size

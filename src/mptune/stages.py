@@ -44,7 +44,7 @@ from mptune.rundir import METRICS_FILE, PREDICTIONS, RunDir, open_run, read_resu
 from mptune.task_data import TaskData, load_tasks, single
 from mptune.tasks.custom import register_custom_tasks
 from mptune.teachers import TeacherOutputs
-from mptune.train import batch_stream, micro_batches, to_batch, train
+from mptune.train import batch_stream, shards, to_batch, train
 
 SPOT_PROBE_EXAMPLES = 100
 """Dev examples used to pick the best teacher for SPoT (compare.spot_source = 'best')."""
@@ -109,7 +109,7 @@ def train_distill(cfg: RunConfig, backbone: Backbone, student: MultitaskPrompt, 
 
     def batches(start):
         stream = batch_stream([d.train for d in data], args, cfg.data.kappa, cfg.seed)
-        return teacher.stream(stream, start, args.batch_size, lambda items: micro_batches(items, args))
+        return teacher.stream(stream, start, args.batch_size, lambda items: shards(items, args))
 
     return train(backbone, student, args, folder, "distill", batches, loss_step, [d.task.name for d in data],
                  cfg.seed, run.start(folder) if run else None, select)

@@ -54,8 +54,8 @@ class TeacherOutputs:
     def stream(self, batches: Iterator[list[Encoded]], start: int, batch_size: int,
                parts: Callable[[list[Encoded]], list[list[Encoded]]]) -> Iterator[list[Encoded]]:
         """The batches (of batch_size examples) after the first `start`, each window's teacher
-        outputs computed before its first batch is yielded. parts(batch): the micro-batches this
-        process trains it in."""
+        outputs computed before its first batch is yielded. parts(batch): this process's shards of it
+        (the examples it trains; the largest sets the teachers' batch size)."""
         steps = max(1, self.ahead // batch_size) if self.ahead else 0
         if not steps:
             yield from skip(batches, start)

@@ -14,6 +14,11 @@ Decisions
   grad_accum micro-batches; each loss term is divided by a count over the whole batch (its label
   tokens, `data.label_tokens`, or its real tokens, `data.sequence_tokens`), so the parts' losses and
   gradients add up to the whole batch's (see `distributed`).
+- The same sum lets a micro-batch be split further by length (`max_padding` < 1): the multitask
+  sampling draws the step's examples exactly as before, and only the padded positions they are
+  computed in change. A mixed batch of short (SST-2) and long (QNLI, RTE) examples pads each to the
+  longest; split longest first, the short ones stop paying for it (`data.padded_batches`, as
+  evaluation and prediction split). With max_padding 1 the micro-batches are the shards, untouched.
 - The loss is checked before the optimizer steps, so a NaN or infinite loss leaves the unit's last
   checkpoint as its last good state, and the error names the stage, the step and the batch's tasks.
 - AdamW with two learning rates: `lr` for prompt matrices, `factor_lr` for the rank-r factors u, v
@@ -34,7 +39,7 @@ from tqdm.auto import tqdm
 from mptune import distributed
 from mptune.backbone import Backbone, Batch
 from mptune.config import TrainArgs
-from mptune.data import Encoded, collate, multitask_batches
+from mptune.data import Encoded, collate, multitask_batches, padded_batches
 from mptune.errors import MptuneError
 from mptune.logs import StepLog
 from mptune.resume import restore_state, save_state, skip
@@ -69,9 +74,29 @@ def batch_stream(train: Sequence[Sequence[Encoded]], args: TrainArgs, kappa: int
     return skip(([train[t][i] for t, i in chosen] for chosen in pairs), start)
 
 
-def micro_batches(items: list[Encoded], args: TrainArgs) -> list[list[Encoded]]:
-    """This process's grad_accum micro-batches of a step's batch."""
+def shards(items: list[Encoded], args: TrainArgs) -> list[list[Encoded]]:
+    """This process's grad_accum shards of a step's batch."""
     return distributed.shard(items, args.grad_accum)
+
+
+def positions(item: Encoded) -> int:
+    """The positions an example fills in a batch besides the prompt: its input and target tokens."""
+    return len(item.input_ids) + len(item.target_ids)
+
+
+def micro_batches(items: list[Encoded], args: TrainArgs, prompt_length: int = 0) -> list[list[Encoded]]:
+    """The micro-batches this process computes a step's batch in: its shards, each split longest first
+    where more than args.max_padding of the positions (`prompt_length` + tokens per row) would be padding."""
+    parts = []
+    for shard in shards(items, args):
+        if args.max_padding >= 1:
+            parts.append(shard)
+            continue
+        order = sorted(range(len(shard)), key=lambda i: -positions(shard[i]))
+        lengths = [prompt_length + positions(shard[i]) for i in order]
+        for start, end in padded_batches(lengths, len(shard), args.max_padding):
+            parts.append([shard[i] for i in order[start:end]])
+    return parts
 
 
 def to_batch(items: Sequence[Encoded], backbone: Backbone) -> Batch:
@@ -106,6 +131,7 @@ def train(backbone: Backbone, module: torch.nn.Module, args: TrainArgs, folder: 
     with and what selection chose.
     """
     backbone.assert_frozen()
+    length = getattr(module, "length", 0)  # prompt rows every example carries (for max_padding)
     torch.manual_seed(seed)
     opt, sched = make_optimizer(module, args)
     resumed: dict = {}
@@ -119,7 +145,7 @@ def train(backbone: Backbone, module: torch.nn.Module, args: TrainArgs, folder: 
         opt.zero_grad(set_to_none=True)
         loss = torch.zeros((), device=backbone.device)  # of the whole batch: summed over micro-batches, processes
         terms: dict[str, torch.Tensor] = {}
-        for part in micro_batches(items, args):
+        for part in micro_batches(items, args, length):
             part_loss, part_terms = loss_step(part, items)
             part_loss.backward()
             loss += part_loss.detach()
