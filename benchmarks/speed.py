@@ -28,7 +28,9 @@ step is 2 forwards (3 with a teacher).
 
 The distillation stage over plain training, in the real loops (`train_distill`, `train_plm`) on
 the default run's sources (SST-2, QNLI, QQP; K-of-3 batches of 8): the teachers run in each drawn
-batch (`--loss.teacher_ahead 0`, as before) or ahead, longest first (the default, 128 examples).
+batch (`--loss.teacher_ahead 0`, as before) or ahead, longest first (the default, 128 examples);
+and the plain and distillation loops again with each step's examples in length-split micro-batches
+(`--<stage>.max_padding`, here --padding), with the padded share of their positions each way.
 
 The distillation loops, the evaluation timing and the profile run in the precision `auto` picks.
 
@@ -65,6 +67,7 @@ from mptune.prompts import MultitaskPrompt, SoftPrompt, vocab_init
 from mptune.stages import train_distill, train_plm
 from mptune.task_data import load_tasks
 from mptune.tasks import get_task, resolve_data_dir
+from mptune.train import batch_stream, micro_batches, positions
 
 import common
 from common import RESULTS, MptuneStep, matmul_gflops, real_batches, step_flops
@@ -150,22 +153,30 @@ def compiled_step(precision: str, init: torch.Tensor, batches: list, rounds: int
             "first_steps_extra_seconds": round(first - 2 * steady, 1), "attention": backbone.attention}
 
 
-def distill_stage(backbone: Backbone, length: int, steps: int, rounds: int = 2) -> dict:
+def distill_stage(backbone: Backbone, length: int, steps: int, padding: float, rounds: int = 2) -> dict:
     """Seconds per step of `steps` steps of the training loops on the default sources, best of
-    `rounds` interleaved rounds: L_PLM only, distillation with teachers per drawn batch, and ahead."""
+    `rounds` interleaved rounds: L_PLM only, distillation with teachers per drawn batch, and ahead;
+    L_PLM only and distillation ahead again with each step's examples in length-split micro-batches
+    (`--<stage>.max_padding padding`), with the padded share of the positions each way."""
     cfg = RunConfig(distill=TrainArgs(steps=steps, batch_size=8, warmup_steps=2), prompt=PromptArgs(length=length))
     data = load_tasks(cfg, backbone, cfg.sources, "dev")
     init = vocab_init(backbone.embeddings, length, torch.Generator().manual_seed(0))
     teachers = SoftPrompt(init.expand(len(data), -1, -1))
+    split = dataclasses.replace(cfg.distill, max_padding=padding)
 
-    def distill(ahead: int):
-        run = dataclasses.replace(cfg, loss=LossArgs(teacher_ahead=ahead))
+    def distill(ahead: int, args: TrainArgs = cfg.distill):
+        run = dataclasses.replace(cfg, loss=LossArgs(teacher_ahead=ahead), distill=args)
         return lambda folder: train_distill(run, backbone, MultitaskPrompt(init, len(data)), teachers, data, folder)
 
-    loops = {"L_PLM only": lambda folder: train_plm(backbone, MultitaskPrompt(init, len(data)), data, cfg.distill,
-                                                     cfg.data.kappa, cfg.seed, folder, "plain"),
-             "distillation, teachers in each drawn batch": distill(0),
-             f"distillation, teachers {LossArgs.teacher_ahead} examples ahead": distill(LossArgs.teacher_ahead)}
+    def plain(args: TrainArgs):
+        return lambda folder: train_plm(backbone, MultitaskPrompt(init, len(data)), data, args, cfg.data.kappa,
+                                        cfg.seed, folder, "plain")
+
+    ahead = f"distillation, teachers {LossArgs.teacher_ahead} examples ahead"
+    loops = {"L_PLM only": plain(cfg.distill), "distillation, teachers in each drawn batch": distill(0),
+             ahead: distill(LossArgs.teacher_ahead),
+             f"L_PLM only, max_padding {padding}": plain(split),
+             f"{ahead}, max_padding {padding}": distill(LossArgs.teacher_ahead, split)}
     seconds = {name: float("inf") for name in loops}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
@@ -175,9 +186,26 @@ def distill_stage(backbone: Backbone, length: int, steps: int, rounds: int = 2) 
                 start = time.perf_counter()
                 loop(folder)
                 seconds[name] = min(seconds[name], (time.perf_counter() - start) / steps)
-    plain = seconds["L_PLM only"]
-    return {"steps": steps, "rows": {n: {"seconds_per_step": round(s, 3), "over_plain": round(s / plain, 2)}
-                                     for n, s in seconds.items()}}
+    plain_step = seconds["L_PLM only"]
+    return {"steps": steps, "padding": training_padding(data, cfg.distill, length, steps, padding),
+            "rows": {n: {"seconds_per_step": round(s, 3), "over_plain": round(s / plain_step, 2)}
+                     for n, s in seconds.items()}}
+
+
+def training_padding(data: list, args: TrainArgs, length: int, steps: int, padding: float) -> dict:
+    """The padded share of the positions (prompt + tokens) of the first `steps` training batches of the
+    default sources, in whole batches and in micro-batches split at `padding`."""
+    shares = {}
+    for name, split in (("whole batches", args), (f"max_padding {padding}",
+                                                   dataclasses.replace(args, max_padding=padding))):
+        real = padded = 0
+        stream = batch_stream([d.train for d in data], args, RunConfig().data.kappa, RunConfig().seed)
+        for _, items in zip(range(steps), stream):
+            for part in micro_batches(items, split, length):
+                sizes = [length + positions(e) for e in part]
+                real, padded = real + sum(sizes), padded + max(sizes) * len(sizes)
+        shares[name] = round(1 - real / padded, 3)
+    return shares
 
 
 def eval_speed(old: Backbone, new: Backbone, init: torch.Tensor, examples: int) -> dict:
@@ -230,6 +258,43 @@ def profile_table(backbone: Backbone, init: torch.Tensor, batches: list, top: in
     return [{"op": e.key, "share": round(e.self_cpu_time_total / total, 3), "calls": e.count} for e in events[:top]]
 
 
+PARTS = ("steps", "stages", "eval", "profile")
+"""What speed.py can time (--parts)."""
+
+
+def time_steps(results: dict, precision: str, old: Backbone, new: Backbone, batches: list, init: torch.Tensor,
+               args) -> None:
+    """The fixed-batch step of every method (mptune before and now, PEFT, compiled with --compile), timed in
+    interleaved rounds, with its rates against the matmul throughput measured here; into `results`."""
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+    tokens = round(sum(b.input_ids.numel() + args.length * len(b) for b in batches) / len(batches))
+    results["model_gemm_gflops"][precision] = round(model_gemm_gflops(new, tokens, dtype), 1)
+    methods = {}
+    for label, bb in (("before", old), ("now", new)):
+        methods[f"mptune PT ({label})"] = MptuneStep(bb, SoftPrompt(init.expand(2, -1, -1)))
+        methods[f"mptune MPT ({label})"] = MptuneStep(bb, MultitaskPrompt(init, 2))
+        methods[f"mptune distillation ({label})"] = MptuneStep(bb, MultitaskPrompt(init, 2),
+                                                               teacher=SoftPrompt(init.expand(2, -1, -1)))
+    methods["PEFT MPT"] = PeftStep(old, args.length)
+    methods["PEFT MPT on mptune's kernels"] = PeftStep(new, args.length)
+    per_step = measure(methods, batches, args.steps)
+    if args.compile:
+        results["compiled"][precision] = compiled_step(precision, init, batches, args.steps)
+        per_step["mptune MPT (compiled)"] = results["compiled"][precision]["seconds_per_step"]
+    rows = {}
+    for name, sec in per_step.items():
+        flops = step_flops(new, batches, args.length, "distillation" in name) / sec / 1e9
+        peer = name.replace("(now)", "(before)").replace("(compiled)", "(before)")
+        rows[name] = {"seconds_per_step": round(sec, 3), "examples_per_s": round(args.batch / sec, 2),
+                      "vs_peft_mpt": round(per_step["PEFT MPT"] / sec, 2),
+                      "vs_before": round(per_step[peer] / sec, 2) if peer in per_step else None,
+                      "fraction_of_2048_matmul": round(flops / results["matmul_gflops"][precision], 3),
+                      "fraction_of_model_gemms": round(flops / results["model_gemm_gflops"][precision], 3)}
+    results["precision"][precision] = rows
+    results["distill_over_plain"][precision] = round(per_step["mptune distillation (now)"] /
+                                                     per_step["mptune MPT (now)"], 2)
+
+
 def main() -> None:
     parser = common.parser(__doc__)
     parser.add_argument("--steps", type=int, default=8, help="timed steps per method and precision")
@@ -243,6 +308,11 @@ def main() -> None:
                              "it natively (what --model.precision auto uses); 'both' forces bf16 (on a CPU without "
                              "AVX512-BF16/AMX it is emulated, hundreds of times slower)")
     parser.add_argument("--name", default="speed", help="results file stem under benchmarks/results/")
+    parser.add_argument("--parts", default="steps,stages,eval,profile",
+                        help="what to time, comma-separated: steps (the fixed-batch steps of each method, and the "
+                             "compiled one), stages (the training loops), eval, profile")
+    parser.add_argument("--padding", type=float, default=0.3,
+                        help="max_padding of the length-split training loops timed under 'stages'")
     args = parser.parse_args()
     common.setup(args.threads)
     cpu = torch.device("cpu")
@@ -258,45 +328,26 @@ def main() -> None:
     if auto != "bf16":  # why auto chose fp32: the emulated bf16 product, on a size that takes seconds
         results["emulated_bf16_matmul_gflops_512"] = round(matmul_gflops(torch.bfloat16, n=512, reps=2), 2)
         results["fp32_matmul_gflops_512"] = round(matmul_gflops(torch.float32, n=512, reps=20), 1)
+    parts = set(args.parts.split(","))
+    if not parts <= set(PARTS):
+        parser.error(f"--parts takes {', '.join(PARTS)}, got {args.parts!r}")
     for precision in timed:
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
         results["matmul_gflops"][precision] = round(matmul_gflops(dtype), 1)
         old, new = before(precision), load_backbone(precision=precision)
         results["attention"][precision] = new.attention
         batches = real_batches(new, args.steps, args.batch)
-        tokens = round(sum(b.input_ids.numel() + args.length * len(b) for b in batches) / len(batches))
-        results["model_gemm_gflops"][precision] = round(model_gemm_gflops(new, tokens, dtype), 1)
         init = vocab_init(new.embeddings, args.length, torch.Generator().manual_seed(0))
-        methods = {}
-        for label, bb in (("before", old), ("now", new)):
-            methods[f"mptune PT ({label})"] = MptuneStep(bb, SoftPrompt(init.expand(2, -1, -1)))
-            methods[f"mptune MPT ({label})"] = MptuneStep(bb, MultitaskPrompt(init, 2))
-            methods[f"mptune distillation ({label})"] = MptuneStep(bb, MultitaskPrompt(init, 2),
-                                                                   teacher=SoftPrompt(init.expand(2, -1, -1)))
-        methods["PEFT MPT"] = PeftStep(old, args.length)
-        methods["PEFT MPT on mptune's kernels"] = PeftStep(new, args.length)
-        per_step = measure(methods, batches, args.steps)
-        if args.compile:
-            results["compiled"][precision] = compiled_step(precision, init, batches, args.steps)
-            per_step["mptune MPT (compiled)"] = results["compiled"][precision]["seconds_per_step"]
-        rows = {}
-        for name, sec in per_step.items():
-            flops = step_flops(new, batches, args.length, "distillation" in name)
-            peer = name.replace("(now)", "(before)").replace("(compiled)", "(before)")
-            rows[name] = {"seconds_per_step": round(sec, 3), "examples_per_s": round(args.batch / sec, 2),
-                          "vs_peft_mpt": round(per_step["PEFT MPT"] / sec, 2),
-                          "vs_before": round(per_step[peer] / sec, 2) if peer in per_step else None,
-                          "fraction_of_2048_matmul": round(flops / sec / 1e9 / results["matmul_gflops"][precision], 3),
-                          "fraction_of_model_gemms": round(flops / sec / 1e9 / results["model_gemm_gflops"][precision],
-                                                           3)}
-        results["precision"][precision] = rows
-        results["distill_over_plain"][precision] = round(per_step["mptune distillation (now)"] /
-                                                         per_step["mptune MPT (now)"], 2)
+        if "steps" in parts:
+            time_steps(results, precision, old, new, batches, init, args)
         if precision == results["stage_precision"]:
-            results["distill_stage"] = distill_stage(new, args.length, args.stage_steps)
-            results["eval"] = eval_speed(old, new, init, args.eval_examples)
-            results["profile"] = profile_table(new, init, batches)
-        del old, new, methods
+            if "stages" in parts:
+                results["distill_stage"] = distill_stage(new, args.length, args.stage_steps, args.padding)
+            if "eval" in parts:
+                results["eval"] = eval_speed(old, new, init, args.eval_examples)
+            if "profile" in parts:
+                results["profile"] = profile_table(new, init, batches)
+        del old, new
     write(results, args.name)
 
 
@@ -307,7 +358,7 @@ def write(results: dict, name: str) -> None:
              f"{r['vs_before']}x" if r["vs_before"] else "", f"{r['fraction_of_2048_matmul']:.0%}",
              f"{r['fraction_of_model_gemms']:.0%}"]
             for precision, table in results["precision"].items() for name, r in table.items()]
-    lines = [common.md_table(header, rows)]
+    lines = [common.md_table(header, rows)] if rows else []
     peaks, gemms = results["matmul_gflops"], results["model_gemm_gflops"]
     stage_precision = results["stage_precision"]
     lines.append("Matmul throughput in the same run: 2048³ " + ", ".join(f"{p} {r}" for p, r in peaks.items())
@@ -320,8 +371,9 @@ def write(results: dict, name: str) -> None:
                      f"{results['fp32_matmul_gflops_512']}, so `--precision native` times fp32 steps only.")
     lines.append("Attention chosen (train / infer): " + "; ".join(
         f"{p} {a['train']} / {a['infer']}" for p, a in results["attention"].items()) + ".")
-    lines.append("Distillation step over the plain MPT step (now): " + ", ".join(
-        f"{p} {r}x" for p, r in results["distill_over_plain"].items()) + ".")
+    if results["distill_over_plain"]:
+        lines.append("Distillation step over the plain MPT step (now): " + ", ".join(
+            f"{p} {r}x" for p, r in results["distill_over_plain"].items()) + ".")
     for precision, c in results["compiled"].items():
         lines.append(f"Compiled ({precision}): {c['seconds_per_step']} s/step after {c['compile_seconds']} s of "
                      f"compiling (the first two training steps then took {c['first_steps_extra_seconds']} s more "
@@ -337,6 +389,9 @@ def write(results: dict, name: str) -> None:
         lines.append(common.md_table(["loop", "s/step", "over L_PLM only"],
                                      [[n, r["seconds_per_step"], f"{r['over_plain']}x"]
                                       for n, r in stage["rows"].items()]))
+        if "padding" in stage:
+            lines.append("Padded share of the positions of those training batches: " + ", ".join(
+                f"{n} {v:.0%}" for n, v in stage["padding"].items()) + ".")
     if "eval" in results:
         ev = results["eval"]
         lines.append(f"\nEvaluation ({stage_precision}, {ev['examples']} RTE test examples, batches of 32; "
