@@ -97,6 +97,52 @@ def test_predictions_equal_evaluate_on_mixed_batches(family, request, data_dir, 
         assert index == expected.argmax(-1).tolist()
 
 
+def squad_test_rows(data_dir: Path, cfg: RunConfig) -> list[dict]:
+    """The raw rows ({"task", "question", "context"}) of the tiny SQuAD's test split, in its order."""
+    import json
+
+    doc = json.loads((data_dir / "squad" / "dev-v1.1.json").read_text())
+    flat = [{"task": "squad", "question": qa["question"], "context": p["context"]}
+            for article in doc["data"] for p in article["paragraphs"] for qa in p["qas"]]
+    task = get_task("squad")
+    by_text = {task.read_row(r, "dev", 1)[0].input_text: r for r in flat}
+    return [by_text[e.input_text] for e in task.load(data_dir, "test", cfg.data.split_seed)]
+
+
+@pytest.mark.parametrize("family", ["llama", "t5"])
+def test_generation_predictions_equal_evaluate_alone_and_mixed_with_classification(family, request, tmp_path,
+                                                                                    data_dir):
+    """A generation task predicts on raw rows the texts `mptune evaluate` generates on the same inputs (same
+    metric), and the same texts when its rows share calls and batches with a classification task's."""
+    from mptune.evaluate import predictions
+    from mptune.tasks.splits import HELD_OUT
+
+    from conftest import write_tiny_squad
+
+    backbone = request.getfixturevalue(f"{family}_backbone")
+    data = write_tiny_squad(tmp_path / "data", n_train=HELD_OUT + 2, n_dev=6)
+    cfg = RunConfig(sources=["rte"], targets=["squad"])
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data_dir=str(data), eval_examples=0))
+    prompts = random_prompts(backbone, ["squad", "rte"], seed=4)
+    rows = squad_test_rows(data, cfg)
+    got = Predictor(backbone, {"squad": prompts["squad"]}, cfg.model.max_input_tokens).predict(rows, scores=True)
+    assert [o["task"] for o in got] == ["squad"] * 6 and all(list(o) == ["task", "prediction"] for o in got)
+    texts = [o["prediction"] for o in got]
+    loaded = load_tasks(cfg, backbone, ["squad"], "test", prompt_length=4, with_train=False)[0]
+    assert texts == predictions(backbone, lambda ids: prompts["squad"].expand(len(ids), -1, -1), loaded.task,
+                                loaded.eval)
+    assert any(texts)  # random prompts still generate something to compare
+    path = save_prompt(SoftPrompt(prompts["squad"]), ["squad"], tmp_path / "squad.safetensors")
+    assert scores_of(loaded.task, texts, loaded.eval_labels) == evaluate_prompt(cfg, backbone, str(path), "squad",
+                                                                                "test")
+    rte = test_rows_of(data_dir, "rte", cfg)
+    mixed = [r for pair in zip(rte, rows) for r in pair]
+    both = Predictor(backbone, prompts, cfg.model.max_input_tokens, batch_size=4).predict(mixed)
+    alone = Predictor(backbone, {"rte": prompts["rte"]}, cfg.model.max_input_tokens).predict(rte)
+    assert [o["prediction"] for o in both if o["task"] == "squad"] == texts
+    assert [o["prediction"] for o in both if o["task"] == "rte"] == [o["prediction"] for o in alone]
+
+
 def test_predictor_reads_prompt_files_and_describes_its_tasks(llama_backbone, tmp_path):
     prompts = random_prompts(llama_backbone, ["rte", "cola@4"])
     module = SoftPrompt(torch.stack(list(prompts.values())))
@@ -136,8 +182,10 @@ def test_bad_prompts_are_refused(llama_backbone):
         Predictor(llama_backbone, {"cola": torch.zeros(4, d), "cola@4": torch.zeros(4, d)})
     with pytest.raises(MptuneError, match=r"expected \[l, 32\]"):
         Predictor(llama_backbone, {"rte": torch.zeros(4, 8)})
-    with pytest.raises(MptuneError, match="cannot read single rows"):
-        Predictor(llama_backbone, {"squad": torch.zeros(4, d)})
+    registry.TASKS["noreader"] = dataclasses.replace(get_task("rte"), name="noreader", read_row=None)
+    with pytest.raises(MptuneError, match="task noreader cannot read single rows .* every built-in task and every "
+                                          "custom task can"):
+        Predictor(llama_backbone, {"noreader": torch.zeros(4, d)})
     with pytest.raises(MptuneError, match="positions"):
         Predictor(llama_backbone, {"rte": torch.zeros(500, d)})
 

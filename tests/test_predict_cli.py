@@ -212,4 +212,102 @@ def test_superglue_leaderboard_files(tmp_path, capsys, llama_dir, prompt_file):
             assert [list(a) for a in q["answers"]] == [["idx", "label"]] * len(q["answers"])
             assert [a["idx"] for a in q["answers"]] == list(range(len(q["answers"])))
             assert {a["label"] for a in q["answers"]} <= LABELS["MultiRC.jsonl"]
-    assert "ReCoRD.jsonl (mptune has no task for it)" in stdout and "CB.jsonl (no prompt for task cb)" in stdout
+    assert "ReCoRD.jsonl (no prompt for task record)" in stdout and "CB.jsonl (no prompt for task cb)" in stdout
+
+
+def write_record_test(root: Path) -> list[dict]:
+    """An unlabelled superglue/ReCoRD/test.jsonl in the official layout: passage {text, entities (inclusive
+    ends)}, qas [{query, idx}], idx; passage 0 has one query (idx 0), passage 1 two (idx 10, 11)."""
+    text = f"{S1}\n@highlight\n{S2}"
+
+    def entity(words: str) -> dict:
+        start = text.index(words)
+        return {"start": start, "end": start + len(words) - 1}
+
+    passage = {"text": text, "entities": [entity("The cat"), entity("A dog")]}
+    rows = [{"idx": p, "source": "Daily mail", "passage": passage,
+             "qas": [{"query": f"@placeholder sees the ball {q}", "idx": 10 * p + q} for q in range(p + 1)]}
+            for p in range(2)]
+    (root / "superglue" / "ReCoRD").mkdir(parents=True, exist_ok=True)
+    write_jsonl(root / "superglue" / "ReCoRD" / "test.jsonl", rows)
+    return rows
+
+
+def test_record_leaderboard_file(tmp_path, capsys, llama_dir, llama_backbone):
+    """ReCoRD.jsonl: one {"idx": the query's idx, "label": the generated answer} per query, as jiant writes it."""
+    data = tmp_path / "data"
+    rows = write_record_test(data)
+    g = torch.Generator().manual_seed(4)
+    prompt = save_prompt(SoftPrompt(vocab_init(llama_backbone.embeddings, 4, g) * 3), ["record"],
+                         tmp_path / "record.safetensors")
+    board = tmp_path / "superglue"
+    code, stdout, err = cli(capsys, *base_flags(llama_dir, prompt, data, "--format", "superglue", "--out", str(board)))
+    assert code == 0, err
+    assert [p.name for p in board.iterdir()] == ["ReCoRD.jsonl"]
+    assert "ReCoRD.jsonl: 2 rows" in stdout and "ReCoRD" not in stdout.split("still missing")[1]
+    golden = [json.loads(x) for x in (GOLDEN / "superglue" / "ReCoRD.jsonl").read_text().splitlines()]
+    lines = (board / "ReCoRD.jsonl").read_text().splitlines()
+    got = [json.loads(x) for x in lines]
+    assert [list(x) for x in got] == [list(golden[0])] * 3 == [["idx", "label"]] * 3
+    assert [x["idx"] for x in got] == [0, 10, 11] and all(isinstance(x["label"], str) for x in got + golden)
+    expected = Predictor(llama_backbone, file_prompts(prompt)).predict([{"task": "record", **r} for r in rows])
+    assert [x["label"] for x in got] == [expected[0]["prediction"], *expected[1]["prediction"]]
+    assert lines == [json.dumps({"idx": x["idx"], "label": x["label"]}) for x in got]  # one compact object a line
+    write_jsonl(data / "superglue" / "ReCoRD" / "test.jsonl", [{**rows[0], "qas": [{"query": "@placeholder eats"}]}])
+    code, _, err = cli(capsys, *base_flags(llama_dir, prompt, data, "--format", "superglue", "--out",
+                                           str(tmp_path / "again")))
+    assert_user_error(code, err, "superglue/ReCoRD/test.jsonl line 1 has no 'idx' in qas[0]", one_line=False)
+
+
+# --- --seed: the prompts of one seed of a run directory ------------------------------------------
+
+def seeded_run(root: Path, backbone) -> dict[int, dict[str, torch.Tensor]]:
+    """A run directory whose targets rte and cola were adapted with PT once per seed (compare.seeds 1, 2):
+    {seed: {target: its prompt}}."""
+    from mptune.config import CompareArgs, RunConfig, save_yaml
+    from mptune.rundir import PROMPT_FILE, RunDir
+
+    cfg = RunConfig(sources=["rte"], targets=["rte", "cola"], out_dir=str(root),
+                    compare=CompareArgs(methods=["pt"], seeds=[1, 2]))
+    root.mkdir(parents=True)
+    save_yaml(cfg, root / "config.yaml")
+    run = RunDir(root, cfg.compare.seeds)
+    g = torch.Generator().manual_seed(6)
+    prompts = {seed: {t: vocab_init(backbone.embeddings, 4, g) * 3 for t in cfg.targets} for seed in (1, 2)}
+    for seed, by_target in prompts.items():
+        for target, prompt in by_target.items():
+            save_prompt(SoftPrompt(prompt), [target], run.adapted("pt", target, seed) / PROMPT_FILE)
+    return prompts
+
+
+def test_seed_picks_one_seed_of_a_run_and_a_seed_it_lacks_is_one_error(tmp_path, capsys, llama_dir, data_dir,
+                                                                       llama_backbone, prompt_file):
+    from mptune.cli import main
+    from mptune.predict import load_prompts
+
+    run = tmp_path / "run"
+    prompts = seeded_run(run, llama_backbone)
+    for seed, chosen in ((None, 1), (1, 1), (2, 2)):  # the first seed by default
+        loaded = load_prompts([run], method="pt", seed=seed)
+        assert all(torch.equal(loaded[t], prompts[chosen][t]) for t in ("rte", "cola"))
+    rows = [r for r in mixed_rows(8) if r["task"] != "mrpc"]
+    source, out = write_jsonl(tmp_path / "in.jsonl", rows), tmp_path / "out.jsonl"
+    flags = ["--prompts", str(run), "--method", "pt", "--model.name", str(llama_dir), "--model.precision", "fp32",
+             "--data.data_dir", str(data_dir)]
+    code, _, err = cli(capsys, "predict", *flags, "--seed", "2", "--input", str(source), "--out", str(out), "--scores")
+    assert code == 0, err
+    got = [json.loads(x) for x in out.read_text().splitlines()]
+    for seed in (1, 2):
+        expected = Predictor(llama_backbone, prompts[seed]).predict(rows, scores=True)
+        close = all(abs(g["scores"][w] - e["scores"][w]) < 1e-4 for g, e in zip(got, expected) for w in e["scores"])
+        assert close == (seed == 2)
+    for command, extra in (("predict", ["--input", str(source), "--out", str(tmp_path / "o.jsonl")]), ("serve", [])):
+        code, _, err = cli(capsys, command, *flags, "--seed", "7", *extra)
+        assert_user_error(code, err, f"the run in {run} has no seed 7: it adapted its targets with seeds 1, 2")
+        assert not (tmp_path / "o.jsonl").exists()
+    code, _, err = cli(capsys, *base_flags(llama_dir, prompt_file, data_dir, "--seed", "1", "--input", str(source),
+                                           "--out", str(tmp_path / "o.jsonl")))
+    assert_user_error(code, err, "--seed 1 picks the prompts of one seed of a run directory, and --prompts names none")
+    with pytest.raises(SystemExit) as stop:
+        main(["predict", *flags, "--seed", "two", "--input", str(source), "--out", str(tmp_path / "o.jsonl")])
+    assert stop.value.code == 2 and "argument --seed: invalid int value: 'two'" in capsys.readouterr().err

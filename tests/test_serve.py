@@ -93,6 +93,27 @@ def test_concurrent_mixed_task_requests_share_batches(predictor):
         assert httpx.get(f"{url}/health").json()["examples"] == 24
 
 
+def test_generation_rows_are_answered_with_their_text_beside_classification_rows(llama_backbone):
+    g = torch.Generator().manual_seed(8)
+    both = Predictor(llama_backbone, {t: vocab_init(llama_backbone.embeddings, 4, g) * 3 for t in ("squad", "rte")})
+    context = f"{S1} {S2}"
+    rows = [{"task": "squad", "question": "Who sees the ball ?", "context": context},
+            mixed_rows(1)[0],
+            {"task": "squad", "context": context, "qas": [{"question": "Who eats ?"}, {"question": "Who sees ?"}]}]
+    expected = both.predict(rows)
+    assert isinstance(expected[0]["prediction"], str) and len(expected[2]["prediction"]) == 2
+    with running(both) as (url, _):
+        answer = httpx.post(f"{url}/predict", params={"scores": "true"}, json=rows)
+        assert answer.status_code == 200
+        got = answer.json()
+        assert [x["task"] for x in got] == ["squad", "rte", "squad"]
+        assert [x["prediction"] for x in got] == [e["prediction"] for e in expected]  # the texts, a list for two
+        assert "scores" not in got[0] and "scores" not in got[2] and set(got[1]["scores"]) == {"yes", "no"}
+        tasks = {t["task"]: t for t in httpx.get(f"{url}/tasks").json()["tasks"]}
+        assert tasks["squad"]["generation"] and tasks["squad"]["fields"] == ["question", "context"]
+        assert tasks["squad"]["label_words"] == []
+
+
 BAD = [
     ("unknown task", json.dumps({"task": "sst2", "sentence": S1}), 422, "task 'sst2', which has no prompt here"),
     ("no task", json.dumps({"sentence": S1}), 422, "names no task"),

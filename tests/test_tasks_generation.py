@@ -155,6 +155,7 @@ def test_registered_as_generation_tasks():
             assert (task.metric, task.extra_metrics, task.max_new_tokens) == ("bleu", extra, 128)
     assert get_task("record").family == "superglue" and get_task("nq").family == "qa"
     assert get_task("e2e").family == "nlg"
+    assert all(get_task(name).read_row is not None and get_task(name).input_fields for name in QA_TASKS + NLG_TASKS)
     assert "dev: those 1,000; test: official dev (10,570)" in get_task("squad").splits_doc
     assert "official MRQA dev (12,836)" in get_task("nq").splits_doc
     assert hub.HUB_IDS["squad"] == ("rajpurkar/squad", "plain_text")
@@ -261,6 +262,70 @@ def test_few_shot_generation_tasks_sample_2k(tmp_path):
         [e.input_text for e in get_task("squad").load(tmp_path, "dev", 42)]
     assert "4 uniformly" in get_task("squad@2").splits_doc
     assert len(get_task("e2e@1").load(tmp_path, "train")) == 2
+
+
+# --- single rows (prediction) -----------------------------------------------------------------
+
+def _unlabelled(obj, *keys: str):
+    """A copy of a JSON object without the answer/reference fields `keys`, at any depth (a test row)."""
+    if isinstance(obj, list):
+        return [_unlabelled(v, *keys) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _unlabelled(v, *keys) for k, v in obj.items() if k not in keys}
+    return obj
+
+
+def _rows(name: str) -> tuple[str, list[tuple[dict, slice]]]:
+    """(what to write, [(a row by the official field names, the test examples it gives)]) of each task."""
+    if name == "squad":
+        paragraph = _squad_doc(6, 3, "d")["data"][0]["paragraphs"][1]
+        flat = {"question": paragraph["qas"][1]["question"], "context": paragraph["context"], "id": "d3"}
+        return "squad", [(paragraph, slice(2, 4)), (_unlabelled(paragraph, "answers"), slice(2, 4)),
+                         (flat, slice(3, 4))]
+    if name == "newsqa":
+        line = _mrqa_lines("NewsQA", "dev", 6)[2]  # the second context: questions 2 and 3
+        flat = {"question": line["qas"][0]["question"], "context": line["context"]}
+        return "newsqa", [(line, slice(2, 4)), (_unlabelled(line, "answers", "detected_answers"), slice(2, 4)),
+                          (flat, slice(2, 3))]
+    if name == "record":
+        row = _record_row(10_001)
+        return "record", [(row, slice(1, 2)), (_unlabelled(row, "answers"), slice(1, 2))]
+    if name == "e2e":
+        return "e2e", [({"mr": "name[Zizzi], food[Thai]", "ref": "Thai food at Zizzi."}, slice(0, 1)),
+                       ({"mr": "name[Zizzi],  food[Thai]"}, slice(0, 1))]
+    entry = _webnlg_entry(2, AARHUS, [("Aarhus airport serves Aarhus.", "good")])["2"]
+    return "webnlg", [(entry, slice(1, 2)), (_unlabelled(entry, "lexicalisations"), slice(1, 2))]
+
+
+@pytest.mark.parametrize("name", ["squad", "newsqa", "record", "e2e", "webnlg"])
+def test_read_row_gives_the_inputs_of_the_files_without_their_answers(tmp_path, name):
+    """A row by the official field names (answers present or not) reads as the file reader reads its test examples."""
+    {"squad": write_squad, "newsqa": lambda root: write_mrqa(root, "NewsQA"), "record": write_record,
+     "e2e": write_e2e, "webnlg": write_webnlg}[name](tmp_path)
+    task = get_task(name)
+    test = task.load(tmp_path, "test")
+    for row, expected in _rows(name)[1]:
+        got = task.read_row(row, "in.jsonl", 3)
+        assert [e.input_text for e in got] == [e.input_text for e in test[expected]], row
+        assert all(e.label is None and e.target_text == "" and e.task == name for e in got)
+    assert set(task.input_fields) & set(_rows(name)[1][0][0])
+
+
+@pytest.mark.parametrize("name,row,words", [
+    ("squad", {"question": "who ?"}, "in.jsonl line 2 has no field 'context'"),
+    ("squad", {"context": "c", "qas": [{"id": "1"}]}, "in.jsonl line 2 qas[0] has no field 'question'"),
+    ("nq", {"question": ["who"], "context": "c"}, "in.jsonl line 2 field 'question' is not a string"),
+    ("record", {"passage": {"text": "Obama", "entities": [{"start": 0, "end": 9}]}, "qas": [{"query": "q"}]},
+     "in.jsonl line 2 passage.entities[0] span 0..9 lies outside the passage"),
+    ("record", {"passage": {"text": "Obama"}, "qas": []}, "in.jsonl line 2 has no field 'entities'"),
+    ("e2e", {"ref": "x"}, "in.jsonl line 2 has no field 'mr'; task e2e reads mr"),
+    ("e2e", {"mr": "  "}, "in.jsonl line 2 has an empty mr"),
+    ("webnlg", {"modifiedtripleset": []}, "in.jsonl line 2 has an empty modifiedtripleset"),
+])
+def test_bad_single_rows_name_the_row_and_the_field(name, row, words):
+    with pytest.raises(MptuneError) as err:
+        get_task(name).read_row(row, "in.jsonl", 2)
+    assert words in str(err.value), str(err.value)
 
 
 # --- bad input --------------------------------------------------------------------------------

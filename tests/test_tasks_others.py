@@ -151,6 +151,24 @@ def test_row_texts(data):
     assert (paws.target_text, paws.label) == ("yes", 1)
 
 
+def test_winogrande_and_yelp_read_single_rows_as_their_files(data):
+    """`read_row` (prediction) of a test row gives the input of the same row read from the file, label or not."""
+    wino, yelp = get_task("winogrande"), get_task("yelp_polarity")
+    expected = get_task("winogrande").load(data, "test")[0].input_text
+    for row in (_wino(10_000), _wino(10_000, "2")):
+        (ex,) = wino.read_row(row, "test.jsonl", 1)
+        assert (ex.input_text, ex.target_text, ex.label, ex.task) == (expected, "", None, "winogrande")
+    assert wino.input_fields == ("sentence", "option1", "option2")
+    field = _yelp_line(50_000)[5:-2].replace('""', '"')  # the CSV's text field, its backslash-n escape kept
+    (ex,) = yelp.read_row({"text": field}, "in.csv", 2)
+    assert ex.input_text == yelp.load(data, "test")[0].input_text and ex.label is None
+    assert yelp.input_fields == ("text",)
+    with pytest.raises(MptuneError, match="in.jsonl line 4 has no field 'option2'"):
+        wino.read_row({"sentence": "a _", "option1": "x"}, "in.jsonl", 4)
+    with pytest.raises(MptuneError, match="in.csv line 2 has no field 'text'; task yelp_polarity reads text"):
+        yelp.read_row({"review": "good"}, "in.csv", 2)
+
+
 @pytest.mark.parametrize("name", NEW)
 def test_every_example_is_well_formed(data, name):
     task = get_task(name)

@@ -3,7 +3,8 @@
 Every command is one row of `COMMANDS`: its help, its own arguments, whether it takes the
 settings (`--config FILE.yaml` and a flag `--section.field` per `RunConfig` field, help text = the
 field's docstring, applied on top of the file, on top of the defaults) and whether it trains
-into a run directory (`--resume`), and the function that runs it.
+into a run directory (`--resume`), and the function that runs it. A command's own argument of a
+setting's name replaces that setting's flag (`predict --seed` picks a run's seed to predict with).
 
 User errors print one line `mptune: error: ...` and exit with status 2. The training commands
 continue a run directory that holds the same config; `--resume` also refuses to start a new run
@@ -48,13 +49,15 @@ class Arg:
     choices: tuple[str, ...] | None = None
     switch: bool = False
     """A flag without a value (store_true)."""
+    type: Callable[[str], object] | None = None
+    """What argparse converts the value with (int: a bad value is a usage error); None keeps the text."""
 
     def add_to(self, parser: argparse.ArgumentParser) -> None:
         if self.switch:
             parser.add_argument(self.flag, help=self.help, action="store_true")
             return
         options = {k: v for k, v in (("metavar", self.metavar), ("default", self.default),
-                                     ("choices", self.choices)) if v is not None}
+                                     ("choices", self.choices), ("type", self.type)) if v is not None}
         if self.flag.startswith("--"):
             options["required"] = self.required
         parser.add_argument(self.flag, help=self.help, **options)
@@ -220,7 +223,7 @@ def predictor_for(args: argparse.Namespace, command: str):
     if args.config is None and (saved := run_config(sources)) is not None:
         args.config = str(saved)
     cfg = resolve_config(args)
-    prompts = load_prompts(sources, None, args.method, cfg.data.custom_tasks)
+    prompts = load_prompts(sources, None, args.method, cfg.data.custom_tasks, args.seed)
     backbone = backbone_for(cfg, command)
     batch = cfg.serve.max_batch if command == "serve" else cfg.predict.batch_size
     padding = cfg.serve.max_padding if command == "serve" else cfg.predict.max_padding
@@ -310,6 +313,14 @@ def list_tasks() -> str:
 
 # --- the table -----------------------------------------------------------------------------------
 
+PROMPTS = Arg("--prompts", "run directories (their targets' prompts) and/or prompt files, comma-separated",
+              "PATH,...", required=True)
+METHOD = Arg("--method", "which prompt of a run directory's targets (pt, spot, spot-fixed, mpt)", default="mpt")
+SEED = Arg("--seed", "which seed's prompts of a run directory that adapted its targets once per seed: one of its "
+                     "compare.seeds (default: the first); another is an error naming the seeds it has", "N", type=int)
+"""The prompts' arguments of `predict` and `serve` (their --seed replaces the setting --seed, the run seed, which
+prediction does not use)."""
+
 COMMANDS: dict[str, Command] = {
     "run": Command("the whole pipeline: teach, distill, adapt (PT, SPoT, MPT), then the comparison table",
                    train_command, trains=True),
@@ -329,8 +340,7 @@ COMMANDS: dict[str, Command] = {
         Arg("--task", "task row to export (default: the file's only task)"))),
     "predict": Command("apply trained prompts to new inputs (mixed tasks), or write the GLUE/SuperGLUE leaderboard "
                        "files", predict_command, (
-        Arg("--prompts", "run directories (their targets' prompts) and/or prompt files, comma-separated",
-            "PATH,...", required=True),
+        PROMPTS,
         Arg("--input", "rows to predict: .jsonl (each may name its \"task\"), .csv or .tsv with a header", "FILE"),
         Arg("--task", "task of the rows that name none", "NAME"),
         Arg("--out", "output file (.jsonl or .csv); with --format glue|superglue, the folder of the leaderboard "
@@ -338,13 +348,10 @@ COMMANDS: dict[str, Command] = {
         Arg("--format", "rows: --input to --out; glue, superglue: every test file of the benchmark that the "
                         "prompts predict, as its leaderboard expects", default="rows",
             choices=("rows", "glue", "superglue")),
-        Arg("--method", "which prompt of a run directory's targets (pt, spot, spot-fixed, mpt)", default="mpt"),
+        METHOD, SEED,
         Arg("--scores", "also write each label word's log-likelihood", switch=True))),
     "serve": Command("serve trained prompts over HTTP: POST /predict, GET /tasks, GET /health (needs the "
-                     "'serve' extra)", serve_command, (
-        Arg("--prompts", "run directories (their targets' prompts) and/or prompt files, comma-separated",
-            "PATH,...", required=True),
-        Arg("--method", "which prompt of a run directory's targets (pt, spot, spot-fixed, mpt)", default="mpt"))),
+                     "'serve' extra)", serve_command, (PROMPTS, METHOD, SEED)),
     "import": Command("write a PEFT prompt-tuning or multitask prompt-tuning adapter as an mptune prompt file",
                       import_command, (
         Arg("--peft", "PEFT adapter folder to import", "DIR", required=True),
@@ -382,8 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--dry-run", action="store_true", help="print the plan (every unit with its steps, "
                            "learning rates, model selection and scoring; which are done) and exit without loading "
                            "the model or writing anything")
+        own = {arg.flag for arg in command.args}
         for key, tp, doc in flat_fields():
-            p.add_argument(f"--{key}", dest=f"set:{key}", metavar=type_name(tp), help=doc)
+            if f"--{key}" not in own:  # a command's own argument replaces the setting of its name
+                p.add_argument(f"--{key}", dest=f"set:{key}", metavar=type_name(tp), help=doc)
         for old, new in RENAMED.items():  # earlier names still work, unlisted
             p.add_argument(f"--{old}", dest=f"set:{new}", help=argparse.SUPPRESS)
     return parser

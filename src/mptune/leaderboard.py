@@ -16,10 +16,14 @@ Decisions
   "True"/"False" (WSC), "entailment"/"contradiction"/"neutral" (CB), "entailment"/"not_entailment"
   (RTE, AX-b, AX-g), the alternative's index 0/1 (COPA) and, for MultiRC, one nested object per
   paragraph with each answer's 0/1 under its question and answer idx.
+- ReCoRD is a generation task: its file has one {"idx": the query's idx, "label": the generated answer
+  text} per query (jiant's submission formatter writes the same), so one passage row of test.jsonl
+  gives as many lines as it has queries, in their order.
 - The diagnostics are predicted with a target's prompt: AX with MNLI's, AX-b and AX-g with SuperGLUE
   RTE's (AX-b's sentence1/sentence2 read as RTE's premise/hypothesis).
 - GLUE rows are numbered by their `index` column (QQP: `id`), SuperGLUE objects by their `idx`.
-- What is missing is said per file: no prompt for its task, no test file, or no mptune task (ReCoRD).
+- What is missing is said per file: no prompt for its task, or no test file. A test row without the idx
+  its line needs is one error naming the file and the line.
 """
 
 from __future__ import annotations
@@ -41,12 +45,12 @@ class BoardFile:
 
     name: str
     """File name the server expects, e.g. 'RTE.tsv'."""
-    task: str | None
-    """mptune task whose prompt predicts it (None: mptune has no such task)."""
+    task: str
+    """mptune task whose prompt predicts it."""
     input: str
     """The official test file, under the data directory."""
     labels: tuple | None = None
-    """Official label by class index; None: the predicted number (STS-B)."""
+    """Official label by class index; None: the prediction itself (STS-B's number, ReCoRD's text)."""
     fields: Mapping[str, str] = field(default_factory=dict)
     """Test-file field -> the field the task reads (AX-b's sentence1 -> premise)."""
 
@@ -76,7 +80,7 @@ SUPERGLUE = (
     BoardFile("CB.jsonl", "cb", "superglue/CB/test.jsonl", tuple(superglue.CB_LABELS)),
     BoardFile("COPA.jsonl", "copa", "superglue/COPA/test.jsonl", (0, 1)),
     BoardFile("MultiRC.jsonl", "multirc", "superglue/MultiRC/test.jsonl", (0, 1)),
-    BoardFile("ReCoRD.jsonl", None, "superglue/ReCoRD/test.jsonl"),
+    BoardFile("ReCoRD.jsonl", "record", "superglue/ReCoRD/test.jsonl"),
     BoardFile("RTE.jsonl", "rte_sg", "superglue/RTE/test.jsonl", RTE_STRINGS),
     BoardFile("WiC.jsonl", "wic", "superglue/WiC/test.jsonl", TRUE_FALSE),
     BoardFile("WSC.jsonl", "wsc", "superglue/WSC/test.jsonl", ("False", "True")),
@@ -108,8 +112,14 @@ class GlueSink:
         return f"{self.position - 1 if index is None else index}\t{label}\n"
 
 
+def as_list(prediction: Any) -> list:
+    """The predictions of a row's examples: a row of one example has one prediction, not a list."""
+    return prediction if isinstance(prediction, list) else [prediction]
+
+
 class SuperGlueSink:
-    """{"idx", "label"} objects (SuperGLUE's JSONL); MultiRC's nested per paragraph, question and answer."""
+    """{"idx", "label"} objects (SuperGLUE's JSONL); MultiRC's nested per paragraph, question and answer; ReCoRD's
+    one per query."""
 
     def __init__(self, board: BoardFile, choices: tuple[str, ...]):
         self.board, self.choices = board, choices
@@ -119,17 +129,33 @@ class SuperGlueSink:
 
     def line(self, number: int, row: Mapping[str, Any], record: Mapping[str, Any]) -> str:
         if self.board.task == "multirc":
-            return json.dumps(self.multirc(row, record["prediction"])) + "\n"
-        return json.dumps({"idx": row["idx"], "label": official(self.board, record["prediction"], self.choices)}) + "\n"
+            return json.dumps(self.multirc(row, number, record["prediction"])) + "\n"
+        if self.board.task == "record":
+            return self.record(row, number, record["prediction"])
+        label = official(self.board, record["prediction"], self.choices)
+        return json.dumps({"idx": self.idx(row, number), "label": label}) + "\n"
 
-    def multirc(self, row: Mapping[str, Any], predictions) -> dict:
+    def idx(self, obj: Mapping[str, Any], number: int, what: str = "") -> Any:
+        """obj["idx"]: what the server matches a prediction by; MptuneError naming the test file's line without it."""
+        if "idx" not in obj:
+            raise MptuneError(f"{self.board.input} line {number} has no 'idx'{what}; {self.board.name} numbers "
+                              "its predictions by the test file's idx")
+        return obj["idx"]
+
+    def multirc(self, row: Mapping[str, Any], number: int, predictions) -> dict:
         """One paragraph: each question's answers' labels, in the order `tasks.superglue.read_multirc` reads them."""
-        preds = iter(predictions if isinstance(predictions, list) else [predictions])
+        preds = iter(as_list(predictions))
         questions = [{"idx": q.get("idx", qi),
                       "answers": [{"idx": a.get("idx", ai), "label": official(self.board, next(preds), self.choices)}
                                   for ai, a in enumerate(q["answers"])]}
                      for qi, q in enumerate(row["passage"]["questions"])]
-        return {"idx": row["idx"], "passage": {"questions": questions}}
+        return {"idx": self.idx(row, number), "passage": {"questions": questions}}
+
+    def record(self, row: Mapping[str, Any], number: int, predictions) -> str:
+        """One line per query of a passage, in the order `tasks.generation.record_rows` reads them: {"idx": the
+        query's idx, "label": the generated answer}."""
+        return "".join(json.dumps({"idx": self.idx(qa, number, f" in qas[{q}]"), "label": text}) + "\n"
+                       for q, (qa, text) in enumerate(zip(row["qas"], as_list(predictions))))
 
 
 SINKS = {"glue": GlueSink, "superglue": SuperGlueSink}
@@ -149,9 +175,7 @@ def write_board(predictor: Predictor, data_dir: Path, benchmark: str, out_dir: P
         if target.exists():
             kept.append(board.name)
             continue
-        if board.task is None:
-            missing[board.name] = "mptune has no task for it"
-        elif board.task not in predictor.tasks:
+        if board.task not in predictor.tasks:
             missing[board.name] = f"no prompt for task {board.task}"
         elif not source.is_file():
             missing[board.name] = f"no test file {source}"

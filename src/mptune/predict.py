@@ -17,7 +17,11 @@ Decisions
 - A task is named by its registry name; a few-shot target 'cb@16' answers to 'cb' too (same reader
   and label words). Two prompts for one task are refused rather than one chosen silently.
 - From a run directory the prompts are its targets' adapted prompts of one method (default 'mpt',
-  MPT* units when the run adapted jointly), of the first seed of compare.seeds when it has several.
+  MPT* units when the run adapted jointly) and, when the run lists compare.seeds, of one seed: `--seed`
+  (one the run trained; another is an error naming those it has), by default the first.
+- Every built-in task and every custom task reads single rows (`Task.read_row`), classification and
+  generation alike; rows of both kinds share a call and a batch (`evaluate.scoring_groups` scores each
+  kind in its own group: rank classification, or greedy generation as `mptune evaluate` generates).
 - One input row may give several examples (a MultiRC passage: one per answer); its output then
   holds a list, in the row's answer order.
 - Rows of short and long tasks meet in one batch, and a batch costs its padded positions on a CPU:
@@ -77,8 +81,8 @@ class Predictor:
                 raise MptuneError(f"two prompts for task {key} ({self.prompt_names[key]} and {name}); give one")
             task = get_task(key)
             if task.read_row is None:
-                raise MptuneError(f"task {key} cannot read single rows, so it cannot predict on new inputs "
-                                  "(GLUE, SuperGLUE, SciTail, PAWS and custom tasks can)")
+                raise MptuneError(f"task {key} cannot read single rows (its Task has no read_row), so it cannot "
+                                  "predict on new inputs; every built-in task and every custom task can")
             if prompt.dim() != 2 or prompt.shape[1] != backbone.dim:
                 raise MptuneError(f"the prompt of {name} has shape {list(prompt.shape)}; expected [l, {backbone.dim}]"
                                   f" for model {backbone.name}")
@@ -174,14 +178,17 @@ def run_config(sources: Sequence[str | Path]) -> Path | None:
 
 
 def load_prompts(sources: Sequence[str | Path], dim: int | None = None, method: str = "mpt",
-                 custom_tasks: Sequence[str] = ()) -> dict[str, torch.Tensor]:
+                 custom_tasks: Sequence[str] = (), seed: int | None = None) -> dict[str, torch.Tensor]:
     """Task name -> prompt [l, d] of every task of `sources`: prompt files (every row) and run directories
-    (their targets adapted with `method`)."""
+    (their targets adapted with `method`, of `seed`: see `run_seed`)."""
     register_custom_tasks(custom_tasks)
+    if seed is not None and not any(Path(s).is_dir() for s in sources):
+        raise MptuneError(f"--seed {seed} picks the prompts of one seed of a run directory, and --prompts names "
+                          "none (only prompt files, whose prompts are all read)")
     out: dict[str, torch.Tensor] = {}
     for source in sources:
         path = Path(source)
-        found = run_prompts(path, method, dim) if path.is_dir() else file_prompts(path, dim)
+        found = run_prompts(path, method, dim, seed) if path.is_dir() else file_prompts(path, dim)
         for name, prompt in found.items():
             if name in out:
                 raise MptuneError(f"two prompts for task {name}: {source} and an earlier one; give one")
@@ -197,8 +204,22 @@ def file_prompts(path: Path, dim: int | None = None) -> dict[str, torch.Tensor]:
     return {name: table[i] for i, name in enumerate(tasks)}
 
 
-def run_prompts(root: Path, method: str, dim: int | None = None) -> dict[str, torch.Tensor]:
-    """The adapted prompt of each target of the run in `root` (MPT* units for 'mpt' when the run adapted jointly)."""
+def run_seed(cfg: RunConfig, root: Path, seed: int | None) -> int | None:
+    """The seed of the units read from the run in `root`: `seed`, by default the first of compare.seeds; None
+    when the run lists no compare.seeds (its units are not per seed: `seed` may only be its run seed).
+    MptuneError when the run did not train `seed`, naming the seeds it did."""
+    trained = list(cfg.compare.seeds) or [cfg.seed]
+    if seed is not None and seed not in trained:
+        raise MptuneError(f"the run in {root} has no seed {seed}: it adapted its targets with seed"
+                          f"{'s' if len(trained) > 1 else ''} {', '.join(map(str, trained))}")
+    if not cfg.compare.seeds:
+        return None
+    return trained[0] if seed is None else seed
+
+
+def run_prompts(root: Path, method: str, dim: int | None = None, seed: int | None = None) -> dict[str, torch.Tensor]:
+    """The adapted prompt of each target of the run in `root` (MPT* units for 'mpt' when the run adapted jointly),
+    of `seed` (`run_seed`)."""
     if not (root / CONFIG_FILE).is_file():
         raise MptuneError(f"{root} is not a run directory (no {CONFIG_FILE}) nor a prompt file")
     cfg: RunConfig = load_yaml(root / CONFIG_FILE)
@@ -207,7 +228,7 @@ def run_prompts(root: Path, method: str, dim: int | None = None) -> dict[str, to
         raise MptuneError(f"the run in {root} adapted its targets with {', '.join(cfg.compare.methods)}, "
                           f"not {method}")
     run = RunDir(root, cfg.compare.seeds)
-    seed = cfg.compare.seeds[0] if cfg.compare.seeds else None
+    seed = run_seed(cfg, root, seed)
     out = {}
     for target in cfg.targets:
         folder = run.joint(seed) if method == "mpt" and cfg.compare.joint else run.adapted(method, target, seed)

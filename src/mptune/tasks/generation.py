@@ -46,18 +46,27 @@ Design decisions
   WebNLG has no hub route: webnlg-challenge/web_nlg and GEM/web_nlg cut and version the data
   differently from the 2017 challenge files, so their rows would not give the files' examples.
 - Generation stops at `Task.max_new_tokens`: 32 tokens for answers and entities, 128 for texts.
+- Prediction (`Task.read_row`) reads one row by the files' field names; answers and references are
+  not read (official test rows have none): SQuAD and MRQA a context with its questions ({"context",
+  "qas": [{"question"}]}: a SQuAD paragraph, an MRQA line; one example per question) or one question
+  flat ({"question", "context"}, the hub rows' layout); ReCoRD an official passage row (test.jsonl:
+  {"passage": {"text", "entities"}, "qas": [{"query", "idx"}], "idx"}), one example per query; E2E
+  {"mr"}; WebNLG one entry ({"modifiedtripleset": [...]}). The file and hub readers parse through
+  the same per-row functions (`context_questions`, `flat_question`, `record_rows`, `e2e_example`,
+  `webnlg_input`), given the answer reader (`Answers`; `no_answers` for prediction).
 """
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from mptune.errors import MptuneError
 from mptune.tasks import hub
-from mptune.tasks.base import Example, Task, files_doc
+from mptune.tasks.base import Example, Task, files_doc, row_texts
 from mptune.tasks.glue import normalize, read_tsv
 from mptune.tasks.splits import describe, select, select_given
 from mptune.tasks.superglue import read_jsonl
@@ -76,6 +85,9 @@ WEBNLG_SOURCE = "WebNLG 2017 JSON"
 KINDS = {str: "a string", list: "a list", dict: "an object", int: "an integer"}
 Files = Callable[[Path], dict[str, tuple[str, str]]]
 """root folder -> {role: (file name under root, hub split)}."""
+Answers = Callable[[Any, str], Sequence | None]
+"""(question object, where it is) -> its gold strings; `no_answers` (prediction) reads none."""
+QA_FIELDS = ("question", "context")
 
 
 # --- reading helpers ---------------------------------------------------------------------------
@@ -123,14 +135,47 @@ def group_references(examples: Sequence[Example]) -> list[Example]:
     return [Example(text, next(iter(found)), tuple(found)) for text, found in refs.items()]
 
 
+def labelled(text: str, gold: tuple[str, ...] | None) -> Example:
+    """An example with the first gold string as target and all of them as label; without gold (a row read
+    for prediction) label None and an empty target."""
+    return Example(text, "", None) if gold is None else Example(text, gold[0], gold)
+
+
+def no_answers(question: Any, where: str) -> None:
+    """The `Answers` of prediction: unlabelled rows have no answers, and answers present are not read."""
+    return None
+
+
 # --- QA: SQuAD and MRQA ------------------------------------------------------------------------
 
-def qa_example(question: str, context: str, answers: Sequence, where: str) -> Example:
-    """A QA example: question and context in, first gold answer out, all gold answers as label."""
+def qa_example(question: str, context: str, answers: Sequence | None, where: str) -> Example:
+    """A QA example: question and context in, first gold answer out, all gold answers as label (None: unlabelled)."""
     if not isinstance(question, str) or not isinstance(context, str):
         raise MptuneError(f"{where} has a question or context that is not a string.")
-    gold = golds(answers, where)
-    return Example(QA.format(question=normalize(question), context=normalize(context)), gold[0], gold)
+    text = QA.format(question=normalize(question), context=normalize(context))
+    return labelled(text, None if answers is None else golds(answers, where))
+
+
+def context_questions(row: Any, at: str, what: str, answers: Answers, sep: str = " ") -> list[Example]:
+    """One example per question of a context object {"context", "qas": [{"question", ...}]}: a SQuAD paragraph
+    (`sep` '.': 'data[0].paragraphs[1].qas[2]'), an MRQA line ('FILE line 3 qas[2]'), a prediction row."""
+    context = need(row, "context", at, what)
+    out = []
+    for q, qa in enumerate(need(row, "qas", at, what, list)):
+        where = f"{at}{sep}qas[{q}]"
+        out.append(qa_example(need(qa, "question", where, what), context, answers(qa, where), where))
+    return out
+
+
+def flat_question(row: Any, at: str, what: str, answers: Answers) -> list[Example]:
+    """A question given flat with its context, {"question", "context", ...}: a hub row, a prediction row."""
+    return [qa_example(need(row, "question", at, what), need(row, "context", at, what), answers(row, at), at)]
+
+
+def squad_answers(qa: Any, where: str) -> list[str]:
+    """The gold texts of an official SQuAD question: answers [{"text", "answer_start"}]."""
+    return [need(ans, "text", f"{where}.answers[{i}]", SQUAD_SOURCE)
+            for i, ans in enumerate(need(qa, "answers", where, SQUAD_SOURCE, list))]
 
 
 def read_squad(path: Path) -> list[Example]:
@@ -139,47 +184,50 @@ def read_squad(path: Path) -> list[Example]:
     out = []
     for a, article in enumerate(articles):
         for p, paragraph in enumerate(need(article, "paragraphs", f"{path} data[{a}]", SQUAD_SOURCE, list)):
-            at = f"{path} data[{a}].paragraphs[{p}]"
-            context = need(paragraph, "context", at, SQUAD_SOURCE)
-            for q, qa in enumerate(need(paragraph, "qas", at, SQUAD_SOURCE, list)):
-                where = f"{at}.qas[{q}]"
-                answers = [need(ans, "text", f"{where}.answers[{i}]", SQUAD_SOURCE)
-                           for i, ans in enumerate(need(qa, "answers", where, SQUAD_SOURCE, list))]
-                out.append(qa_example(need(qa, "question", where, SQUAD_SOURCE), context, answers, where))
+            out += context_questions(paragraph, f"{path} data[{a}].paragraphs[{p}]", SQUAD_SOURCE, squad_answers, ".")
     return out
+
+
+def squad_hub_answers(row: Any, where: str) -> list:
+    """The gold texts of a rajpurkar/squad row: answers {"text": [...], "answer_start": [...]}."""
+    what = "rajpurkar/squad"
+    return need(need(row, "answers", where, what, dict), "text", f"{where} answers", what, list)
 
 
 def squad_row(row: dict, where: str, line: int) -> list[Example]:
     """One rajpurkar/squad row (context, question, answers {text: [...]}) as the official question."""
-    at, what = f"{where} row {line}", "rajpurkar/squad"
-    answers = need(need(row, "answers", at, what, dict), "text", f"{at} answers", what, list)
-    return [qa_example(need(row, "question", at, what), need(row, "context", at, what), answers, at)]
+    return flat_question(row, f"{where} row {line}", "rajpurkar/squad", squad_hub_answers)
+
+
+def answer_list(what: str) -> Answers:
+    """Answers given as a list of gold strings (MRQA's files and hub rows); `what` names the layout in messages."""
+    return lambda qa, where: need(qa, "answers", where, what, list)
 
 
 def read_mrqa(path: Path) -> list[Example]:
     """Every question of an MRQA 2019 gzipped JSONL file (the header line is skipped)."""
-    out = []
-    for line, row in read_jsonl(path, MRQA_SOURCE):
-        if "header" in row:
-            continue
-        where = f"{path} line {line}"
-        context = need(row, "context", where, MRQA_SOURCE)
-        for q, qa in enumerate(need(row, "qas", where, MRQA_SOURCE, list)):
-            at = f"{where} qas[{q}]"
-            out.append(qa_example(need(qa, "question", at, MRQA_SOURCE), context,
-                                  need(qa, "answers", at, MRQA_SOURCE, list), at))
-    return out
+    return [ex for line, row in read_jsonl(path, MRQA_SOURCE) if "header" not in row
+            for ex in context_questions(row, f"{path} line {line}", MRQA_SOURCE, answer_list(MRQA_SOURCE))]
 
 
 def mrqa_row(subset: str) -> hub.RowReader:
     """Row reader of mrqa-workshop/mrqa keeping the rows of one subset (one question each)."""
+    what = "mrqa-workshop/mrqa"
 
     def read(row: dict, where: str, line: int) -> list[Example]:
-        if row.get("subset") != subset:
-            return []
-        at, what = f"{where} row {line}", "mrqa-workshop/mrqa"
-        return [qa_example(need(row, "question", at, what), need(row, "context", at, what),
-                           need(row, "answers", at, what, list), at)]
+        return flat_question(row, f"{where} row {line}", what, answer_list(what)) if row.get("subset") == subset else []
+
+    return read
+
+
+def qa_read_row(what: str) -> hub.RowReader:
+    """`Task.read_row` of SQuAD and MRQA: a context with its questions as the files hold them ({"context", "qas":
+    [{"question", ...}]}: a SQuAD paragraph, an MRQA line; one example per question), or one question flat
+    ({"question", "context"}, as the hub rows); answers are not read."""
+
+    def read(row: Mapping[str, Any], where: str, line: int) -> list[Example]:
+        at = f"{where} line {line}"
+        return (context_questions if "qas" in row else flat_question)(row, at, what, no_answers)
 
     return read
 
@@ -211,14 +259,15 @@ def join_highlights(passage: str) -> str:
     return re.sub(r"\n@highlight\n", ". ", passage)
 
 
-def record_example(passage: str, entities: Sequence[str], query: str, answers: Sequence, where: str) -> Example:
-    """A ReCoRD query: query, distinct entities and passage in; the sorted distinct answers as label."""
+def record_example(passage: str, entities: Sequence[str], query: str, answers: Sequence | None,
+                   where: str) -> Example:
+    """A ReCoRD query: query, distinct entities and passage in; the sorted distinct answers as label (None:
+    unlabelled)."""
     if not isinstance(query, str) or not isinstance(passage, str):
         raise MptuneError(f"{where} has a query or passage that is not a string.")
-    gold = tuple(sorted(set(golds(answers, where))))
     names = ", ".join(dict.fromkeys(normalize(e) for e in entities))
     text = RECORD.format(query=normalize(query), entities=names, passage=normalize(join_highlights(passage)))
-    return Example(text, gold[0], gold)
+    return labelled(text, None if answers is None else tuple(sorted(set(golds(answers, where)))))
 
 
 def entity_span(entity: Any, text: str, where: str) -> tuple[int, int]:
@@ -229,8 +278,15 @@ def entity_span(entity: Any, text: str, where: str) -> tuple[int, int]:
     return start, end
 
 
-def record_rows(row: dict, where: str) -> list[Example]:
-    """The queries of one official ReCoRD passage row."""
+def record_answers(qa: Any, where: str) -> list[str]:
+    """The gold texts of an official ReCoRD query: answers [{"start", "end", "text"}]."""
+    return [need(a, "text", f"{where}.answers[{i}]", RECORD_SOURCE)
+            for i, a in enumerate(need(qa, "answers", where, RECORD_SOURCE, list))]
+
+
+def record_rows(row: Any, where: str, answers: Answers = record_answers) -> list[Example]:
+    """The queries of one official ReCoRD passage row ({"passage": {"text", "entities"}, "qas": [{"query",
+    "idx", "answers"}], "idx"}), one example each; `no_answers` reads a test row (prediction)."""
     passage = need(row, "passage", where, RECORD_SOURCE, dict)
     text = need(passage, "text", where, RECORD_SOURCE)
     spans = [entity_span(e, text, f"{where} passage.entities[{i}]")
@@ -239,15 +295,18 @@ def record_rows(row: dict, where: str) -> list[Example]:
     out = []
     for q, qa in enumerate(need(row, "qas", where, RECORD_SOURCE, list)):
         at = f"{where} qas[{q}]"
-        answers = [need(a, "text", f"{at}.answers[{i}]", RECORD_SOURCE)
-                   for i, a in enumerate(need(qa, "answers", at, RECORD_SOURCE, list))]
-        out.append(record_example(text, entities, need(qa, "query", at, RECORD_SOURCE), answers, at))
+        out.append(record_example(text, entities, need(qa, "query", at, RECORD_SOURCE), answers(qa, at), at))
     return out
 
 
 def read_record(path: Path) -> list[Example]:
     """Every query of an official ReCoRD JSONL file."""
     return [ex for line, row in read_jsonl(path, RECORD_SOURCE) for ex in record_rows(row, f"{path} line {line}")]
+
+
+def record_read_row(row: Mapping[str, Any], where: str, line: int) -> list[Example]:
+    """`Task.read_row` of ReCoRD: an official passage row (as in test.jsonl), one example per query."""
+    return record_rows(row, f"{where} line {line}", no_answers)
 
 
 def record_row(row: dict, where: str, line: int) -> list[Example]:
@@ -262,12 +321,12 @@ def record_row(row: dict, where: str, line: int) -> list[Example]:
 
 # --- NLG: E2E and WebNLG -----------------------------------------------------------------------
 
-def e2e_example(mr: str, ref: str, where: str) -> Example:
-    """One (meaning representation, reference) pair."""
-    mr, ref = normalize(mr), normalize(ref)
-    if not mr or not ref:
+def e2e_example(mr: str, ref: str | None, where: str) -> Example:
+    """One (meaning representation, reference) pair; a meaning representation alone (`ref` None) unlabelled."""
+    mr, ref = normalize(mr), None if ref is None else normalize(ref)
+    if not mr or ref == "":
         raise MptuneError(f"{where} has an empty mr or ref; expected the {E2E_SOURCE} columns.")
-    return Example(E2E.format(mr=mr), ref, (ref,))
+    return labelled(E2E.format(mr=mr), None if ref is None else (ref,))
 
 
 def read_e2e(path: Path) -> list[Example]:
@@ -282,19 +341,30 @@ def e2e_row(row: dict, where: str, line: int) -> list[Example]:
     return [e2e_example(str(mr), str(ref), f"{where} row {line}")]
 
 
+def e2e_read_row(row: Mapping[str, Any], where: str, line: int) -> list[Example]:
+    """`Task.read_row` of E2E: a row by the CSV's header, {"mr"} (the reference `ref` is not read)."""
+    (mr,) = row_texts(row, ("mr",), where, line, "e2e")
+    return [e2e_example(mr, None, f"{where} line {line}")]
+
+
 def triple_text(triple: Any, where: str) -> str:
     """'subject : property : object' with '_' in the entity names read as spaces."""
     subject, prop, obj = (need(triple, k, where, WEBNLG_SOURCE) for k in ("subject", "property", "object"))
     return f"{normalize(subject.replace('_', ' '))} : {normalize(prop)} : {normalize(obj.replace('_', ' '))}"
 
 
-def webnlg_entry(entry: Any, where: str) -> list[Example]:
-    """One example per kept lexicalisation of a WebNLG entry."""
+def webnlg_input(entry: Any, where: str) -> str:
+    """The model input of a WebNLG entry: its modifiedtripleset, triple by triple."""
     triples = need(entry, "modifiedtripleset", where, WEBNLG_SOURCE, list)
     if not triples:
         raise MptuneError(f"{where} has an empty modifiedtripleset; expected at least one triple.")
-    source = WEBNLG.format(triples=" | ".join(triple_text(t, f"{where}.modifiedtripleset[{j}]")
-                                              for j, t in enumerate(triples)))
+    return WEBNLG.format(triples=" | ".join(triple_text(t, f"{where}.modifiedtripleset[{j}]")
+                                            for j, t in enumerate(triples)))
+
+
+def webnlg_entry(entry: Any, where: str) -> list[Example]:
+    """One example per kept lexicalisation of a WebNLG entry."""
+    source = webnlg_input(entry, where)
     out = []
     for k, lex in enumerate(need(entry, "lexicalisations", where, WEBNLG_SOURCE, list)):
         text = normalize(need(lex, "lex", f"{where}.lexicalisations[{k}]", WEBNLG_SOURCE))
@@ -316,11 +386,30 @@ def read_webnlg(path: Path) -> list[Example]:
     return out
 
 
+def webnlg_read_row(row: Mapping[str, Any], where: str, line: int) -> list[Example]:
+    """`Task.read_row` of WebNLG: one entry object ({"modifiedtripleset": [...]}; lexicalisations not read)."""
+    return [Example(webnlg_input(row, f"{where} line {line}"), "", None)]
+
+
 # --- tasks -------------------------------------------------------------------------------------
 
-def make_task(name: str, family: str, folder: str, files: Files, read_file: Callable[[Path], list[Example]],
-              read_row: hub.RowReader | None, metric: str, extra: tuple[str, ...], doc: str,
-              official_train: int = 0, max_new_tokens: int = 32, source: str = "") -> Task:
+@dataclass(frozen=True)
+class Readers:
+    """How a generation task reads: its official files, its hub rows, and single rows (`Task.read_row`)."""
+
+    file: Callable[[Path], list[Example]]
+    """An official file -> its labelled examples."""
+    hub_row: hub.RowReader | None
+    """A row of the hub copy -> the examples of the official row (None: no hub copy)."""
+    row: hub.RowReader
+    """A row by the official field names, labels not read -> its unlabelled examples (prediction)."""
+    fields: tuple[str, ...]
+    """The fields `row` reads (`Task.input_fields`)."""
+
+
+def make_task(name: str, family: str, folder: str, files: Files, readers: Readers, metric: str,
+              extra: tuple[str, ...], doc: str, official_train: int = 0, max_new_tokens: int = 32,
+              source: str = "") -> Task:
     """A generation `Task` over `<data_dir>/<folder>/`.
 
     Roles train+validation are split by `select`; train+dev+test are used as given, with dev and
@@ -331,21 +420,25 @@ def make_task(name: str, family: str, folder: str, files: Files, read_file: Call
 
     def load_split(data_dir: Path, split: str, seed: int) -> list[Example]:
         root = Path(data_dir) / folder
-        found = hub.loaders(name, root, files(root), read_file, read_row or (lambda row, where, line: []))
+        found = hub.loaders(name, root, files(root), readers.file, readers.hub_row or (lambda row, where, line: []))
         if "dev" in found:
             rows = select_given(split, seed, found["train"], found["dev"], found["test"])
             return rows if split == "train" else group_references(rows)
         return select(split, seed, official_train, found["train"], found["validation"])
 
+    def read_row(row: Mapping[str, Any], where: str, line: int) -> list[Example]:
+        return [replace(ex, task=name) for ex in readers.row(row, where, line)]
+
     return Task(name=name, family=family, choices=(), metric=metric, load_split=load_split, splits_doc=doc,
-                extra_metrics=extra, max_new_tokens=max_new_tokens, source=source)
+                extra_metrics=extra, max_new_tokens=max_new_tokens, source=source, read_row=read_row,
+                input_fields=readers.fields)
 
 
-def qa_task(name: str, family: str, folder: str, files: Files, read_file: Callable[[Path], list[Example]],
-            read_row: hub.RowReader, official_train: int, validation: str, source: str = "") -> Task:
+def qa_task(name: str, family: str, folder: str, files: Files, readers: Readers, official_train: int,
+            validation: str, source: str = "") -> Task:
     """A QA task split by the large-task rule: dev = 1,000 held out of train, test = official dev."""
     doc = describe(official_train, validation=validation)
-    return make_task(name, family, folder, files, read_file, read_row, "squad_f1", ("squad_em",), doc, official_train,
+    return make_task(name, family, folder, files, readers, "squad_f1", ("squad_em",), doc, official_train,
                      source=source)
 
 
@@ -354,12 +447,11 @@ def mrqa_source(subset: str) -> str:
     return " or ".join(files_doc([f"mrqa/{file}" for file in layout.values()]) for layout in mrqa_layouts(subset))
 
 
-def nlg_task(name: str, folder: str, names: tuple[str, str, str], read_file: Callable[[Path], list[Example]],
-             read_row: hub.RowReader | None, doc: str, extra: tuple[str, ...]) -> Task:
+def nlg_task(name: str, folder: str, names: tuple[str, str, str], readers: Readers, doc: str,
+             extra: tuple[str, ...]) -> Task:
     """A data-to-text task shipping labelled train/dev/test files `names`, used as they are."""
     files = dict(zip(("train", "dev", "test"), zip(names, ("train", "validation", "test"))))
-    return make_task(name, "nlg", folder, lambda root: files, read_file, read_row, "bleu", extra, doc,
-                     max_new_tokens=128)
+    return make_task(name, "nlg", folder, lambda root: files, readers, "bleu", extra, doc, max_new_tokens=128)
 
 
 MRQA_TASKS = (  # name, MRQA subset, official train questions, official dev questions
@@ -374,16 +466,21 @@ TASKS: dict[str, Task] = {
     for t in (
         qa_task("squad", "qa", "squad", lambda root: {"train": ("train-v1.1.json", "train"),
                                                       "validation": ("dev-v1.1.json", "validation")},
-                read_squad, squad_row, 87_599, "official dev (10,570)"),
-        *(qa_task(name, "qa", "mrqa", mrqa_files(subset), read_mrqa, mrqa_row(subset), train,
+                Readers(read_squad, squad_row, qa_read_row(SQUAD_SOURCE), QA_FIELDS), 87_599,
+                "official dev (10,570)"),
+        *(qa_task(name, "qa", "mrqa", mrqa_files(subset),
+                  Readers(read_mrqa, mrqa_row(subset), qa_read_row(MRQA_SOURCE), QA_FIELDS), train,
                   f"official MRQA dev ({dev:,})", mrqa_source(subset)) for name, subset, train, dev in MRQA_TASKS),
         qa_task("record", "superglue", "superglue/ReCoRD", lambda root: {"train": ("train.jsonl", "train"),
                                                                          "validation": ("val.jsonl", "validation")},
-                read_record, record_row, 100_730, "official validation (10,000)"),
-        nlg_task("e2e", "e2e", ("trainset.csv", "devset.csv", "testset_w_refs.csv"), read_e2e, e2e_row,
+                Readers(read_record, record_row, record_read_row, ("passage", "qas")), 100_730,
+                "official validation (10,000)"),
+        nlg_task("e2e", "e2e", ("trainset.csv", "devset.csv", "testset_w_refs.csv"),
+                 Readers(read_e2e, e2e_row, e2e_read_row, ("mr",)),
                  "train: official trainset (42,061 MR-reference pairs); dev/test: official devset (547 MRs) "
                  "and testset_w_refs (630 MRs), one example per MR with all its references", ("rouge_l",)),
-        nlg_task("webnlg", "webnlg", ("train.json", "dev.json", "test.json"), read_webnlg, None,
+        nlg_task("webnlg", "webnlg", ("train.json", "dev.json", "test.json"),
+                 Readers(read_webnlg, None, webnlg_read_row, ("modifiedtripleset",)),
                  "train: official train (18,102 texts of 6,940 triple sets); dev/test: official dev (872) and "
                  "test (1,862) triple sets, one example per set with all its references", ("ter", "rouge_l")),
     )

@@ -195,10 +195,12 @@ def example_from_values(spec: GlueSpec, values: Sequence[str], where: Path | str
     return Example(input_text(spec, values[:-1]), target, label, spec.name)
 
 
-def row_reader(spec: GlueSpec) -> Callable[[Mapping[str, Any], str, int], list[Example]]:
-    """`Task.read_row` of a GLUE-format task: a row by header name, unlabelled (a label column is not read)."""
+def row_reader(spec: GlueSpec,
+               clean: Callable[[str], str] = str) -> Callable[[Mapping[str, Any], str, int], list[Example]]:
+    """`Task.read_row` of a GLUE-format task: a row by header name, unlabelled (a label column is not read).
+    `clean` undoes the escapes of the task's files in each text, as its file reader does (Yelp's)."""
     def read(row: Mapping[str, Any], where: str, line: int) -> list[Example]:
-        texts = row_texts(row, spec.input_fields, where, line, spec.name)
+        texts = [clean(t) for t in row_texts(row, spec.input_fields, where, line, spec.name)]
         return [Example(input_text(spec, texts), "", None, spec.name)]
 
     return read

@@ -26,12 +26,16 @@ Design decisions
 - Without any local file of a task its hub copy is read (`tasks/hub.py`) and each hub row goes
   through the same parser. The Yelp hub text is the raw CSV field (doubled quotes kept), so
   doubled quotes are undone first; both routes give the same example.
+- Prediction (`Task.read_row`) reads one row by field name, label not read: WinoGrande's JSONL
+  fields (sentence, option1, option2; through `winogrande_row`), Yelp's `text` (its CSV has no
+  header: the hub copy's name; escapes undone as in the file), SciTail's and PAWS's as the GLUE
+  tasks (`glue.row_reader`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from mptune.tasks import hub
 from mptune.tasks.base import Example, Task, files_doc
@@ -52,12 +56,13 @@ from mptune.tasks.glue import (
     row_reader,
 )
 from mptune.tasks.splits import describe, select, select_given
-from mptune.tasks.superglue import Row, get, label_of, read_jsonl
+from mptune.tasks.superglue import Row, get, label_of, no_label, read_jsonl
 
 FAMILY = "others"
 WINOGRANDE = "sentence: {0}\n1: {1}\n2: {2}\nWhich option fills the blank (_)?\nAnswer:"
 WINOGRANDE_CHOICES = ("1", "2")
 WINOGRANDE_SOURCE = "official WinoGrande"
+WINOGRANDE_FIELDS = ("sentence", "option1", "option2")
 
 YELP = GlueSpec("yelp_polarity", "yelp_review_polarity_csv", (1, 0), SENTIMENT, ("negative", "positive"),
                 {"1": 0, "2": 1}, "accuracy", 560_000, width=2, hub_columns=("text", "label"),
@@ -69,12 +74,19 @@ PAWS = GlueSpec("paws", "paws/final", ("sentence1", "sentence2", "label"), PARAP
                 "accuracy", 49_401, hub_columns=("sentence1", "sentence2", "label"), source="official PAWS")
 
 
-def winogrande_row(row: Row, where: Path | str, line: int) -> list[Example]:
-    """One WinoGrande row (official JSONL or hub: same fields) as an example."""
+def winogrande_row(row: Row, where: Path | str, line: int, labels: Callable = label_of) -> list[Example]:
+    """One WinoGrande row (official JSONL or hub: same fields) as an example; `labels` reads its answer
+    (`no_label`: a test row, for prediction)."""
     sentence, option1, option2 = (normalize(str(get(row, k, where, line, WINOGRANDE_SOURCE)))
-                                  for k in ("sentence", "option1", "option2"))
-    label = label_of(row, {"1": 0, "2": 1}, where, line, key="answer", what=WINOGRANDE_SOURCE)
-    return [Example(WINOGRANDE.format(sentence, option1, option2), WINOGRANDE_CHOICES[label], label, "winogrande")]
+                                  for k in WINOGRANDE_FIELDS)
+    label = labels(row, {"1": 0, "2": 1}, where, line, key="answer", what=WINOGRANDE_SOURCE)
+    target = "" if label is None else WINOGRANDE_CHOICES[label]
+    return [Example(WINOGRANDE.format(sentence, option1, option2), target, label, "winogrande")]
+
+
+def winogrande_read_row(row: Mapping[str, Any], where: str, line: int) -> list[Example]:
+    """`Task.read_row` of WinoGrande: a row of the JSONL files (sentence, option1, option2), answer not read."""
+    return winogrande_row(row, where, line, no_label)
 
 
 def read_winogrande(path: Path) -> list[Example]:
@@ -100,24 +112,23 @@ def yelp_row(row: Row, where: str, line: int) -> list[Example]:
 
 
 def make_task(name: str, folder: str, files: dict[str, tuple[str, str]], read_file: Callable[[Path], list[Example]],
-              read_row: hub.RowReader, choices: tuple[str, ...], official_train: int, doc: str,
-              spec: GlueSpec | None = None) -> Task:
+              hub_row: hub.RowReader, choices: tuple[str, ...], official_train: int, doc: str,
+              read_row: hub.RowReader, fields: tuple[str, ...]) -> Task:
     """A `Task` over `<data_dir>/<folder>/`: roles train+validation use `select`, train+dev+test `select_given`.
 
-    `files` maps each role to (official file name, hub split name); a task in the GLUE format (`spec`) also
-    reads single rows by field name (`Task.read_row`: prediction).
+    `files` maps each role to (official file name, hub split name); `hub_row` reads a row of the hub copy,
+    `read_row` a row by the field names `fields`, label not read (`Task.read_row`: prediction).
     """
 
     def load_split(data_dir: Path, split: str, seed: int) -> list[Example]:
-        found = hub.loaders(name, Path(data_dir) / folder, files, read_file, read_row)
+        found = hub.loaders(name, Path(data_dir) / folder, files, read_file, hub_row)
         if "dev" in found:
             return select_given(split, seed, found["train"], found["dev"], found["test"])
         return select(split, seed, official_train, found["train"], found["validation"])
 
     source = files_doc([f"{folder}/{file}" for file, _ in files.values()])
     return Task(name=name, family=FAMILY, choices=choices, metric="accuracy", load_split=load_split, splits_doc=doc,
-                source=source, read_row=row_reader(spec) if spec else None,
-                input_fields=spec.input_fields if spec else ())
+                source=source, read_row=read_row, input_fields=fields)
 
 
 def official_three(spec: GlueSpec, prefix: str, sizes: tuple[int, int, int]) -> Task:
@@ -126,7 +137,7 @@ def official_three(spec: GlueSpec, prefix: str, sizes: tuple[int, int, int]) -> 
              for role, hub_split in (("train", "train"), ("dev", "validation"), ("test", "test"))}
     doc = "train/dev/test: official train ({:,}), dev ({:,}) and test ({:,})".format(*sizes)
     return make_task(spec.name, spec.dir, files, lambda path: read_examples(path, spec), hub_reader(spec),
-                     spec.choices, spec.official_train, doc, spec)
+                     spec.choices, spec.official_train, doc, row_reader(spec), spec.input_fields)
 
 
 TASKS: dict[str, Task] = {
@@ -135,10 +146,12 @@ TASKS: dict[str, Task] = {
         make_task("winogrande", "winogrande_1.1",
                   {"train": ("train_xl.jsonl", "train"), "validation": ("dev.jsonl", "validation")},
                   read_winogrande, winogrande_row, WINOGRANDE_CHOICES, 40_398,
-                  describe(40_398, validation="official dev (1,267)", train="official train_xl")),
+                  describe(40_398, validation="official dev (1,267)", train="official train_xl"),
+                  winogrande_read_row, WINOGRANDE_FIELDS),
         make_task(YELP.name, YELP.dir, {"train": ("train.csv", "train"), "validation": ("test.csv", "test")},
                   read_yelp, yelp_row, YELP.choices, YELP.official_train,
-                  describe(YELP.official_train, validation="official test (38,000)")),
+                  describe(YELP.official_train, validation="official test (38,000)"),
+                  row_reader(YELP, unescape_yelp), YELP.input_fields),
         official_three(SCITAIL, "scitail_1.0_", (23_596, 1_304, 2_126)),
         official_three(PAWS, "", (49_401, 8_000, 8_000)),
     )
