@@ -144,7 +144,7 @@ def test_micro_batches_split_by_length_cover_the_batch_once(llama_backbone, data
     from mptune.train import micro_batches, positions, shards
 
     items = [e for d in _data(llama_backbone, data_dir) for e in d.train[:4]]
-    whole = TrainArgs(batch_size=len(items))
+    whole = TrainArgs(batch_size=len(items), max_padding=1.0)
     assert micro_batches(items, whole) == shards(items, whole) == [items]  # max_padding 1: untouched
     split = TrainArgs(batch_size=len(items), grad_accum=2, max_padding=0.2)
     parts = micro_batches(items, split, prompt_length=3)
