@@ -158,7 +158,8 @@ def distill_stage(backbone: Backbone, length: int, steps: int, padding: float, r
     `rounds` interleaved rounds: L_PLM only, distillation with teachers per drawn batch, and ahead;
     L_PLM only and distillation ahead again with each step's examples in length-split micro-batches
     (`--<stage>.max_padding padding`), with the padded share of the positions each way."""
-    cfg = RunConfig(distill=TrainArgs(steps=steps, batch_size=8, warmup_steps=2), prompt=PromptArgs(length=length))
+    whole = TrainArgs(steps=steps, batch_size=8, warmup_steps=2, max_padding=1.0)  # each step's batch as drawn
+    cfg = RunConfig(distill=whole, prompt=PromptArgs(length=length))
     data = load_tasks(cfg, backbone, cfg.sources, "dev")
     init = vocab_init(backbone.embeddings, length, torch.Generator().manual_seed(0))
     teachers = SoftPrompt(init.expand(len(data), -1, -1))
@@ -187,21 +188,20 @@ def distill_stage(backbone: Backbone, length: int, steps: int, padding: float, r
                 loop(folder)
                 seconds[name] = min(seconds[name], (time.perf_counter() - start) / steps)
     plain_step = seconds["L_PLM only"]
-    return {"steps": steps, "padding": training_padding(data, cfg.distill, length, steps, padding),
+    return {"steps": steps, "padding": training_padding(cfg, data, split, steps),
             "rows": {n: {"seconds_per_step": round(s, 3), "over_plain": round(s / plain_step, 2)}
                      for n, s in seconds.items()}}
 
 
-def training_padding(data: list, args: TrainArgs, length: int, steps: int, padding: float) -> dict:
-    """The padded share of the positions (prompt + tokens) of the first `steps` training batches of the
-    default sources, in whole batches and in micro-batches split at `padding`."""
-    shares = {}
-    for name, split in (("whole batches", args), (f"max_padding {padding}",
-                                                   dataclasses.replace(args, max_padding=padding))):
+def training_padding(cfg: RunConfig, data: list, split: TrainArgs, steps: int) -> dict:
+    """The padded share of the positions (prompt + tokens) of the first `steps` training batches that
+    `cfg`'s distill loop draws, in whole batches (cfg.distill) and in micro-batches split as `split`."""
+    length, shares = cfg.prompt.length, {}
+    for name, args in (("whole batches", cfg.distill), (f"max_padding {split.max_padding}", split)):
         real = padded = 0
-        stream = batch_stream([d.train for d in data], args, RunConfig().data.kappa, RunConfig().seed)
+        stream = batch_stream([d.train for d in data], cfg.distill, cfg.data.kappa, cfg.seed)
         for _, items in zip(range(steps), stream):
-            for part in micro_batches(items, split, length):
+            for part in micro_batches(items, args, length):
                 sizes = [length + positions(e) for e in part]
                 real, padded = real + sum(sizes), padded + max(sizes) * len(sizes)
         shares[name] = round(1 - real / padded, 3)
@@ -260,13 +260,15 @@ def profile_table(backbone: Backbone, init: torch.Tensor, batches: list, top: in
 
 PARTS = ("steps", "stages", "eval", "profile")
 """What speed.py can time (--parts)."""
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+"""The compute dtype of each precision timed."""
 
 
 def time_steps(results: dict, precision: str, old: Backbone, new: Backbone, batches: list, init: torch.Tensor,
                args) -> None:
     """The fixed-batch step of every method (mptune before and now, PEFT, compiled with --compile), timed in
     interleaved rounds, with its rates against the matmul throughput measured here; into `results`."""
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+    dtype = DTYPES[precision]
     tokens = round(sum(b.input_ids.numel() + args.length * len(b) for b in batches) / len(batches))
     results["model_gemm_gflops"][precision] = round(model_gemm_gflops(new, tokens, dtype), 1)
     methods = {}
@@ -311,9 +313,13 @@ def main() -> None:
     parser.add_argument("--parts", default="steps,stages,eval,profile",
                         help="what to time, comma-separated: steps (the fixed-batch steps of each method, and the "
                              "compiled one), stages (the training loops), eval, profile")
-    parser.add_argument("--padding", type=float, default=0.3,
-                        help="max_padding of the length-split training loops timed under 'stages'")
+    parser.add_argument("--padding", type=float, default=TrainArgs.max_padding,
+                        help="max_padding of the length-split training loops timed under 'stages' (the others "
+                             "run each step's batch whole)")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
+    if not parts <= set(PARTS):
+        parser.error(f"--parts takes {', '.join(PARTS)}, got {args.parts!r}")
     common.setup(args.threads)
     cpu = torch.device("cpu")
     auto = resolve_precision("auto", cpu)  # the precision `mptune run` computes in on this machine
@@ -328,12 +334,8 @@ def main() -> None:
     if auto != "bf16":  # why auto chose fp32: the emulated bf16 product, on a size that takes seconds
         results["emulated_bf16_matmul_gflops_512"] = round(matmul_gflops(torch.bfloat16, n=512, reps=2), 2)
         results["fp32_matmul_gflops_512"] = round(matmul_gflops(torch.float32, n=512, reps=20), 1)
-    parts = set(args.parts.split(","))
-    if not parts <= set(PARTS):
-        parser.error(f"--parts takes {', '.join(PARTS)}, got {args.parts!r}")
     for precision in timed:
-        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
-        results["matmul_gflops"][precision] = round(matmul_gflops(dtype), 1)
+        results["matmul_gflops"][precision] = round(matmul_gflops(DTYPES[precision]), 1)
         old, new = before(precision), load_backbone(precision=precision)
         results["attention"][precision] = new.attention
         batches = real_batches(new, args.steps, args.batch)

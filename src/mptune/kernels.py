@@ -37,7 +37,7 @@ Decisions
   cost and what a forward saves, for each graph a command compiles: the training step (forward +
   backward) and the no-grad forward of scoring (the compile record, cached with the attention
   choice). 'auto' compiles only when that record says the command's planned training examples
-  and scored rows repay both compiles (`compile_pays`: a command that trains also scores, so it
+  and scored examples repay both compiles (`compile_pays`: a command that trains also scores, so it
   pays both graphs); with no record (compile never measured on this machine), or one from before
   the scoring graph was measured, it does not compile. Greedy generation's cached-decoding graph
   is a third compile the record does not measure (it is not counted as saving either). With a
@@ -359,9 +359,10 @@ the probe batch's eager and compiled seconds."""
 
 def compile_pays(backbone, examples: int, scored: int = 0) -> bool:
     """True when this machine's compile record says compiling repays itself over `examples` training
-    examples and `scored` no-grad rows (rank classification: one row per example and label word):
-    what the probe steps save, examples / PROBE_ROWS x (eager - compiled training step) plus
-    scored / PROBE_ROWS x (eager - compiled forward), exceeds both graphs' compile seconds.
+    examples and `scored` examples scored without gradients (each at least one row of a forward, so
+    counting examples under-counts that saving): what the probe steps save, examples / PROBE_ROWS x
+    (eager - compiled training step) plus scored / PROBE_ROWS x (eager - compiled forward), exceeds
+    both graphs' compile seconds.
     No complete record (compile never measured here, or before the scoring graph was): False."""
     entry = read_cache().get(probe_key(backbone))
     record = entry.get("compile") if isinstance(entry, dict) else None
