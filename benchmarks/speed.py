@@ -2,9 +2,9 @@
 
 Same frozen model (the embedded SmolLM2-135M-Instruct), same real batches (SST-2 and RTE training
 rows, mixed tasks), same prompt length and optimizer (AdamW over the prompt parameters), in fp32
-and, where this CPU runs bf16 natively (AVX512-BF16 or AMX: what `--model.precision auto` checks), in
-bf16; on a CPU without it bf16 is emulated hundreds of times slower, and only the rate of a small
-bf16 product is recorded (`--precision both` times the bf16 steps anyway). Methods are timed in
+and, where this CPU has bf16 instructions (AVX512-BF16 or AMX: where `--model.precision auto` times
+bf16 against fp32), in bf16; on a CPU without them bf16 is emulated hundreds of times slower, and
+only the rate of a small bf16 product is recorded (`--precision both` times the bf16 steps anyway). Methods are timed in
 interleaved rounds (one warm-up step each), so drifts of the machine hit all of them alike; ratios
 are taken within the run.
 
@@ -57,7 +57,7 @@ from pathlib import Path
 import torch
 
 from mptune import kernels
-from mptune.backbone import Backbone, resolve_precision
+from mptune.backbone import Backbone, precision_candidates
 from mptune.config import LossArgs, PromptArgs, RunConfig, TrainArgs
 from mptune.data import encode
 from mptune.evaluate import choice_scores, length_order
@@ -306,9 +306,9 @@ def main() -> None:
     parser.add_argument("--stage-steps", type=int, default=32, help="steps per loop in the distillation-stage timing")
     parser.add_argument("--compile", action="store_true", help="also time a compiled model (minutes on a CPU)")
     parser.add_argument("--precision", choices=("native", "fp32", "both"), default="native",
-                        help="precisions whose steps are timed: 'native' times bf16 too only where this machine runs "
-                             "it natively (what --model.precision auto uses); 'both' forces bf16 (on a CPU without "
-                             "AVX512-BF16/AMX it is emulated, hundreds of times slower)")
+                        help="precisions whose steps are timed: 'native' times bf16 too only where this CPU has bf16 "
+                             "instructions (where --model.precision auto measures it); 'both' forces bf16 (on a "
+                             "CPU without AVX512-BF16/AMX it is emulated, hundreds of times slower)")
     parser.add_argument("--name", default="speed", help="results file stem under benchmarks/results/")
     parser.add_argument("--parts", default="steps,stages,eval,profile",
                         help="what to time, comma-separated: steps (the fixed-batch steps of each method, and the "
@@ -322,16 +322,20 @@ def main() -> None:
         parser.error(f"--parts takes {', '.join(PARTS)}, got {args.parts!r}")
     common.setup(args.threads)
     cpu = torch.device("cpu")
-    auto = resolve_precision("auto", cpu)  # the precision `mptune run` computes in on this machine
-    timed = {"native": ("fp32", "bf16") if auto == "bf16" else ("fp32",), "fp32": ("fp32",),
-             "both": ("fp32", "bf16")}[args.precision]
+    native = tuple(precision_candidates("auto", cpu))  # bf16 too where this CPU has bf16 instructions
+    probed = load_backbone(precision="auto")  # what `mptune run` computes in here (measured once, cached)
+    auto, auto_entry = probed.precision, kernels.read_cache().get(kernels.precision_key(probed.model))
+    del probed
+    timed = {"native": native, "fp32": ("fp32",), "both": ("fp32", "bf16")}[args.precision]
 
     results = {"machine": {"cpu": kernels.device_description(cpu), "threads": torch.get_num_threads(),
                            "torch": torch.__version__, "platform": platform.platform(), "auto_precision": auto},
                "settings": {k: v for k, v in vars(args).items() if k not in ("threads", "name")},
                "matmul_gflops": {}, "model_gemm_gflops": {}, "attention": {}, "precision": {}, "compiled": {},
                "distill_over_plain": {}, "stage_precision": auto if auto in timed else "fp32"}
-    if auto != "bf16":  # why auto chose fp32: the emulated bf16 product, on a size that takes seconds
+    if isinstance(auto_entry, dict):
+        results["auto_precision_probe"] = {k: auto_entry.get(k) for k in ("seconds", "margin", "measured")}
+    if "bf16" not in native:  # why bf16 is no candidate: the emulated product, on a size that takes seconds
         results["emulated_bf16_matmul_gflops_512"] = round(matmul_gflops(torch.bfloat16, n=512, reps=2), 2)
         results["fp32_matmul_gflops_512"] = round(matmul_gflops(torch.float32, n=512, reps=20), 1)
     for precision in timed:
@@ -367,10 +371,15 @@ def write(results: dict, name: str) -> None:
                  + " GFLOP/s; the model's own GEMMs " + ", ".join(f"{p} {r}" for p, r in gemms.items())
                  + f" GFLOP/s ({results['machine']['threads']} threads, {results['machine']['cpu']}).")
     if "emulated_bf16_matmul_gflops_512" in results:
-        lines.append(f"No native bf16 on this CPU (`--model.precision auto` computes in "
+        lines.append(f"No bf16 instructions on this CPU (`--model.precision auto` computes in "
                      f"{results['machine']['auto_precision']}): a 512³ bf16 product ran at "
                      f"{results['emulated_bf16_matmul_gflops_512']} GFLOP/s against fp32's "
                      f"{results['fp32_matmul_gflops_512']}, so `--precision native` times fp32 steps only.")
+    if probe := results.get("auto_precision_probe"):
+        lines.append(f"`--model.precision auto` chose {results['machine']['auto_precision']} on its probe "
+                     f"(training step / no-grad forward, seconds): " + "; ".join(
+                         f"{p} {t['train']} / {t['infer']}" if t else f"{p} failed"
+                         for p, t in (probe["seconds"] or {}).items()) + ".")
     lines.append("Attention chosen (train / infer): " + "; ".join(
         f"{p} {a['train']} / {a['infer']}" for p, a in results["attention"].items()) + ".")
     if results["distill_over_plain"]:

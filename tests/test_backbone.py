@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import mptune.evaluate as evaluate_mod
-from mptune.backbone import Backbone, resolve_precision
+from mptune.backbone import Backbone, precision_candidates
 from mptune.config import TrainArgs
 from mptune.data import collate, encode, tokenize_targets
 from mptune.errors import MptuneError
@@ -230,12 +230,24 @@ def test_mixed_task_batch_gives_each_example_its_own_prompt(backbone, data_dir, 
             assert not torch.allclose(other.logits, ref.logits, atol=1e-4)
 
 
-def test_precision_resolution(monkeypatch):
+def test_precision_candidates(monkeypatch):
+    """An explicit precision is the only candidate; 'auto' times bf16 against fp32 only where the CPU
+    has bf16 instructions (elsewhere bf16 is emulated, hundreds of times slower)."""
+    import mptune.backbone as backbone_module
+
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
     cpu = torch.device("cpu")
-    assert resolve_precision("fp32", cpu) == "fp32"
-    assert resolve_precision("bf16", cpu) == "bf16"
-    assert resolve_precision("auto", cpu) in ("fp32", "bf16")
+    assert precision_candidates("fp32", cpu) == ["fp32"]
+    assert precision_candidates("bf16", cpu) == ["bf16"]
+    monkeypatch.setattr(backbone_module, "cpu_has_bf16", lambda: True)
+    assert precision_candidates("auto", cpu) == ["fp32", "bf16"]
+    monkeypatch.setattr(backbone_module, "cpu_has_bf16", lambda: False)
+    assert precision_candidates("auto", cpu) == ["fp32"]
+
+
+def test_a_backbone_computes_in_a_resolved_precision(tokenizer):
+    with pytest.raises(ValueError, match="load_backbone resolves 'auto'"):
+        Backbone(tiny_llama(tokenizer), tokenizer, precision="auto")
 
 
 @pytest.mark.parametrize("launcher, auto", [("bf16", "bf16"), ("BF16", "bf16"), ("no", "fp32")])
@@ -243,8 +255,8 @@ def test_auto_precision_follows_accelerate_launch(monkeypatch, launcher, auto):
     """`accelerate launch --mixed_precision X` sets ACCELERATE_MIXED_PRECISION=X; an explicit precision wins."""
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", launcher)
     cpu = torch.device("cpu")
-    assert resolve_precision("auto", cpu) == auto
-    assert [resolve_precision(p, cpu) for p in ("fp32", "bf16")] == ["fp32", "bf16"]
+    assert precision_candidates("auto", cpu) == [auto]
+    assert [precision_candidates(p, cpu) for p in ("fp32", "bf16")] == [["fp32"], ["bf16"]]
 
 
 @pytest.mark.parametrize("launcher", ["fp16", "fp8"])
@@ -252,8 +264,8 @@ def test_unsupported_launcher_precision_is_a_user_error_unless_precision_is_expl
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", launcher)
     cpu = torch.device("cpu")
     with pytest.raises(MptuneError, match=f"accelerate's mixed precision '{launcher}' is not supported"):
-        resolve_precision("auto", cpu)
-    assert resolve_precision("fp32", cpu) == "fp32"
+        precision_candidates("auto", cpu)
+    assert precision_candidates("fp32", cpu) == ["fp32"]
 
 
 def test_load_backbone_passes_the_launcher_precision_through(monkeypatch, saved_models):

@@ -236,6 +236,107 @@ def test_load_backbone_applies_the_auto_choice(saved_models, cache):
         {"train": "sdpa-math", "infer": "sdpa-math"}
 
 
+# --- precision 'auto' --------------------------------------------------------------------------
+
+def test_bf16_weights_for_a_block_only(tokenizer, data_dir):
+    """linear_weights_in: bf16-stored weights inside the block (bitwise the stored-weights outputs),
+    the very same fp32 tensors after it (a tied head tied again, the outputs bitwise as before)."""
+    model = tiny_llama(tokenizer)
+    model.config.tie_word_embeddings = True
+    model.tie_weights()
+    before = {name: t for name, t in model.named_parameters(remove_duplicate=False)}
+    fp32 = Backbone(model, tokenizer, "fp32")
+    items = _items(fp32, data_dir)
+    ref = _loss_and_grad(fp32, items)[1]
+    stored = copy.deepcopy(model)
+    kernels.store_linear_weights(stored, torch.bfloat16)
+    with kernels.linear_weights_in(model, torch.bfloat16):
+        assert model.model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
+        assert model.lm_head.weight is not model.model.embed_tokens.weight
+        inside = _loss_and_grad(Backbone(model, tokenizer, "bf16"), items)[1]
+    assert torch.equal(inside, _loss_and_grad(Backbone(stored, tokenizer, "bf16"), items)[1])
+    after = dict(model.named_parameters(remove_duplicate=False))
+    assert after.keys() == before.keys() and all(after[n] is before[n] for n in before)
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    assert torch.equal(_loss_and_grad(Backbone(model, tokenizer, "fp32"), items)[1], ref)
+
+
+def _counting_precision_probe(monkeypatch, fake: dict | None = None) -> list:
+    calls = []
+    real = kernels.measure_precisions
+
+    def counted(model, tokenizer, candidates):
+        calls.append(candidates)
+        return fake if fake is not None else real(model, tokenizer, candidates)
+
+    monkeypatch.setattr(kernels, "measure_precisions", counted)
+    return calls
+
+
+def test_auto_precision_is_measured_once_then_read_from_the_cache(tokenizer, cache, monkeypatch):
+    calls = _counting_precision_probe(monkeypatch)
+    model = tiny_llama(tokenizer)
+    first = kernels.choose_precision(model, tokenizer, ["fp32", "bf16"])
+    assert len(calls) == 1 and first in ("fp32", "bf16")
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # the probe leaves the weights fp32
+    entry = json.loads(cache.read_text())[kernels.precision_key(model)]
+    assert entry["precision"] == first and set(entry["seconds"]) == {"fp32", "bf16"}
+    assert all(set(t) == set(kernels.MODES) for t in entry["seconds"].values())  # both ran, losses agreed
+    for _ in range(3):  # the same machine and model: the cached choice, nothing timed
+        assert kernels.choose_precision(tiny_llama(tokenizer, seed=3), tokenizer, ["fp32", "bf16"]) == first
+    assert len(calls) == 1
+    assert kernels.choose_precision(tiny_gpt2(tokenizer), tokenizer, ["fp32", "bf16"]) in ("fp32", "bf16")
+    assert len(calls) == 2  # another architecture is measured for itself
+    assert kernels.choose_precision(model, tokenizer, ["fp32"]) == "fp32" and len(calls) == 2
+
+
+@pytest.mark.parametrize("bf16, choice", [
+    ({"train": 0.85, "infer": 0.45}, "bf16"),   # 13% faster: bf16
+    ({"train": 0.98, "infer": 0.50}, "fp32"),   # 1% faster: within MARGIN, fp32 (exact) stays
+    ({"train": 1.60, "infer": 0.80}, "fp32"),   # slower, as on a Xeon with AVX512-BF16 but no AMX
+    (None, "fp32"),                             # failed, or a loss off fp32's
+])
+def test_auto_precision_keeps_fp32_unless_bf16_is_clearly_faster(tokenizer, cache, monkeypatch, bf16, choice):
+    fake = {"fp32": {"train": 1.0, "infer": 0.5}, "bf16": bf16, "loss": {}}
+    _counting_precision_probe(monkeypatch, fake)
+    assert kernels.choose_precision(tiny_llama(tokenizer), tokenizer, ["fp32", "bf16"]) == choice
+
+
+def test_a_precision_whose_loss_is_off_is_no_candidate(tokenizer, monkeypatch):
+    real = kernels.store_linear_weights
+
+    def corrupt(model, dtype):  # a bf16 path that computes something else
+        changed = real(model, dtype)
+        model.lm_head.weight.data.mul_(1000)
+        return changed
+
+    monkeypatch.setattr(kernels, "store_linear_weights", corrupt)
+    model = tiny_llama(tokenizer)
+    timings = kernels.measure_precisions(model, tokenizer, ["fp32", "bf16"])
+    assert timings["bf16"] is None and set(timings["fp32"]) == set(kernels.MODES)
+
+
+def test_load_backbone_computes_in_the_auto_choice(saved_models, cache, monkeypatch):
+    import mptune.backbone as backbone_module
+    from mptune.models import load_backbone
+
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    path = str(saved_models["llama"])
+    key = kernels.precision_key(load_backbone(path, "fp32", attention="sdpa").model)
+    monkeypatch.setattr(backbone_module, "cpu_has_bf16", lambda: True)
+    calls = _counting_precision_probe(monkeypatch)
+    for choice, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        kernels.write_cache(key, {"precision": choice, "margin": kernels.MARGIN})
+        backbone = load_backbone(path, "auto", attention="sdpa")
+        assert backbone.precision == choice
+        assert backbone.model.model.layers[0].self_attn.q_proj.weight.dtype == dtype
+    assert calls == []  # read from the cache
+    monkeypatch.setattr(backbone_module, "cpu_has_bf16", lambda: False)
+    kernels.write_cache(key, {"precision": "bf16", "margin": kernels.MARGIN})
+    assert load_backbone(path, "auto", attention="sdpa").precision == "fp32"  # no bf16 instructions: no candidate
+    assert calls == []
+
+
 # --- settings ----------------------------------------------------------------------------------
 
 def test_attention_and_compile_settings_are_checked():

@@ -22,8 +22,11 @@ Decisions
   at each input and target token; encoder-decoder, the encoder's last-layer states at each input
   token followed by the decoder's at each target position. Prompt positions and padding are left
   out: the prompts are what differ between teacher and student, not what should match.
-- bf16 autocast is used where the hardware runs bf16 natively (CPUs with AVX512-BF16/AMX, CUDA
-  devices with bf16); the prompts and the loss stay in fp32. `load_backbone` stores the linear
+- bf16 autocast is used where it is faster on this machine: precision 'auto' times bf16 against
+  fp32 where the hardware has bf16 instructions (CPUs with AVX512-BF16/AMX, CUDA devices with bf16;
+  `kernels.choose_precision`), since instructions alone do not make it faster (on a 2-core Xeon
+  with AVX512-BF16 but no AMX a bf16 training step took 1.6x fp32's). The prompts and the loss
+  stay in fp32. `load_backbone` stores the linear
   layers' weights in bf16 once (`kernels.store_linear_weights`: bitwise the same outputs as
   autocast over fp32 weights, without casting them on every call). Under `accelerate launch`,
   precision 'auto' follows its `--mixed_precision` (environment ACCELERATE_MIXED_PRECISION): bf16
@@ -119,25 +122,28 @@ def launcher_precision() -> str | None:
     return LAUNCHER_PRECISION[value.lower()]
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' -> the launcher's mixed precision if one is set, else 'bf16' where the hardware supports
-    it natively, else 'fp32'."""
+def precision_candidates(precision: str, device: torch.device) -> list[str]:
+    """The precisions a `--model.precision` setting may compute in on `device`: an explicit one, or for
+    'auto' the launcher's mixed precision if one is set, else fp32 and, where the hardware has bf16
+    instructions, bf16 too (`kernels.choose_precision` times the two on the model: instructions alone
+    do not make bf16 faster). A CPU without them emulates bf16 hundreds of times slower, so it is no
+    candidate there."""
     if precision != "auto":
-        return precision
+        return [precision]
     if launched := launcher_precision():
-        return launched
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if cpu_has_bf16() else "fp32"
+        return [launched]
+    native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_bf16()
+    return ["fp32", "bf16"] if native else ["fp32"]
 
 
 class Backbone:
     """A frozen Hugging Face model and its tokenizer; prompts go in, label-position outputs come out."""
 
-    def __init__(self, model: nn.Module, tokenizer, precision: str = "auto", name: str = "",
+    def __init__(self, model: nn.Module, tokenizer, precision: str = "fp32", name: str = "",
                  attention: str | dict[str, str] = "sdpa"):
-        """attention: one of `kernels.ATTENTION` for every forward, or {"train": ..., "infer": ...}
-        (`kernels.choose_attention` measures the fastest)."""
+        """precision: 'fp32' or 'bf16' (`load_backbone` resolves 'auto'). attention: one of
+        `kernels.ATTENTION` for every forward, or {"train": ..., "infer": ...} (`kernels.choose_attention`
+        measures the fastest)."""
         model.eval()
         model.requires_grad_(False)
         self.model = model
@@ -145,7 +151,10 @@ class Backbone:
         self.name = name or getattr(model.config, "_name_or_path", "")
         self.is_seq2seq = bool(model.config.is_encoder_decoder)
         self.device = next(model.parameters()).device
-        self.precision = resolve_precision(precision, self.device)
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"Backbone computes in 'fp32' or 'bf16', not {precision!r} "
+                             f"(load_backbone resolves 'auto' by measurement)")
+        self.precision = precision
         if self.precision == "fp32" and any(p.dtype != torch.float32 for p in model.parameters()):
             raise MptuneError("precision fp32 needs a model whose weights are all fp32 (this one stores some "
                               "in bf16); load it again with load_backbone(name, 'fp32')")

@@ -1,11 +1,19 @@
 """How the frozen backbone computes: the dtype of its weights, its attention kernel, compilation.
 
 The right choice differs between machines (on one 2-core Zen-5 bf16 halved a training step, on an
-Intel Xeon with AMX it saved 14% and the CPU flash-attention backward took a third of the step),
-so nothing here is a constant: the attention kernel is chosen by timing the candidates on this
-machine, and the choice is cached.
+Intel Xeon with AMX it saved 14% and the CPU flash-attention backward took a third of the step, on
+an Intel Xeon with AVX512-BF16 but no AMX it made the step 1.6x slower), so nothing here is a
+constant: the precision and the attention kernel are chosen by timing the candidates on this
+machine, and the choices are cached.
 
 Decisions
+- Precision 'auto', by measurement. Where the hardware has bf16 instructions (AVX512-BF16 or AMX,
+  a CUDA device with bf16), `choose_precision` times the probe batch's training step and no-grad
+  forward in fp32 and in bf16 (the linear weights stored in bf16 for the probe only) with the
+  default attention kernel, and keeps fp32 unless bf16 is at least `MARGIN` faster on their sum,
+  at a loss within bf16 rounding. Cached like the attention choice, under the key with precision
+  'auto'. A CPU without bf16 instructions emulates it hundreds of times slower: bf16 is no
+  candidate there and nothing is timed.
 - bf16 weights, stored once. With precision bf16 every linear layer's weight and bias (the GEMMs:
   attention and MLP projections, the LM head; GPT-2's Conv1D too) is stored in bf16 when the
   backbone is made, instead of autocast casting the fp32 weights on every call. The input
@@ -91,6 +99,21 @@ def store_linear_weights(model: nn.Module, dtype: torch.dtype) -> int:
     return changed
 
 
+@contextlib.contextmanager
+def linear_weights_in(model: nn.Module, dtype: torch.dtype):
+    """Within the block the linear layers' weights are stored in `dtype` (`store_linear_weights`);
+    afterwards the model holds its original tensors again (a tied LM head is tied again)."""
+    saved = [(module, name, getattr(module, name)) for module in model.modules()
+             if isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
+             for name in ("weight", "bias") if isinstance(getattr(module, name, None), torch.Tensor)]
+    store_linear_weights(model, dtype)
+    try:
+        yield model
+    finally:
+        for module, name, tensor in saved:
+            setattr(module, name, tensor)
+
+
 def attention_context(impl: str):
     """The context that selects the SDPA backend of `impl` ('sdpa-math'); a no-op for the others."""
     if impl == "sdpa-math":
@@ -139,12 +162,22 @@ def device_description(device: torch.device) -> str:
 
 def probe_key(backbone) -> str:
     """Cache key of a backbone's kernel choice (device, threads, versions, architecture, precision)."""
+    return _key(backbone.model, backbone.device, backbone.precision)
+
+
+def precision_key(model: nn.Module) -> str:
+    """Cache key of the choice `--model.precision auto` makes for a model on this machine: the
+    kernel-choice key with precision 'auto'."""
+    return _key(model, next(model.parameters()).device, "auto")
+
+
+def _key(model: nn.Module, device: torch.device, precision: str) -> str:
     import transformers
 
-    arch = {k: v for k, v in backbone.model.config.to_dict().items()
+    arch = {k: v for k, v in model.config.to_dict().items()
             if not k.startswith("_") and k != "transformers_version"}
-    parts = {"device": device_description(backbone.device), "threads": torch.get_num_threads(),
-             "torch": torch.__version__, "transformers": transformers.__version__, "precision": backbone.precision,
+    parts = {"device": device_description(device), "threads": torch.get_num_threads(),
+             "torch": torch.__version__, "transformers": transformers.__version__, "precision": precision,
              "architecture": hashlib.sha256(json.dumps(arch, sort_keys=True, default=str).encode()).hexdigest()[:16]}
     return json.dumps(parts, sort_keys=True)
 
@@ -207,28 +240,35 @@ def _timed(fn, device: torch.device) -> tuple[float, float]:
     return time.perf_counter() - start, value
 
 
-def measure(backbone, candidates: list[str]) -> dict:
-    """Time every candidate for training and inference; -> {mode: {impl: seconds or None}, 'loss': ...}.
-
-    Candidates are timed in interleaved rounds (one warm-up each), best of PROBE_REPEATS; None marks a
-    candidate that failed or whose loss differs from the first candidate's by over LOSS_TOLERANCE.
-    """
+def probe_steps(backbone):
+    """The two timed probe calls on `backbone`: (training step: forward + backward to the prompt,
+    no-grad forward), each returning the probe batch's loss."""
     from mptune.losses import plm_loss
 
     prompts, batch = probe_batch(backbone)
 
-    def train():
+    def train() -> float:
         p = prompts.clone().requires_grad_(True)
         out = backbone.forward(p, batch)
         loss = plm_loss(out.logits, out.targets)
         loss.backward()
         return loss.item()
 
-    def infer():
+    def infer() -> float:
         with torch.no_grad():
             out = backbone.forward(prompts, batch)
             return plm_loss(out.logits, out.targets).item()
 
+    return train, infer
+
+
+def measure(backbone, candidates: list[str]) -> dict:
+    """Time every candidate for training and inference; -> {mode: {impl: seconds or None}, 'loss': ...}.
+
+    Candidates are timed in interleaved rounds (one warm-up each), best of PROBE_REPEATS; None marks a
+    candidate that failed or whose loss differs from the first candidate's by over LOSS_TOLERANCE.
+    """
+    train, infer = probe_steps(backbone)
     saved = dict(backbone.attention)
     times = {mode: {impl: [] for impl in candidates} for mode in MODES}
     losses = {mode: {} for mode in MODES}
@@ -294,6 +334,69 @@ def choose_attention(backbone, setting: str = "auto") -> dict[str, str]:
                  "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
         write_cache(key, entry)
     return dict(entry["choice"])
+
+
+# --- precision ---------------------------------------------------------------------------------
+
+def measure_precisions(model: nn.Module, tokenizer, candidates: list[str]) -> dict:
+    """Time the probe's training step and no-grad forward of an fp32-loaded model in each candidate
+    precision (bf16: its linear weights stored in bf16 for the probe only, `linear_weights_in`), with
+    the default attention kernel; -> {precision: {mode: seconds} or None, 'loss': {precision: {mode: loss}}}.
+
+    Interleaved rounds, one warm-up each, best of PROBE_REPEATS; None marks a precision that failed or
+    whose loss is off the first candidate's by over LOSS_TOLERANCE (bf16 rounding)."""
+    from mptune.backbone import Backbone
+
+    attention = supported(model)[0]
+    times = {prec: {mode: [] for mode in MODES} for prec in candidates}
+    losses: dict[str, dict[str, float]] = {prec: {} for prec in candidates}
+    failed: set[str] = set()
+    for rnd in range(PROBE_REPEATS + 1):
+        for prec in candidates:
+            if prec in failed:
+                continue
+            stored = linear_weights_in(model, torch.bfloat16) if prec == "bf16" else contextlib.nullcontext()
+            try:
+                with stored:
+                    steps = probe_steps(Backbone(model, tokenizer, prec, attention=attention))
+                    for mode, fn in zip(MODES, steps):
+                        sec, loss = _timed(fn, next(model.parameters()).device)
+                        if rnd == 0:
+                            losses[prec][mode] = loss
+                        else:
+                            times[prec][mode].append(sec)
+            except Exception:  # noqa: BLE001 - a precision this device cannot run is no candidate
+                failed.add(prec)
+    ref = losses[candidates[0]]
+    result: dict = {"loss": losses}
+    for prec in candidates:
+        ok = prec not in failed and all(
+            abs(losses[prec][m] - ref[m]) <= LOSS_TOLERANCE * max(abs(ref[m]), 1e-6) for m in MODES)
+        result[prec] = {m: round(min(times[prec][m]), 5) for m in MODES} if ok else None
+    return result
+
+
+def choose_precision(model: nn.Module, tokenizer, candidates: list[str]) -> str:
+    """What `--model.precision auto` computes in: the only candidate, or the cached (else newly measured)
+    choice between fp32 and bf16. fp32 (exact) is the default; bf16 replaces it only when its probe
+    training step plus no-grad forward is at least MARGIN faster (`fastest`), at a loss within bf16
+    rounding of fp32's."""
+    if len(candidates) == 1:
+        return candidates[0]
+    key = precision_key(model)
+    cached = read_cache().get(key)
+    entry = cached if isinstance(cached, dict) else {}
+    if entry.get("precision") not in candidates or entry.get("margin") != MARGIN:
+        timings = measure_precisions(model, tokenizer, candidates)
+        totals = {prec: None if timings[prec] is None else round(sum(timings[prec].values()), 5)
+                  for prec in candidates}
+        entry = {"precision": fastest(totals, candidates[0]), "margin": MARGIN,
+                 "seconds": {prec: timings[prec] for prec in candidates}, "loss": timings["loss"],
+                 "probe": {"rows": PROBE_ROWS, "tokens": PROBE_TOKENS, "prompt": PROBE_PROMPT,
+                           "repeats": PROBE_REPEATS},
+                 "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+        write_cache(key, entry)
+    return entry["precision"]
 
 
 # --- compilation -------------------------------------------------------------------------------

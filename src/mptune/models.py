@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from mptune.backbone import Backbone, resolve_precision
+from mptune.backbone import Backbone, precision_candidates
 from mptune.errors import MptuneError
 
 EMBEDDED = "smollm2-135m-instruct"
@@ -71,7 +71,9 @@ def load_backbone(name: str = EMBEDDED, precision: str = "auto", device: str = "
                   compile: str = "off", planned_examples: int = 0, planned_scored: int = 0) -> Backbone:
     """The frozen backbone for a model name: the embedded default, a local directory or a hub id.
 
-    With bf16 precision the linear layers' weights are stored in bf16 (`kernels.store_linear_weights`).
+    precision: 'fp32', 'bf16', or 'auto' (the launcher's mixed precision, else the faster of the two on
+    this machine, measured once and cached: `kernels.choose_precision`). With bf16 precision the linear
+    layers' weights are stored in bf16 (`kernels.store_linear_weights`).
     attention: one of `kernels.ATTENTION`, or 'auto' (the fastest on this machine, measured once and
     cached: `kernels.choose_attention`). compile: 'on' compiles the model (`kernels.compile_model`),
     'auto' only when this machine's compile record says `planned_examples` training examples and
@@ -82,7 +84,8 @@ def load_backbone(name: str = EMBEDDED, precision: str = "auto", device: str = "
 
     from mptune import distributed, kernels
 
-    precision = resolve_precision(precision, torch.device(device))  # a refused launcher precision fails before loading
+    # a refused launcher precision fails before loading
+    candidates = precision_candidates(precision, torch.device(device))
     path = str(dequantized_copy()) if name == EMBEDDED else name
     if os.sep in name and not Path(name).is_dir():
         raise MptuneError(f"model directory {name} does not exist")
@@ -96,6 +99,8 @@ def load_backbone(name: str = EMBEDDED, precision: str = "auto", device: str = "
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = model.to(device)
+    # 'auto' with bf16 hardware: timed once on this machine and model (rank 0 of a launch), then cached
+    precision = distributed.from_main(lambda: kernels.choose_precision(model, tokenizer, candidates))
     if precision == "bf16":
         kernels.store_linear_weights(model, torch.bfloat16)
     backbone = Backbone(model, tokenizer, precision=precision, name=name)
