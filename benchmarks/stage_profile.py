@@ -14,7 +14,8 @@ and evaluation.
     python benchmarks/stage_profile.py --quick    # 2 steps per stage, 8 test examples (smoke test)
     python benchmarks/stage_profile.py -- --prompt.length 50   # flags after -- go to every stage
 
-writes benchmarks/results/stage_profile.{json,md} (with --quick: under benchmarks/runs/).
+writes benchmarks/results/stage_profile.{json,md} (--name: another stem; with --quick: under
+benchmarks/runs/).
 A stage already in the JSON with the same flags is skipped; a stage that is not is measured from
 scratch (its folder in the run directory is removed first, so a half-finished earlier attempt
 does not shorten it).
@@ -84,11 +85,14 @@ def main() -> None:
     parser = common.parser(__doc__)
     parser.add_argument("--quick", action="store_true", help="smoke-test budget: " + " ".join(QUICK_FLAGS))
     parser.add_argument("--out_dir", help="run directory (default: benchmarks/runs/stage_profile[-quick])")
+    parser.add_argument("--name", default="stage_profile",
+                        help="results file stem under benchmarks/results/ (e.g. one per CPU), also the default run "
+                             "directory's name under benchmarks/runs/")
     parser.add_argument("flags", nargs="*", help="extra mptune flags after --, passed to every stage")
     args = parser.parse_args()
-    name = "stage_profile" + ("-quick" if args.quick else "")
+    name = args.name + ("-quick" if args.quick else "")
     run_dir = Path(args.out_dir) if args.out_dir else common.RUNS / name
-    stem = (common.RUNS / name / "results" if args.quick else common.RESULTS) / "stage_profile"
+    stem = (common.RUNS / name / "results" if args.quick else common.RESULTS) / args.name
     flags = (QUICK_FLAGS if args.quick else []) + args.flags
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false",
                PYTHONPATH=os.pathsep.join([str(Path(mptune.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
