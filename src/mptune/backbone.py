@@ -99,7 +99,8 @@ def _example_major(first: torch.Tensor, first_rows: torch.Tensor, second: torch.
 
 
 def cpu_has_bf16() -> bool:
-    """True when this CPU executes bf16 matrix products natively (AVX512-BF16 or AMX)."""
+    """True when this CPU has bf16 matrix instructions (AVX512-BF16 or AMX); whether they are faster
+    than fp32 is measured (`kernels.choose_precision`)."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
