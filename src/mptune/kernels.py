@@ -367,10 +367,10 @@ def measure_precisions(model: nn.Module, tokenizer, candidates: list[str]) -> di
                             times[prec][mode].append(sec)
             except Exception:  # noqa: BLE001 - a precision this device cannot run is no candidate
                 failed.add(prec)
-    ref = losses[candidates[0]]
+    ref = None if candidates[0] in failed else losses[candidates[0]]
     result: dict = {"loss": losses}
     for prec in candidates:
-        ok = prec not in failed and all(
+        ok = prec not in failed and ref is not None and all(
             abs(losses[prec][m] - ref[m]) <= LOSS_TOLERANCE * max(abs(ref[m]), 1e-6) for m in MODES)
         result[prec] = {m: round(min(times[prec][m]), 5) for m in MODES} if ok else None
     return result
