@@ -392,7 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
         own = {arg.flag for arg in command.args}
         for key, tp, doc in flat_fields():
             if f"--{key}" not in own:  # a command's own argument replaces the setting of its name
-                p.add_argument(f"--{key}", dest=f"set:{key}", metavar=type_name(tp), help=doc)
+                # docstrings are plain text: a '%' in one is no argparse format field
+                p.add_argument(f"--{key}", dest=f"set:{key}", metavar=type_name(tp), help=doc.replace("%", "%%"))
         for old, new in RENAMED.items():  # earlier names still work, unlisted
             p.add_argument(f"--{old}", dest=f"set:{new}", help=argparse.SUPPRESS)
     return parser
