@@ -4,9 +4,9 @@ Same frozen model (the embedded SmolLM2-135M-Instruct), same real batches (SST-2
 rows, mixed tasks), same prompt length and optimizer (AdamW over the prompt parameters), in fp32
 and, where this CPU has bf16 instructions (AVX512-BF16 or AMX: where `--model.precision auto` times
 bf16 against fp32), in bf16; on a CPU without them bf16 is emulated hundreds of times slower, and
-only the rate of a small bf16 product is recorded (`--precision both` times the bf16 steps anyway). Methods are timed in
-interleaved rounds (one warm-up step each), so drifts of the machine hit all of them alike; ratios
-are taken within the run.
+only the rate of a small bf16 product is recorded (`--precision both` times the bf16 steps
+anyway). Methods are timed in interleaved rounds (one warm-up step each), so drifts of the
+machine hit all of them alike; ratios are taken within the run.
 
 Paths timed:
 - "before": mptune as it was before `mptune.kernels` (fp32 weights under bf16 autocast, torch's

@@ -75,6 +75,8 @@ MODES = ("train", "infer")
 """The two kinds of forward an attention choice is made for: with gradients, and without."""
 PROBE_ROWS, PROBE_TOKENS, PROBE_PROMPT, PROBE_REPEATS = 8, 108, 20, 3
 """Shape of the auto-selection probe: rows x (prompt + tokens), timed this many times per candidate."""
+PROBE_SHAPE = {"rows": PROBE_ROWS, "tokens": PROBE_TOKENS, "prompt": PROBE_PROMPT, "repeats": PROBE_REPEATS}
+"""The probe's shape as a cache entry records it."""
 LOSS_TOLERANCE = 0.05
 """Largest relative loss difference from the default kernel a candidate may show (bf16 rounding)."""
 MARGIN = 0.05
@@ -88,9 +90,7 @@ def store_linear_weights(model: nn.Module, dtype: torch.dtype) -> int:
     tensor (the input embeddings) keeps its dtype. Returns the number of layers changed.
     """
     changed = 0
-    for module in model.modules():
-        if not (isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"):
-            continue
+    for module in linear_layers(model):
         for name in ("weight", "bias"):
             param = getattr(module, name, None)
             if isinstance(param, torch.Tensor) and param.dtype != dtype:
@@ -99,12 +99,17 @@ def store_linear_weights(model: nn.Module, dtype: torch.dtype) -> int:
     return changed
 
 
+def linear_layers(model: nn.Module) -> list[nn.Module]:
+    """The model's GEMM layers whose weights `store_linear_weights` stores: nn.Linear and transformers'
+    Conv1D (GPT-2)."""
+    return [m for m in model.modules() if isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D"]
+
+
 @contextlib.contextmanager
 def linear_weights_in(model: nn.Module, dtype: torch.dtype):
     """Within the block the linear layers' weights are stored in `dtype` (`store_linear_weights`);
     afterwards the model holds its original tensors again (a tied LM head is tied again)."""
-    saved = [(module, name, getattr(module, name)) for module in model.modules()
-             if isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
+    saved = [(module, name, getattr(module, name)) for module in linear_layers(model)
              for name in ("weight", "bias") if isinstance(getattr(module, name, None), torch.Tensor)]
     store_linear_weights(model, dtype)
     try:
@@ -329,8 +334,7 @@ def choose_attention(backbone, setting: str = "auto") -> dict[str, str]:
         timings = measure(backbone, candidates)
         choice = {mode: fastest(timings[mode], candidates[0]) for mode in MODES}
         entry = {"choice": choice, "margin": MARGIN, "seconds": {m: timings[m] for m in MODES},
-                 "probe": {"rows": PROBE_ROWS, "tokens": PROBE_TOKENS, "prompt": PROBE_PROMPT,
-                           "repeats": PROBE_REPEATS},
+                 "probe": PROBE_SHAPE,
                  "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
         write_cache(key, entry)
     return dict(entry["choice"])
@@ -347,7 +351,7 @@ def measure_precisions(model: nn.Module, tokenizer, candidates: list[str]) -> di
     whose loss is off the first candidate's by over LOSS_TOLERANCE (bf16 rounding)."""
     from mptune.backbone import Backbone
 
-    attention = supported(model)[0]
+    attention, device = supported(model)[0], next(model.parameters()).device
     times = {prec: {mode: [] for mode in MODES} for prec in candidates}
     losses: dict[str, dict[str, float]] = {prec: {} for prec in candidates}
     failed: set[str] = set()
@@ -360,7 +364,7 @@ def measure_precisions(model: nn.Module, tokenizer, candidates: list[str]) -> di
                 with stored:
                     steps = probe_steps(Backbone(model, tokenizer, prec, attention=attention))
                     for mode, fn in zip(MODES, steps):
-                        sec, loss = _timed(fn, next(model.parameters()).device)
+                        sec, loss = _timed(fn, device)
                         if rnd == 0:
                             losses[prec][mode] = loss
                         else:
@@ -392,8 +396,7 @@ def choose_precision(model: nn.Module, tokenizer, candidates: list[str]) -> str:
                   for prec in candidates}
         entry = {"precision": fastest(totals, candidates[0]), "margin": MARGIN,
                  "seconds": {prec: timings[prec] for prec in candidates}, "loss": timings["loss"],
-                 "probe": {"rows": PROBE_ROWS, "tokens": PROBE_TOKENS, "prompt": PROBE_PROMPT,
-                           "repeats": PROBE_REPEATS},
+                 "probe": PROBE_SHAPE,
                  "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
         write_cache(key, entry)
     return entry["precision"]
