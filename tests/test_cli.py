@@ -157,6 +157,11 @@ def test_run_writes_table_and_resumes(tmp_path, capsys, llama_dir, data_dir):
         if metric == "accuracy":
             assert row["majority"] == pytest.approx(100 * max(map(labels.count, set(labels))) / len(labels))
         assert f"| {name} | {metric} | {row['teacher']:.1f} | {row['distilled']:.1f} |" in markdown
+        gap = row["above_majority"]  # teacher minus the majority label, with its interval
+        if metric == "accuracy":
+            assert gap["diff"] == pytest.approx(row["teacher"] - row["majority"], abs=0.01)
+        assert gap["low"] <= gap["diff"] <= gap["high"]
+        assert f"{gap['diff']:+.1f} [{gap['low']:+.1f}, {gap['high']:+.1f}]" in markdown
 
     # a rerun skips every finished unit
     before = unit_mtimes(out)

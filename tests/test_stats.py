@@ -8,6 +8,7 @@ import pytest
 
 from mptune import stages
 from mptune.config import CompareArgs, DataArgs, PromptArgs, RunConfig, TrainArgs
+from mptune.results import above_majority
 from mptune.stats import Paired, paired_bootstrap
 
 
@@ -101,3 +102,17 @@ def test_spot_fixed_needs_its_source_among_the_sources():
     with pytest.raises(MptuneError, match="compare.spot_fixed 'mnli' must be one of the sources"):
         RunConfig(compare=CompareArgs(methods=["pt", "spot-fixed"]))
     RunConfig(compare=CompareArgs(spot_fixed="nope"))  # not among the methods: not checked
+
+
+def test_above_majority_against_a_hand_computation():
+    """SST-2 dev labels 60 x 1, 40 x 0: the majority label (1) scores 60. A unit right on every
+    example is 40 points above it, and its interval (resampling the examples) lies around 40 and
+    above 0; a unit that predicts the majority label itself is 0 with a zero-width interval."""
+    labels = [1] * 60 + [0] * 40
+    perfect = above_majority("sst2", {"sst2": {"predictions": list(labels), "labels": labels}}, replicates=500)
+    assert perfect["diff"] == pytest.approx(40.0)
+    assert 0 < perfect["low"] < 40 < perfect["high"]
+    constant = above_majority("sst2", {"sst2": {"predictions": [1] * 100, "labels": labels}}, replicates=500)
+    assert (constant["diff"], constant["low"], constant["high"]) == (0.0, 0.0, 0.0)
+    # generation tasks and units without predictions have no majority label
+    assert above_majority("sst2", None) is None

@@ -144,23 +144,42 @@ METHOD_LABELS = {"pt": "PT", "spot": "SPoT", "spot-fixed": "SPoT-fixed", "mpt": 
 def sources_table(cfg: RunConfig, run: RunDir, teach: dict, distill: dict | None) -> tuple[dict, str]:
     """Did the sources learn? Each teacher's and P* o u_k v_k^T's score on the source's evaluation
     split (None for an imported unit, which was not scored), beside a constant prediction of the
-    split's most frequent label, and the dev score model selection kept (when it ran)."""
+    split's most frequent label, the teacher minus that constant with a 95% paired-bootstrap interval
+    over the examples (`above_majority`), and the dev score model selection kept (when it ran)."""
     rows, out = [], {}
+    cell = lambda c: "—" if c is None else f"{c:.1f}"  # noqa: E731
     for name in cfg.sources:
         metric = get_task(name).metric
+        found = RunDir.predictions(run.teacher(name))
+        gap = above_majority(name, found)
         entry = {"metric": metric, "teacher": unit_score(teach[name], name),
-                 "distilled": unit_score(distill, name),
-                 "majority": majority_score(name, RunDir.predictions(run.teacher(name))),
-                 "teacher_dev": teach[name].get("selected", {}).get("dev_score")}
+                 "distilled": unit_score(distill, name), "majority": majority_score(name, found),
+                 "above_majority": gap, "teacher_dev": teach[name].get("selected", {}).get("dev_score")}
         out[name] = entry
-        cells = [entry[k] for k in ("teacher", "distilled", "majority", "teacher_dev")]
-        rows.append(f"| {name} | {metric} | " + " | ".join("—" if c is None else f"{c:.1f}" for c in cells) + " |")
+        interval = "—" if gap is None else f"{gap['diff']:+.1f} [{gap['low']:+.1f}, {gap['high']:+.1f}]"
+        rows.append(f"| {name} | {metric} | {cell(entry['teacher'])} | {cell(entry['distilled'])} | "
+                    f"{cell(entry['majority'])} | {interval} | {cell(entry['teacher_dev'])} |")
     scored = f"{cfg.data.eval_examples or 'all'} {cfg.eval_split} examples each"
     lines = [f"Sources ({scored}): the teachers, P* o u_k v_k^T after distillation, a constant prediction of the "
-             "most frequent label, and the teacher's selected dev score:", "",
-             "| source | metric | teacher | P* o u_k v_k^T | majority label | teacher (dev) |",
-             "|---|---|---|---|---|---|", *rows]
+             "most frequent label, the teacher minus that constant (95% paired-bootstrap interval over the "
+             "examples: a teacher has learnt its task beyond the label prior where the interval is above 0), "
+             "and the teacher's selected dev score:", "",
+             "| source | metric | teacher | P* o u_k v_k^T | majority label | teacher - majority | teacher (dev) |",
+             "|---|---|---|---|---|---|---|", *rows]
     return out, "\n".join(lines) + "\n"
+
+
+def above_majority(name: str, found: dict | None, replicates: int = REPLICATES) -> dict | None:
+    """A unit's score on task `name` minus the score of always predicting the most frequent label of
+    the same examples, {"diff", "low", "high"} with the 95% paired-bootstrap interval over the examples
+    (`stats.paired_bootstrap`, one seed); None where `majority_score` is None."""
+    if majority_score(name, found) is None:
+        return None
+    task = get_task(name)
+    preds, labels = found[name]["predictions"], found[name]["labels"]
+    constant = [Counter(labels).most_common(1)[0][0]] * len(labels)
+    paired = Paired({0: preds}, {0: constant}, labels, lambda p, y: score(task, p, y)[task.metric])
+    return {k: round(v, 2) for k, v in paired_bootstrap([paired], replicates).items()}
 
 
 def unit_score(metrics: dict | None, task: str) -> float | None:
