@@ -221,7 +221,7 @@ def recorded(stem: Path, budget: list[str], targets: list[str]) -> dict:
     """variant -> its entry in stem.json ({group, setting, runs, ...}) when that file has this budget
     and these targets, else {}. The JSON is the record of every finished unit: a run on some
     variants or seeds keeps what earlier runs wrote, and a run directory may be deleted once reported."""
-    old = common.read_json(stem.with_suffix(".json"), {})
+    old = common.read_json(common.stem_file(stem, ".json"), {})
     return old.get("variants", {}) if old.get("budget") == budget and old.get("targets") == targets else {}
 
 

@@ -154,12 +154,17 @@ def write_json(path: Path, data) -> None:
     rundir.write_json(path, data)
 
 
+def stem_file(stem: Path, suffix: str) -> Path:
+    """stem + suffix: 'sources-lr0.3' + '.json' (Path.with_suffix would replace the '.3')."""
+    return stem.parent / f"{stem.name}{suffix}"
+
+
 def write_outputs(stem: Path, data: dict, markdown: str, fig=None) -> str:
     """stem.json (atomically), stem.md and, given a figure, stem.png; returns the markdown."""
-    write_json(stem.with_suffix(".json"), data)
-    stem.with_suffix(".md").write_text(markdown)
+    write_json(stem_file(stem, ".json"), data)
+    stem_file(stem, ".md").write_text(markdown)
     if fig is not None:
-        save_figure(fig, stem.with_suffix(".png"))
+        save_figure(fig, stem_file(stem, ".png"))
     return markdown
 
 

@@ -156,7 +156,7 @@ def main() -> None:
     settings = {"examples": args.examples, "max_new_tokens": max_new, "batch": args.batch, "precision": args.precision,
                 "run": args.run, "repeats": args.repeats}
     stem = Path(args.out)
-    results = common.read_json(stem.with_suffix(".json"), {})
+    results = common.read_json(common.stem_file(stem, ".json"), {})
     if results.get("settings") != settings:
         results = {"settings": settings, "tasks": {}}
     todo = [t for t in tasks if results["tasks"].get(t, {}).get("prompt") != describe(Path(args.run), t, args.length)]

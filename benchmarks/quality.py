@@ -281,7 +281,7 @@ def merged(stem: Path, budget: list[str], runs: dict) -> dict:
     keeps what earlier ones wrote, and a run directory may be deleted once its units are reported.
     A different budget starts a new record.
     """
-    old = common.read_json(stem.with_suffix(".json"), {})
+    old = common.read_json(common.stem_file(stem, ".json"), {})
     out = copy.deepcopy(old.get("runs", {})) if old.get("budget") == budget else {}
     for seed, by_target in runs.items():
         for target, by_method in by_target.items():

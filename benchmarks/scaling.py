@@ -118,7 +118,7 @@ def main() -> None:
     precisions = ["bf16"] + (["fp32"] if args.fp32 else [])
     stem = (common.RUNS / "scaling-quick" / "results" if args.quick else common.RESULTS) / "scaling"
     settings = {"steps": args.steps, "base": BASE}
-    results = common.read_json(stem.with_suffix(".json"), {})
+    results = common.read_json(common.stem_file(stem, ".json"), {})
     if results.get("settings") != settings:
         results = {"settings": settings, "points": {}, "matmul_gflops": {}}
     results["precisions"] = sorted(set(results.get("precisions", [])) | set(precisions), key=["bf16", "fp32"].index)

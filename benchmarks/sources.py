@@ -19,7 +19,7 @@ Everything here is on the DEV split; nothing looks at test.
 Each learning rate gets one run directory, benchmarks/runs/sources/lrLR, and trains there with
 `mptune teach`'s code (`stages.teach`); a rerun resumes at the first unfinished teacher.
 
-    python benchmarks/sources.py                                    # qnli, qqp, mnli; 400 steps; lr 0.3, 0.03
+    python benchmarks/sources.py                                    # qnli, qqp, mnli; 300 steps; lr 0.3, 0.03
     python benchmarks/sources.py --tasks qnli --lrs 0.3 --steps 200
     python benchmarks/sources.py --quick                            # smoke test (~1 min)
     python benchmarks/sources.py --report-only                      # tables of the finished teachers
@@ -112,8 +112,8 @@ def main() -> None:
     parser = common.parser(__doc__)
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated source tasks")
     parser.add_argument("--lrs", default="0.3,0.03", help="comma-separated teacher learning rates (teach.lr)")
-    parser.add_argument("--steps", type=int, default=400, help="teacher steps (teach.steps)")
-    parser.add_argument("--eval-every", type=int, default=50, help="steps between dev evaluations (teach.eval_every)")
+    parser.add_argument("--steps", type=int, default=300, help="teacher steps (teach.steps)")
+    parser.add_argument("--eval-every", type=int, default=75, help="steps between dev evaluations (teach.eval_every)")
     parser.add_argument("--dev-examples", type=int, default=200, help="dev examples per curve point")
     parser.add_argument("--final-examples", type=int, default=1000,
                         help="dev examples the selected teacher is judged on (data.eval_examples; 0 = all)")

@@ -98,7 +98,7 @@ def main() -> None:
                PYTHONPATH=os.pathsep.join([str(Path(mptune.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
-    results = common.read_json(stem.with_suffix(".json"), {})
+    results = common.read_json(common.stem_file(stem, ".json"), {})
     if results.get("flags") != flags:
         results = {"flags": flags, "stages": {}}
     results["machine"] = f"{os.cpu_count()} CPUs, OMP_NUM_THREADS={env.get('OMP_NUM_THREADS', 'unset')}"
