@@ -62,13 +62,12 @@ def teacher_record(cfg: RunConfig, backbone, name: str) -> dict | None:
     if metrics is None or found is None:
         return None
     metric = get_task(name).metric
-    rows = read_log(folder / "log.jsonl")
+    dev_rows = [r for r in read_log(folder / "log.jsonl") if "dev" in r]
     curve = load_tasks(cfg, backbone, [name], "dev", with_train=False, examples=cfg.data.dev_examples)[0]
     curve_labels = {name: {"labels": list(curve.eval_labels)}}
     gap = above_majority(name, found, replicates=2000)
     return {"metric": metric,
-            "curve": [[r["step"], round(r["dev"], 2)] for r in rows if "dev" in r],
-            "loss": [[r["step"], round(r["loss"], 4)] for r in rows],
+            "curve": [[r["step"], round(r["dev"], 2)] for r in dev_rows],
             "curve_examples": len(curve.eval_labels), "curve_majority": round(majority_score(name, curve_labels), 2),
             "selected_step": metrics.get("selected", {}).get("step"),
             "selected": round(metrics["scores"][name][metric], 2), "final_examples": len(found[name]["labels"]),

@@ -176,15 +176,20 @@ def above_majority(name: str, found: dict | None, replicates: int = REPLICATES) 
     if majority_score(name, found) is None:
         return None
     task = get_task(name)
-    preds, labels = found[name]["predictions"], found[name]["labels"]
-    constant = [Counter(labels).most_common(1)[0][0]] * len(labels)
-    paired = Paired({0: preds}, {0: constant}, labels, lambda p, y: score(task, p, y)[task.metric])
+    labels = found[name]["labels"]
+    paired = Paired({0: found[name]["predictions"]}, {0: majority_prediction(labels)}, labels,
+                    lambda p, y: score(task, p, y)[task.metric])
     return {k: round(v, 2) for k, v in paired_bootstrap([paired], replicates).items()}
 
 
 def unit_score(metrics: dict | None, task: str) -> float | None:
     """A unit's score on one task's metric; None where the unit did not score it (an imported prompt)."""
     return ((metrics or {}).get("scores") or {}).get(task, {}).get(get_task(task).metric)
+
+
+def majority_prediction(labels: list) -> list:
+    """The most frequent of `labels` (ties: the first seen), once per label: a constant baseline."""
+    return [Counter(labels).most_common(1)[0][0]] * len(labels)
 
 
 def majority_score(name: str, found: dict | None) -> float | None:
@@ -194,9 +199,8 @@ def majority_score(name: str, found: dict | None) -> float | None:
     if not found or name not in found or not task.is_classification:
         return None
     labels = found[name]["labels"]
-    constant = Counter(labels).most_common(1)[0][0]
     try:
-        value = score(task, [constant] * len(labels), labels)[task.metric]
+        value = score(task, majority_prediction(labels), labels)[task.metric]
     except (MptuneError, ValueError, ZeroDivisionError):
         return None
     return None if math.isnan(value) else value
