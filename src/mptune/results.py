@@ -127,8 +127,8 @@ def intervals_markdown(cfg: RunConfig, found: dict) -> str:
     if not found:
         return ""
     seeds = len(cfg.compare.seeds) or 1
-    lines = [f"Differences in points, with 95% paired-bootstrap intervals over {seeds} seed(s) and the test "
-             f"examples ({REPLICATES} replicates; `mptune.stats`):", "",
+    lines = [f"Differences in points, with 95% paired-bootstrap intervals over {seeds} seed(s) and the "
+             f"{cfg.eval_split} examples ({REPLICATES} replicates; `mptune.stats`):", "",
              "| difference | " + " | ".join(cfg.targets) + " | average |", "|" + "---|" * (len(cfg.targets) + 2)]
     cell = lambda r: f"{r['diff']:+.1f} [{r['low']:+.1f}, {r['high']:+.1f}]" if r else "n/a"  # noqa: E731
     for name, rows in found.items():

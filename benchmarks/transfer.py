@@ -1,0 +1,188 @@
+"""Does transfer help once the sources learn? PT, SPoT, SPoT-fixed and MPT on the targets' dev splits (issue 14).
+
+The sources' teachers that `benchmarks/sources.py` trained for 300 steps are above the majority
+label on dev (QNLI, QQP, MNLI at lr 0.3). This script distils them into P* o u_k v_k^T and adapts
+every target with every method, once per target learning rate, all on the DEV split: it is the
+step that fixes the target settings before any test run, so nothing here looks at test.
+
+- Teachers: copied from --teachers (a sources.py run directory) when its config trains them the
+  same way (model, prompt, teach.*, seed, data.split_seed, data.dev_examples); otherwise, or when
+  one is missing, trained here by `stages.teach` with the same settings (~10 min per source).
+- Distillation: --distill-steps, model selection every --distill-eval-every steps on the mean dev
+  score over the sources (data.dev_examples each). Trained once, copied into the other lrs' runs.
+- Targets: --adapt-steps per method and lr, the last step kept (no selection: the scores below are
+  on the same dev split, and selecting there would flatter every method). SPoT starts from the
+  teacher best on the target's dev split (an oracle), SPoT-fixed from MNLI's (chosen a priori).
+- Statistics: MPT - PT, MPT - SPoT and MPT - SPoT-fixed per target and on the average, with 95%
+  paired-bootstrap intervals over the seeds and dev examples (`mptune.results.intervals`).
+
+Each target lr trains in benchmarks/runs/transfer/adaptLR with `mptune run`'s code (`stages.run`),
+and its results.md is that run's table; a rerun resumes at the first unfinished unit.
+
+    python benchmarks/transfer.py                                 # qnli,qqp,mnli -> rte,mrpc,cb,boolq
+    python benchmarks/transfer.py --adapt-lrs 0.03 --seeds 0,1
+    python benchmarks/transfer.py --quick                         # smoke test (~2 min)
+    python benchmarks/transfer.py --report-only                   # tables of the finished runs
+
+writes benchmarks/results/transfer.{json,md,png} (--name: another stem; with --quick: under the runs dir).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mptune import stages
+from mptune.config import RunConfig, config_diff, with_overrides
+from mptune.files import read_yaml
+from mptune.models import load_backbone
+from mptune.results import METHOD_LABELS
+from mptune.rundir import RunDir, open_run
+from mptune.tasks import get_task
+
+import common
+
+SOURCES = ["qnli", "qqp", "mnli"]
+TARGETS = ["rte", "mrpc", "cb", "boolq"]
+METHODS = ["pt", "spot", "spot-fixed", "mpt"]
+TEACHER_SETTINGS = ("model.", "prompt.", "teach.", "seed", "data.split_seed", "data.dev_examples", "data.data_dir",
+                    "data.custom_tasks")
+"""The settings a teacher's prompt depends on: a teacher trained under other values is not reused."""
+
+
+def config(root: Path, lr: str, args) -> RunConfig:
+    # the smoke budget first, then this script's settings, then --set
+    overrides = {**common.config_overrides(args.quick, False, []),
+                 "sources": args.sources, "targets": args.targets, "eval_split": "dev",
+                 "seed": args.seeds.split(",")[0], "compare.seeds": args.seeds,
+                 "compare.methods": ",".join(METHODS), "compare.spot_fixed": "mnli",
+                 "teach.lr": "0.3", "teach.steps": str(args.teach_steps),
+                 "teach.eval_every": str(args.teach_eval_every),
+                 "data.dev_examples": str(args.dev_examples), "data.eval_examples": str(args.eval_examples),
+                 "distill.steps": str(args.distill_steps), "distill.eval_every": str(args.distill_eval_every),
+                 "adapt.steps": str(args.adapt_steps), "adapt.lr": lr,
+                 **common.config_overrides(False, False, args.set)}
+    return with_overrides(RunConfig(), {**overrides, "out_dir": str(root / f"adapt{lr}")})
+
+
+def teacher_mismatch(teachers: Path, cfg: RunConfig) -> list[str]:
+    """The teacher settings in which the run directory `teachers` differs from `cfg` ([] when none)."""
+    saved = read_yaml(teachers / "config.yaml", "a sources.py run's config")
+    return [d for d in config_diff(saved, cfg) if d.startswith(TEACHER_SETTINGS)]
+
+
+def import_units(cfg: RunConfig, run: RunDir, teachers: Path | None, distilled: Path | None) -> None:
+    """Copy the teachers of a compatible run and a distilled prompt trained under the same settings."""
+    run.save_config()  # units arrive here without the stages, which would record the settings first
+    if teachers is not None and (teachers / "config.yaml").exists():
+        if differ := teacher_mismatch(teachers, cfg):
+            print(f"   not reusing the teachers of {teachers}: {'; '.join(differ)}")
+        else:
+            for name in cfg.sources:
+                if run.done(run.teacher(name)) is None and RunDir.done(RunDir(teachers).teacher(name)) is not None:
+                    common.copy_unit(RunDir(teachers).teacher(name), run.teacher(name))
+    if distilled is not None and run.done(run.distilled()) is None and RunDir.done(distilled) is not None:
+        common.copy_unit(distilled, run.distilled())
+
+
+def run_record(cfg: RunConfig) -> dict | None:
+    """The finished run's results.json (scores, intervals, sources), or None."""
+    path = RunDir(Path(cfg.out_dir)).results_json
+    return common.read_json(path, None)
+
+
+def cell(r: dict | None) -> str:
+    return f"{r['diff']:+.1f} [{r['low']:+.1f}, {r['high']:+.1f}]" if r else "n/a"
+
+
+def bar(table: dict, group: str, method: str) -> dict:
+    """One bar of the plot: a method's dev score on a target (or the average), its std over seeds."""
+    if group == "average":
+        return {"mean": table["average"][method], "std": table.get("average_std", {}).get(method, 0.0), "n": 1}
+    row = table["targets"][group]
+    return {"mean": row[method], "std": row.get("std", {}).get(method, 0.0), "n": 1}
+
+
+def report(record: dict, cfgs: dict[str, RunConfig], budget: list[str], stem: Path) -> str:
+    first = next(iter(cfgs.values()))
+    targets, methods = first.targets, [m for m in METHODS if m in first.compare.methods]
+    rows, diff_rows = [], []
+    for lr, table in record.items():
+        for t in [*targets, "average"]:
+            scores = table["average"] if t == "average" else table["targets"][t]
+            metric = "" if t == "average" else get_task(t).metric
+            rows.append([lr, t, metric, *(f"{scores[m]:.1f}" for m in methods)])
+        for name, found in table.get("intervals", {}).items():
+            label = " - ".join(METHOD_LABELS[m] for m in name.split(" - "))
+            diff_rows.append([lr, label, *(cell(found["targets"].get(t)) for t in targets), cell(found["average"])])
+    seeds = len(first.compare.seeds) or 1
+    markdown = (common.md_table(["adapt.lr", "target", "metric", *(METHOD_LABELS[m] for m in methods)], rows)
+                + "\n" + common.md_table(["adapt.lr", "difference", *targets, "average"], diff_rows)
+                + f"\nDev split only (targets: the last step, no selection; {seeds} seed(s); 95% paired-bootstrap "
+                  "intervals over the seeds and dev examples). SPoT starts from the teacher best on the target's "
+                  "dev split (an oracle), SPoT-fixed from MNLI's. Budget: " + "; ".join(budget) + ".\n")
+    fig, axes = common.figure(max(1, len(record)), width=6.0)
+    for ax, (lr, table) in zip(axes, record.items()):
+        groups = [*targets, "average"]
+        series = {METHOD_LABELS[m]: [bar(table, g, m) for g in groups] for m in methods}
+        common.bar_plot(ax, groups, series, "dev score", f"targets at adapt.lr {lr} (dev)")
+    return common.write_outputs(stem, {"budget": budget, "runs": record}, markdown, fig)
+
+
+def main() -> None:
+    parser = common.parser(__doc__)
+    parser.add_argument("--sources", default=",".join(SOURCES), help="comma-separated source tasks")
+    parser.add_argument("--targets", default=",".join(TARGETS), help="comma-separated target tasks")
+    parser.add_argument("--teachers", default=str(common.RUNS / "sources" / "lr0.3"),
+                        help="a sources.py run directory whose finished teachers are reused when compatible")
+    parser.add_argument("--teach-steps", type=int, default=300, help="teacher steps (teach.steps), as sources.py")
+    parser.add_argument("--teach-eval-every", type=int, default=75, help="teach.eval_every, as sources.py")
+    parser.add_argument("--dev-examples", type=int, default=200, help="dev examples per model-selection score")
+    parser.add_argument("--distill-steps", type=int, default=300, help="distillation steps (distill.steps)")
+    parser.add_argument("--distill-eval-every", type=int, default=100, help="distill.eval_every")
+    parser.add_argument("--adapt-steps", type=int, default=100, help="target steps per method (adapt.steps)")
+    parser.add_argument("--adapt-lrs", default="0.03,0.3", help="comma-separated target prompt learning rates")
+    parser.add_argument("--eval-examples", type=int, default=500,
+                        help="dev examples each target and source is scored on (data.eval_examples; 0 = all)")
+    parser.add_argument("--seeds", default="0", help="comma-separated run seeds (compare.seeds)")
+    parser.add_argument("--runs", help="run directory root (default: benchmarks/runs/transfer[-quick])")
+    parser.add_argument("--name", default="transfer", help="results file stem")
+    parser.add_argument("--quick", action="store_true", help="smoke-test budget; results under the runs dir")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any RunConfig setting")
+    parser.add_argument("--report-only", action="store_true", help="write the results of the finished runs")
+    args = parser.parse_args()
+    if args.quick:
+        args.teach_steps, args.teach_eval_every, args.distill_steps, args.distill_eval_every = 4, 2, 4, 2
+        args.adapt_steps, args.dev_examples, args.eval_examples = 2, 8, 8
+    common.setup(args.threads)
+    root = Path(args.runs) if args.runs else common.RUNS / ("transfer-quick" if args.quick else "transfer")
+    stem = (root / "results" if args.quick else common.RESULTS) / args.name
+    lrs = args.adapt_lrs.split(",")
+    cfgs = {lr: config(root, lr, args) for lr in lrs}  # validated before anything trains
+    first = cfgs[lrs[0]]
+    budget = common.print_budget("transfer to the targets on dev", first, False)
+    budget.append(f"teachers {args.teach_steps} steps (dev every {args.teach_eval_every}), distillation "
+                  f"{args.distill_steps} (dev every {args.distill_eval_every}) on {args.dev_examples} dev examples "
+                  f"per source; targets {args.adapt_steps} steps at adapt.lr {', '.join(lrs)}; seeds {args.seeds}")
+    print("   " + budget[-1])
+    record: dict[str, dict] = {}
+    backbone = None
+    distilled = None
+    for lr, cfg in cfgs.items():
+        if not args.report_only:
+            if backbone is None:
+                backbone = load_backbone(cfg.model.name, cfg.model.precision, cfg.model.device,
+                                         cfg.model.attention, cfg.model.compile)
+            run = open_run(cfg)
+            import_units(cfg, run, None if args.quick else Path(args.teachers), distilled)
+            stages.run(cfg, backbone, run)
+            run.close()
+            distilled = run.distilled()
+        if (found := run_record(cfg)) is not None:
+            record[lr] = found
+            report(record, cfgs, budget, stem)
+    print(report(record, cfgs, budget, stem))
+    print(f"written: {stem}.json, .md, .png")
+
+
+if __name__ == "__main__":
+    main()
