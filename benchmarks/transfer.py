@@ -35,7 +35,7 @@ from mptune import stages
 from mptune.config import RunConfig, config_diff, with_overrides
 from mptune.files import read_yaml
 from mptune.models import load_backbone
-from mptune.results import METHOD_LABELS
+from mptune.results import METHOD_LABELS, majority_score
 from mptune.rundir import RunDir, open_run
 from mptune.tasks import get_task
 
@@ -85,9 +85,15 @@ def import_units(cfg: RunConfig, run: RunDir, teachers: Path | None, distilled: 
 
 
 def run_record(cfg: RunConfig) -> dict | None:
-    """The finished run's results.json (scores, intervals, sources), or None."""
-    path = RunDir(Path(cfg.out_dir)).results_json
-    return common.read_json(path, None)
+    """The finished run's results.json (scores, intervals, sources) with each target's majority-label
+    score on the same dev examples (`majority`), or None."""
+    run = RunDir(Path(cfg.out_dir), cfg.compare.seeds)
+    found = common.read_json(run.results_json, None)
+    if found is not None:
+        seed = (cfg.compare.seeds or [None])[0]
+        found["majority"] = {t: majority_score(t, RunDir.predictions(run.adapted("pt", t, seed)))
+                             for t in cfg.targets}
+    return found
 
 
 def cell(r: dict | None) -> str:
@@ -110,21 +116,44 @@ def report(record: dict, cfgs: dict[str, RunConfig], budget: list[str], stem: Pa
         for t in [*targets, "average"]:
             scores = table["average"] if t == "average" else table["targets"][t]
             metric = "" if t == "average" else get_task(t).metric
-            rows.append([lr, t, metric, *(f"{scores[m]:.1f}" for m in methods)])
+            majority = table["majority"].values() if t == "average" else [table["majority"][t]]
+            shown = f"{sum(majority) / len(majority):.1f}" if None not in majority else "n/a"
+            rows.append([lr, t, metric, shown, *(f"{scores[m]:.1f}" for m in methods)])
         for name, found in table.get("intervals", {}).items():
             label = " - ".join(METHOD_LABELS[m] for m in name.split(" - "))
             diff_rows.append([lr, label, *(cell(found["targets"].get(t)) for t in targets), cell(found["average"])])
     seeds = len(first.compare.seeds) or 1
-    markdown = (common.md_table(["adapt.lr", "target", "metric", *(METHOD_LABELS[m] for m in methods)], rows)
+    markdown = (common.md_table(["adapt.lr", "target", "metric", "majority label",
+                                 *(METHOD_LABELS[m] for m in methods)], rows)
                 + "\n" + common.md_table(["adapt.lr", "difference", *targets, "average"], diff_rows)
                 + f"\nDev split only (targets: the last step, no selection; {seeds} seed(s); 95% paired-bootstrap "
                   "intervals over the seeds and dev examples). SPoT starts from the teacher best on the target's "
                   "dev split (an oracle), SPoT-fixed from MNLI's. Budget: " + "; ".join(budget) + ".\n")
-    fig, axes = common.figure(max(1, len(record)), width=6.0)
-    for ax, (lr, table) in zip(axes, record.items()):
-        groups = [*targets, "average"]
+    fig, axes = common.figure(max(1, 2 * len(record)), width=6.0)
+    groups = [*targets, "average"]
+    for (score_ax, diff_ax), (lr, table) in zip(zip(axes[::2], axes[1::2]), record.items()):
         series = {METHOD_LABELS[m]: [bar(table, g, m) for g in groups] for m in methods}
-        common.bar_plot(ax, groups, series, "dev score", f"targets at adapt.lr {lr} (dev)")
+        common.bar_plot(score_ax, groups, series, "dev score", f"targets at adapt.lr {lr} (dev)")
+        majority = [*(table["majority"][t] for t in targets), None]
+        if None not in majority[:-1]:
+            majority[-1] = sum(majority[:-1]) / len(targets)
+            score_ax.scatter(range(len(groups)), majority, marker="_", s=400, color="black", zorder=3,
+                             label="majority label")
+        score_ax.legend(fontsize=8)
+        pairs = list(table.get("intervals", {}).items())
+        width = 0.8 / max(1, len(pairs))
+        for i, (name, found) in enumerate(pairs):
+            rows = [found["targets"].get(t) for t in targets] + [found["average"]]
+            xs = [g + (i - (len(pairs) - 1) / 2) * width for g in range(len(groups))]
+            ok = [(x, r) for x, r in zip(xs, rows) if r]
+            diff_ax.errorbar([x for x, _ in ok], [r["diff"] for _, r in ok], capsize=3, fmt="o",
+                             yerr=[[r["diff"] - r["low"] for _, r in ok], [r["high"] - r["diff"] for _, r in ok]],
+                             label=" - ".join(METHOD_LABELS[m] for m in name.split(" - ")))
+        diff_ax.axhline(0, color="gray", linewidth=1)
+        diff_ax.set_xticks(range(len(groups)), groups, rotation=30, ha="right")
+        diff_ax.set(ylabel="difference (points), 95% interval", title=f"MPT minus each method, adapt.lr {lr}")
+        diff_ax.grid(axis="y", alpha=0.3)
+        diff_ax.legend(fontsize=8)
     return common.write_outputs(stem, {"budget": budget, "runs": record}, markdown, fig)
 
 
