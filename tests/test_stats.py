@@ -75,6 +75,7 @@ def test_a_run_writes_predictions_and_reports_intervals(llama_backbone, data_dir
     mpt, pt = (table["targets"]["rte"][m] for m in ("mpt", "pt"))
     assert table["intervals"]["mpt - pt"]["targets"]["rte"]["diff"] == pytest.approx(mpt - pt)
     assert "| MPT - PT |" in markdown and "| MPT - SPoT |" in markdown
+    assert "2 seed(s) and the test examples" in markdown  # the note names the split the intervals rest on
     assert json.loads((tmp_path / "run" / "results.json").read_text())["intervals"] == table["intervals"]
 
 
@@ -82,7 +83,7 @@ def test_spot_fixed_starts_from_the_named_source_beside_oracle_spot(llama_backbo
     """'spot-fixed' starts every target from the teacher named a priori; 'spot' (best on dev) stays, both
     reported, each with its interval against MPT."""
     small = TrainArgs(steps=2, batch_size=2, warmup_steps=0)
-    cfg = RunConfig(sources=["rte", "mrpc"], targets=["cola", "wnli"], out_dir=str(tmp_path / "run"),
+    cfg = RunConfig(sources=["rte", "mrpc"], targets=["cola", "wnli"], out_dir=str(tmp_path / "run"), eval_split="dev",
                     data=DataArgs(data_dir=str(data_dir), eval_examples=6), prompt=PromptArgs(length=3),
                     teach=small, distill=small, adapt=small,
                     compare=CompareArgs(methods=["spot", "spot-fixed", "mpt"], spot_fixed="mrpc"))
@@ -94,6 +95,7 @@ def test_spot_fixed_starts_from_the_named_source_beside_oracle_spot(llama_backbo
     assert set(table["intervals"]) == {"mpt - spot", "mpt - spot-fixed"}
     assert table["parameters"]["spot-fixed"] == table["parameters"]["spot"]
     assert "| MPT - SPoT-fixed |" in markdown and "SPOT-FIXED" in markdown
+    assert "1 seed(s) and the dev examples" in markdown
 
 
 def test_spot_fixed_needs_its_source_among_the_sources():
