@@ -256,6 +256,23 @@ def parser(doc: str):
     return out
 
 
+def add_run_arguments(parser, name: str, report: str) -> None:
+    """--runs, --name, --quick, --set and --report-only of a dev-split study (sources.py, transfer.py);
+    `report` says what --report-only writes."""
+    parser.add_argument("--runs", help=f"run directory root (default: benchmarks/runs/{name}[-quick])")
+    parser.add_argument("--name", default=name, help="results file stem")
+    parser.add_argument("--quick", action="store_true", help="smoke-test budget; results under the runs dir")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any RunConfig setting")
+    parser.add_argument("--report-only", action="store_true", help=f"write the results of {report}")
+
+
+def run_paths(args, name: str) -> tuple[Path, Path]:
+    """(run directory root, results stem) of `add_run_arguments`' options: with --quick both under
+    benchmarks/runs/NAME-quick, never into results/."""
+    root = Path(args.runs) if args.runs else RUNS / (f"{name}-quick" if args.quick else name)
+    return root, (root / "results" if args.quick else RESULTS) / args.name
+
+
 def add_budget_arguments(parser) -> None:
     """The options quality.py and ablations.py share."""
     parser.add_argument("--seeds", default="0,1,2", help="run seeds (comma-separated)")

@@ -35,7 +35,7 @@ from mptune import stages
 from mptune.config import RunConfig, with_overrides
 from mptune.logs import read_log
 from mptune.models import load_backbone
-from mptune.results import above_majority, majority_score
+from mptune.results import above_majority, interval_cell, majority_score
 from mptune.rundir import RunDir, open_run
 from mptune.task_data import load_tasks
 from mptune.tasks import get_task
@@ -83,7 +83,7 @@ def report(record: dict, budget: list[str], stem: Path) -> str:
             points = ", ".join(f"{s}: {v:.1f}" for s, v in r["curve"])
             rows.append([name, lr, f"{r['curve_majority']:.1f}", points, r["selected_step"],
                          f"{r['selected']:.1f} / {r['majority']:.1f}",
-                         f"{r['gap']['diff']:+.1f} [{r['gap']['low']:+.1f}, {r['gap']['high']:+.1f}]",
+                         interval_cell(r["gap"]),
                          "yes" if r["learns"] else "no"])
     any_record = next((r for per in record.values() for r in per.values()), None)
     sizes = (f"curve on {any_record['curve_examples']} dev examples per task, verdict on "
@@ -117,17 +117,12 @@ def main() -> None:
     parser.add_argument("--final-examples", type=int, default=1000,
                         help="dev examples the selected teacher is judged on (data.eval_examples; 0 = all)")
     parser.add_argument("--seed", default="0", help="run seed")
-    parser.add_argument("--runs", help="run directory root (default: benchmarks/runs/sources[-quick])")
-    parser.add_argument("--name", default="sources", help="results file stem")
-    parser.add_argument("--quick", action="store_true", help="smoke-test budget; results under the runs dir")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any RunConfig setting")
-    parser.add_argument("--report-only", action="store_true", help="write the results of the finished teachers")
+    common.add_run_arguments(parser, "sources", "the finished teachers")
     args = parser.parse_args()
     if args.quick:
         args.steps, args.eval_every, args.dev_examples, args.final_examples = 4, 2, 8, 16
     common.setup(args.threads)
-    root = Path(args.runs) if args.runs else common.RUNS / ("sources-quick" if args.quick else "sources")
-    stem = (root / "results" if args.quick else common.RESULTS) / args.name
+    root, stem = common.run_paths(args, "sources")
     lrs = args.lrs.split(",")
     cfgs = {lr: config(root, lr, args) for lr in lrs}  # validated before anything trains
     first = cfgs[lrs[0]]

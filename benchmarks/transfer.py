@@ -35,7 +35,7 @@ from mptune import stages
 from mptune.config import RunConfig, config_diff, with_overrides
 from mptune.files import read_yaml
 from mptune.models import load_backbone
-from mptune.results import METHOD_LABELS, majority_score
+from mptune.results import METHOD_LABELS, interval_cell, majority_score
 from mptune.rundir import RunDir, open_run
 from mptune.tasks import get_task
 
@@ -96,10 +96,6 @@ def run_record(cfg: RunConfig) -> dict | None:
     return found
 
 
-def cell(r: dict | None) -> str:
-    return f"{r['diff']:+.1f} [{r['low']:+.1f}, {r['high']:+.1f}]" if r else "n/a"
-
-
 def bar(table: dict, group: str, method: str) -> dict:
     """One bar of the plot: a method's dev score on a target (or the average), its std over seeds."""
     if group == "average":
@@ -121,7 +117,8 @@ def report(record: dict, cfgs: dict[str, RunConfig], budget: list[str], stem: Pa
             rows.append([lr, t, metric, shown, *(f"{scores[m]:.1f}" for m in methods)])
         for name, found in table.get("intervals", {}).items():
             label = " - ".join(METHOD_LABELS[m] for m in name.split(" - "))
-            diff_rows.append([lr, label, *(cell(found["targets"].get(t)) for t in targets), cell(found["average"])])
+            diff_rows.append([lr, label, *(interval_cell(found["targets"].get(t)) for t in targets),
+                              interval_cell(found["average"])])
     seeds = len(first.compare.seeds) or 1
     markdown = (common.md_table(["adapt.lr", "target", "metric", "majority label",
                                  *(METHOD_LABELS[m] for m in methods)], rows)
@@ -173,18 +170,13 @@ def main() -> None:
     parser.add_argument("--eval-examples", type=int, default=500,
                         help="dev examples each target and source is scored on (data.eval_examples; 0 = all)")
     parser.add_argument("--seeds", default="0", help="comma-separated run seeds (compare.seeds)")
-    parser.add_argument("--runs", help="run directory root (default: benchmarks/runs/transfer[-quick])")
-    parser.add_argument("--name", default="transfer", help="results file stem")
-    parser.add_argument("--quick", action="store_true", help="smoke-test budget; results under the runs dir")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any RunConfig setting")
-    parser.add_argument("--report-only", action="store_true", help="write the results of the finished runs")
+    common.add_run_arguments(parser, "transfer", "the finished runs")
     args = parser.parse_args()
     if args.quick:
         args.teach_steps, args.teach_eval_every, args.distill_steps, args.distill_eval_every = 4, 2, 4, 2
         args.adapt_steps, args.dev_examples, args.eval_examples = 2, 8, 8
     common.setup(args.threads)
-    root = Path(args.runs) if args.runs else common.RUNS / ("transfer-quick" if args.quick else "transfer")
-    stem = (root / "results" if args.quick else common.RESULTS) / args.name
+    root, stem = common.run_paths(args, "transfer")
     lrs = args.adapt_lrs.split(",")
     cfgs = {lr: config(root, lr, args) for lr in lrs}  # validated before anything trains
     first = cfgs[lrs[0]]

@@ -122,6 +122,11 @@ def unit_predictions(cfg: RunConfig, run: RunDir, method: str, target: str, seed
     return found.get(target) if found else None
 
 
+def interval_cell(found: dict | None) -> str:
+    """A difference and its interval as a table cell, '+1.2 [-0.3, +2.8]' ('n/a' for None)."""
+    return f"{found['diff']:+.1f} [{found['low']:+.1f}, {found['high']:+.1f}]" if found else "n/a"
+
+
 def intervals_markdown(cfg: RunConfig, found: dict) -> str:
     """The intervals as a markdown table: one row per difference, one column per target and the average."""
     if not found:
@@ -130,11 +135,10 @@ def intervals_markdown(cfg: RunConfig, found: dict) -> str:
     lines = [f"Differences in points, with 95% paired-bootstrap intervals over {seeds} seed(s) and the "
              f"{cfg.eval_split} examples ({REPLICATES} replicates; `mptune.stats`):", "",
              "| difference | " + " | ".join(cfg.targets) + " | average |", "|" + "---|" * (len(cfg.targets) + 2)]
-    cell = lambda r: f"{r['diff']:+.1f} [{r['low']:+.1f}, {r['high']:+.1f}]" if r else "n/a"  # noqa: E731
     for name, rows in found.items():
         label = " - ".join(METHOD_LABELS[m] for m in name.split(" - "))
-        lines.append(f"| {label} | " + " | ".join(cell(rows["targets"].get(t)) for t in cfg.targets)
-                     + f" | {cell(rows['average'])} |")
+        lines.append(f"| {label} | " + " | ".join(interval_cell(rows["targets"].get(t)) for t in cfg.targets)
+                     + f" | {interval_cell(rows['average'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -156,7 +160,7 @@ def sources_table(cfg: RunConfig, run: RunDir, teach: dict, distill: dict | None
                  "distilled": unit_score(distill, name), "majority": majority_score(name, found),
                  "above_majority": gap, "teacher_dev": teach[name].get("selected", {}).get("dev_score")}
         out[name] = entry
-        interval = "—" if gap is None else f"{gap['diff']:+.1f} [{gap['low']:+.1f}, {gap['high']:+.1f}]"
+        interval = "—" if gap is None else interval_cell(gap)
         rows.append(f"| {name} | {metric} | {cell(entry['teacher'])} | {cell(entry['distilled'])} | "
                     f"{cell(entry['majority'])} | {interval} | {cell(entry['teacher_dev'])} |")
     scored = f"{cfg.data.eval_examples or 'all'} {cfg.eval_split} examples each"
