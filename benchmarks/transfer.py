@@ -5,11 +5,12 @@ label on dev (QNLI, QQP, MNLI at lr 0.3). This script distils them into P* o u_k
 every target with every method, once per target learning rate, all on the DEV split: it is the
 step that fixes the target settings before any test run, so nothing here looks at test.
 
-- Teachers: copied from --teachers (a sources.py run directory) when its config trains them the
-  same way (model, prompt, teach.*, seed, data.split_seed, data.dev_examples); otherwise, or when
-  one is missing, trained here by `stages.teach` with the same settings (~10 min per source).
+- Teachers: copied from the --reuse run directories (by default sources.py's) with the library's
+  `reuse` setting when one trained them the same way (`config.UNIT_SETTINGS`), then scored again
+  on this run's examples; otherwise trained here by `stages.teach` (~10 min per source).
 - Distillation: --distill-steps, model selection every --distill-eval-every steps on the mean dev
-  score over the sources (data.dev_examples each). Trained once, copied into the other lrs' runs.
+  score over the sources (data.dev_examples each). Trained once (or copied from a --reuse run
+  trained the same way); the other lrs' runs reuse the first lr's.
 - Targets: --adapt-steps per method and lr, the last step kept (no selection: the scores below are
   on the same dev split, and selecting there would flatter every method). SPoT starts from the
   teacher best on the target's dev split (an oracle), SPoT-fixed from MNLI's (chosen a priori).
@@ -21,6 +22,9 @@ and its results.md is that run's table; a rerun resumes at the first unfinished 
 
     python benchmarks/transfer.py                                 # qnli,qqp,mnli -> rte,mrpc,cb,boolq
     python benchmarks/transfer.py --adapt-lrs 0.03 --seeds 0,1
+    python benchmarks/transfer.py --adapt-steps 300 --adapt-lrs 0.03 --set compare.methods=pt,mpt \
+        --runs benchmarks/runs/transfer300 --name transfer300 \
+        --reuse benchmarks/runs/sources/lr0.3,benchmarks/runs/transfer/adapt0.03
     python benchmarks/transfer.py --quick                         # smoke test (~2 min)
     python benchmarks/transfer.py --report-only                   # tables of the finished runs
 
@@ -32,8 +36,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mptune import stages
-from mptune.config import RunConfig, config_diff, with_overrides
-from mptune.files import read_yaml
+from mptune.config import RunConfig, with_overrides
 from mptune.models import load_backbone
 from mptune.results import METHOD_LABELS, interval_cell, majority_score
 from mptune.rundir import RunDir, open_run
@@ -44,12 +47,9 @@ import common
 SOURCES = ["qnli", "qqp", "mnli"]
 TARGETS = ["rte", "mrpc", "cb", "boolq"]
 METHODS = ["pt", "spot", "spot-fixed", "mpt"]
-TEACHER_SETTINGS = ("model.", "prompt.", "teach.", "seed", "data.split_seed", "data.dev_examples", "data.data_dir",
-                    "data.custom_tasks")
-"""The settings a teacher's prompt depends on: a teacher trained under other values is not reused."""
 
 
-def config(root: Path, lr: str, args) -> RunConfig:
+def config(root: Path, lr: str, args, reuse: list[str]) -> RunConfig:
     # the smoke budget first, then this script's settings, then --set
     overrides = {**common.config_overrides(args.quick, False, []),
                  "sources": args.sources, "targets": args.targets, "eval_split": "dev",
@@ -59,29 +59,9 @@ def config(root: Path, lr: str, args) -> RunConfig:
                  "teach.eval_every": str(args.teach_eval_every),
                  "data.dev_examples": str(args.dev_examples), "data.eval_examples": str(args.eval_examples),
                  "distill.steps": str(args.distill_steps), "distill.eval_every": str(args.distill_eval_every),
-                 "adapt.steps": str(args.adapt_steps), "adapt.lr": lr,
+                 "adapt.steps": str(args.adapt_steps), "adapt.lr": lr, "reuse": ",".join(reuse),
                  **common.config_overrides(False, False, args.set)}
     return with_overrides(RunConfig(), {**overrides, "out_dir": str(root / f"adapt{lr}")})
-
-
-def teacher_mismatch(teachers: Path, cfg: RunConfig) -> list[str]:
-    """The teacher settings in which the run directory `teachers` differs from `cfg` ([] when none)."""
-    saved = read_yaml(teachers / "config.yaml", "a sources.py run's config")
-    return [d for d in config_diff(saved, cfg) if d.startswith(TEACHER_SETTINGS)]
-
-
-def import_units(cfg: RunConfig, run: RunDir, teachers: Path | None, distilled: Path | None) -> None:
-    """Copy the teachers of a compatible run and a distilled prompt trained under the same settings."""
-    run.save_config()  # units arrive here without the stages, which would record the settings first
-    if teachers is not None and (teachers / "config.yaml").exists():
-        if differ := teacher_mismatch(teachers, cfg):
-            print(f"   not reusing the teachers of {teachers}: {'; '.join(differ)}")
-        else:
-            for name in cfg.sources:
-                if run.done(run.teacher(name)) is None and RunDir.done(RunDir(teachers).teacher(name)) is not None:
-                    common.copy_unit(RunDir(teachers).teacher(name), run.teacher(name))
-    if distilled is not None and run.done(run.distilled()) is None and RunDir.done(distilled) is not None:
-        common.copy_unit(distilled, run.distilled())
 
 
 def run_record(cfg: RunConfig) -> dict | None:
@@ -158,8 +138,9 @@ def main() -> None:
     parser = common.parser(__doc__)
     parser.add_argument("--sources", default=",".join(SOURCES), help="comma-separated source tasks")
     parser.add_argument("--targets", default=",".join(TARGETS), help="comma-separated target tasks")
-    parser.add_argument("--teachers", default=str(common.RUNS / "sources" / "lr0.3"),
-                        help="a sources.py run directory whose finished teachers are reused when compatible")
+    parser.add_argument("--reuse", default=str(common.RUNS / "sources" / "lr0.3"),
+                        help="comma-separated run directories whose teachers and distilled prompt are copied when "
+                             "trained with the same settings (the `reuse` setting; '' for none)")
     parser.add_argument("--teach-steps", type=int, default=300, help="teacher steps (teach.steps), as sources.py")
     parser.add_argument("--teach-eval-every", type=int, default=75, help="teach.eval_every, as sources.py")
     parser.add_argument("--dev-examples", type=int, default=200, help="dev examples per model-selection score")
@@ -178,7 +159,9 @@ def main() -> None:
     common.setup(args.threads)
     root, stem = common.run_paths(args, "transfer")
     lrs = args.adapt_lrs.split(",")
-    cfgs = {lr: config(root, lr, args) for lr in lrs}  # validated before anything trains
+    reuse = [] if args.quick else [r for r in args.reuse.split(",") if r.strip()]
+    # the first lr's run trains (or copies) the teachers and P*; the other lrs' runs copy them from it
+    cfgs = {lr: config(root, lr, args, reuse + [str(root / f"adapt{lrs[0]}")] * (lr != lrs[0])) for lr in lrs}
     first = cfgs[lrs[0]]
     budget = common.print_budget("transfer to the targets on dev", first, False)
     budget.append(f"teachers {args.teach_steps} steps (dev every {args.teach_eval_every}), distillation "
@@ -187,17 +170,14 @@ def main() -> None:
     print("   " + budget[-1])
     record: dict[str, dict] = {}
     backbone = None
-    distilled = None
     for lr, cfg in cfgs.items():
         if not args.report_only:
             if backbone is None:
                 backbone = load_backbone(cfg.model.name, cfg.model.precision, cfg.model.device,
                                          cfg.model.attention, cfg.model.compile)
             run = open_run(cfg)
-            import_units(cfg, run, None if args.quick else Path(args.teachers), distilled)
             stages.run(cfg, backbone, run)
             run.close()
-            distilled = run.distilled()
         if (found := run_record(cfg)) is not None:
             record[lr] = found
             report(record, cfgs, budget, stem)

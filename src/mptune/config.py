@@ -32,13 +32,20 @@ DEFAULT_METHODS = ("pt", "spot", "mpt")
 HIDDEN_POSITIONS = ("labels", "sequence")
 LOGGERS = ("tensorboard",)
 """Step loggers that can be added to log.jsonl (see mptune.logs)."""
-NOT_RUN_IDENTITY = ("loggers", "out_dir", "model.attention", "model.compile", "loss.teacher_ahead",
+NOT_RUN_IDENTITY = ("loggers", "out_dir", "reuse", "model.attention", "model.compile", "loss.teacher_ahead",
                     *(f"{stage}.max_padding" for stage in ("teach", "distill", "adapt")), "predict", "serve")
 """Settings that do not change what a run computes: a run directory may be resumed with other values
 (out_dir too: the same directory named relatively or absolutely, or moved, is the same run; the
 attention kernel, compilation, the batches teachers run in and the micro-batches a step's examples
 run in only change rounding, as another machine would; `mptune predict` and `mptune serve` only read
-a run)."""
+a run; `reuse` only says where finished units may be copied from)."""
+
+UNIT_SETTINGS = {"teach": ("seed", "model", "prompt.length", "prompt.init", "prompt.init_text", "teach",
+                           "data.data_dir", "data.custom_tasks", "data.split_seed", "data.dev_examples")}
+UNIT_SETTINGS["distill"] = (*UNIT_SETTINGS["teach"], "sources", "prompt.rank", "distill", "loss", "data.kappa")
+"""What a stage's unit is computed from, as settings or whole sections: two runs equal in these train the same
+teacher (of one task) or the same distilled prompt, so `reuse` may copy it. What scores it (eval_split,
+data.eval_examples) is not among them: a copied unit is scored again by the run it joins."""
 
 
 RENAMED = {**{f"mpt.{k}": f"loss.{k}" for k in ("lam", "temperature", "logits", "hidden", "teacher_ahead")},
@@ -353,6 +360,10 @@ class RunConfig:
     """Target tasks; NAME@K trains on K examples per class."""
     out_dir: str = "runs/default"
     """Run directory: every stage writes its prompts, config and metrics under it."""
+    reuse: list[str] = field(default_factory=list)
+    """Finished run directories to copy teachers and the distilled prompt from instead of training them: a unit is
+    copied when the run that trained it agrees with this one in every setting it depends on (UNIT_SETTINGS), then
+    scored on this run's eval split; the first directory listed that has it wins."""
     seed: int = 0
     """Seed of prompt initialisation and data order."""
     eval_split: str = "test"
@@ -379,6 +390,7 @@ class RunConfig:
             twice = sorted({n for n, c in zip(names, canonical) if canonical.count(c) > 1})
             _check(not twice, f"{key} lists {', '.join(twice)} more than once (task names ignore case)")
         _check(self.out_dir.strip() != "", "out_dir must name a folder, got ''")
+        _check(all(str(r).strip() for r in self.reuse), f"reuse lists an empty path: {self.reuse}")
         _check_seed(self.seed, "seed")
         _check(self.eval_split in ("dev", "test"), f"eval_split must be 'dev' or 'test', got {self.eval_split!r}")
         if "spot-fixed" in self.compare.methods:
@@ -557,6 +569,13 @@ def config_diff(saved: dict, config: RunConfig) -> list[str]:
     a, b = _flat(run_identity(old)), _flat(run_identity(config))
     norm = {k: (lambda v, k=k: _as_path(k, v)) if k in PATH_SETTINGS else (lambda v: v) for k in a}
     return [f"{k}: saved {a[k]!r}, now {b[k]!r}" for k in a if norm[k](a[k]) != norm[k](b.get(k))]
+
+
+def unit_diff(saved: dict, config: RunConfig, stage: str) -> list[str]:
+    """`config_diff` restricted to the settings a unit of `stage` ('teach', 'distill') depends on (UNIT_SETTINGS)."""
+    names = UNIT_SETTINGS[stage]
+    return [d for d in config_diff(saved, config)
+            if any(d.split(":")[0] == n or d.startswith(n + ".") for n in names)]
 
 
 def run_identity(config: RunConfig) -> dict:

@@ -35,6 +35,12 @@ Decisions
   and written atomically through it (temp file, fsync, rename).
 - Only the main process of a distributed run writes: `done` and `finish` go through
   `distributed.from_main`.
+- `reuse` names finished runs whose teachers and distilled prompt may stand in for this run's
+  (`reusable`): a unit is taken from the first one whose config.yaml agrees with this run in every
+  setting the unit is computed from (`config.UNIT_SETTINGS`, compared as `config_diff` does). Its
+  prompt and log are copied, and the stage scores it again on this run's split, so a copied unit's
+  scores are never another run's examples. Target units are never copied: they are what a run
+  compares. Each named directory is checked to hold a run's config before anything is written.
 """
 
 from __future__ import annotations
@@ -48,9 +54,9 @@ import torch
 
 from mptune import distributed
 from mptune.checkpoint import PROMPT_FILE, load_prompt, save_prompt
-from mptune.config import RunConfig, config_diff, missing_sections, save_yaml
+from mptune.config import RunConfig, config_diff, missing_sections, save_yaml, unit_diff
 from mptune.errors import MptuneError
-from mptune.files import read_json, read_yaml, type_word, write_json
+from mptune.files import read_bytes, read_json, read_yaml, type_word, write_bytes, write_json
 from mptune.logs import summary_writer_class
 from mptune.prompts import MultitaskPrompt
 from mptune.resume import clear_state
@@ -253,6 +259,7 @@ def open_run(cfg: RunConfig, resume: bool = False) -> RunDir:
         get_task(name)
     resolve_data_dir(cfg.data.data_dir)
     check_init(cfg)
+    check_reuse(cfg)
     for stage in ("teach", "distill", "adapt"):
         args = getattr(cfg, stage)
         distributed.check_batch(args.batch_size, args.grad_accum, f"{stage}.batch_size")
@@ -274,6 +281,52 @@ def check_init(cfg: RunConfig) -> None:
     if module.length != cfg.prompt.length:
         raise MptuneError(f"prompt.init {cfg.prompt.init} has length {module.length}, but prompt.length is "
                           f"{cfg.prompt.length}")
+
+
+def _reused_config(root: Path) -> dict:
+    """The config.yaml of a run directory named by `reuse` (one error naming it when it is not a run's)."""
+    path = Path(root) / CONFIG_FILE
+    if not path.is_file():
+        raise MptuneError(f"reuse names {root}, which holds no run (no {CONFIG_FILE}); name a finished run directory")
+    saved = read_yaml(path, "a reused run's config", fix="name another run directory in reuse")
+    if lacking := missing_sections(saved):
+        raise MptuneError(f"{path} lacks the section(s) {', '.join(lacking)}: it was cut short or edited; "
+                          "name another run directory in reuse")
+    return saved
+
+
+def check_reuse(cfg: RunConfig) -> None:
+    """Every directory `reuse` names must hold a run's config.yaml (read only, before anything is written)."""
+    for root in cfg.reuse:
+        distributed.from_main(lambda root=root: _reused_config(Path(root)))
+
+
+def reusable(cfg: RunConfig, stage: str, folder: Path) -> Path | None:
+    """The finished copy of this run's unit `folder` (a teacher, or the distilled prompt: `stage` teach or
+    distill) in the first directory of cfg.reuse whose run trained it under the same settings
+    (`config.unit_diff`), or None; read by the main process."""
+    here = Path(cfg.out_dir).resolve()
+    unit = Path(folder).resolve().relative_to(here)
+
+    def find() -> Path | None:
+        for root in map(Path, cfg.reuse):
+            if root.resolve() != here and (root / unit / METRICS_FILE).is_file() \
+                    and not unit_diff(_reused_config(root), cfg, stage):
+                read_metrics(root / unit / METRICS_FILE)  # a damaged unit is one error naming it
+                return root / unit
+        return None
+
+    return distributed.from_main(find)
+
+
+def copy_log(source: Path, folder: Path) -> None:
+    """Copy a reused unit's training log (log.jsonl) into `folder`, atomically (main process)."""
+    def write() -> None:
+        if (source / LOG_FILE).is_file():
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            write_bytes(Path(folder) / LOG_FILE, read_bytes(source / LOG_FILE, "a reused unit's training log"))
+
+    distributed.from_main(write)
 
 
 def _claim(run: RunDir, cfg: RunConfig, resume: bool) -> None:

@@ -10,7 +10,8 @@ A recipe loads its tasks (`task_data`), builds its prompt module (`prompts`), de
 a micro-batch and hands both to the one training loop (`train.train`); the unit's prompt and
 metrics go where the run directory (`rundir.RunDir`) says. A unit whose metrics.json exists is
 done and is loaded instead of trained again, so an interrupted run resumes at the first
-unfinished unit. With `STAGE.eval_every`, a unit keeps the prompt that scores best on the dev
+unfinished unit; with `reuse`, a teacher or P* that another run trained under the same settings
+is copied (`reused`) and scored again here. With `STAGE.eval_every`, a unit keeps the prompt that scores best on the dev
 split (`dev_score`, `train.Selection`). Each stage takes the command's open `RunDir` (`rundir.open_run`, once per
 command), or opens one itself when called on its own.
 
@@ -40,7 +41,7 @@ from mptune.files import read_text, write_json, write_text
 from mptune.losses import distill_kl, hidden_mse, plm_loss
 from mptune.prompts import MultitaskPrompt, SoftPrompt, num_parameters, target_from_source, text_init, vocab_init
 from mptune.results import aggregate, intervals, intervals_markdown, results_table, sources_table, throughput
-from mptune.rundir import METRICS_FILE, PREDICTIONS, RunDir, open_run, read_results
+from mptune.rundir import METRICS_FILE, PREDICTIONS, RunDir, copy_log, open_run, read_results, reusable
 from mptune.task_data import TaskData, load_tasks, single
 from mptune.tasks.custom import register_custom_tasks
 from mptune.teachers import TeacherOutputs
@@ -138,6 +139,22 @@ def dev_score(cfg: RunConfig, backbone: Backbone, prompt: torch.nn.Module, names
                                    for d in dev)
 
 
+def reused(cfg: RunConfig, backbone: Backbone, run: RunDir, stage: str, folder: Path
+           ) -> tuple[torch.nn.Module, dict] | None:
+    """A unit another run trained under this run's settings (cfg.reuse, `rundir.reusable`): its prompt module and
+    training metrics (`reused_from` naming it), its log copied into `folder`; the caller scores it on this run's
+    split. None: train it here."""
+    if not cfg.reuse or (source := reusable(cfg, stage, folder)) is None:
+        return None
+    module = distributed.from_main(lambda: load_prompt(source / PROMPT_FILE, backbone.dim)[0])
+    run.start(folder)  # config.yaml before the unit's first file
+    copy_log(source, folder)
+    if distributed.is_main():
+        print(f"{stage} {folder.name}: copied from {source}, scored again here")
+    kept = {k: v for k, v in RunDir.done(source).items() if k not in ("scores", "eval_examples_per_s")}
+    return module, {**kept, "reused_from": str(source)}
+
+
 # --- stages ------------------------------------------------------------------------------------
 
 def teach(cfg: RunConfig, backbone: Backbone, run: RunDir | None = None) -> dict[str, dict]:
@@ -148,9 +165,13 @@ def teach(cfg: RunConfig, backbone: Backbone, run: RunDir | None = None) -> dict
         folder = run.teacher(name)
         if (metrics := run.done(folder)) is None:
             data = load_tasks(cfg, backbone, [name], cfg.eval_split)
-            prompt = SoftPrompt(initial_prompt(cfg, backbone))
-            select = dev_score(cfg, backbone, prompt, [name], cfg.teach)
-            metrics = train_plm(backbone, prompt, data, cfg.teach, 2, cfg.seed, folder, f"teach {name}", run, select)
+            if (copied := reused(cfg, backbone, run, "teach", folder)) is not None:
+                prompt, metrics = copied
+            else:
+                prompt = SoftPrompt(initial_prompt(cfg, backbone))
+                select = dev_score(cfg, backbone, prompt, [name], cfg.teach)
+                metrics = train_plm(backbone, prompt, data, cfg.teach, 2, cfg.seed, folder, f"teach {name}", run,
+                                    select)
             metrics.update(eval_tasks(backbone, prompt, data), parameters=num_parameters(prompt))
             metrics = run.finish(folder, prompt, [name], metrics)
         results[name] = metrics
@@ -179,11 +200,14 @@ def distill(cfg: RunConfig, backbone: Backbone, run: RunDir | None = None) -> di
     folder = run.distilled()
     if (metrics := run.done(folder)) is not None:
         return metrics
-    teachers = load_teachers(cfg, backbone)
     data = load_tasks(cfg, backbone, cfg.sources, cfg.eval_split)
-    student = MultitaskPrompt(initial_prompt(cfg, backbone), len(cfg.sources), cfg.prompt.rank)
-    select = dev_score(cfg, backbone, student, cfg.sources, cfg.distill)  # mean dev score over the sources
-    metrics = train_distill(cfg, backbone, student, teachers, data, folder, run, select)
+    if (copied := reused(cfg, backbone, run, "distill", folder)) is not None:
+        student, metrics = copied
+    else:
+        teachers = load_teachers(cfg, backbone)
+        student = MultitaskPrompt(initial_prompt(cfg, backbone), len(cfg.sources), cfg.prompt.rank)
+        select = dev_score(cfg, backbone, student, cfg.sources, cfg.distill)  # mean dev score over the sources
+        metrics = train_distill(cfg, backbone, student, teachers, data, folder, run, select)
     metrics.update(eval_tasks(backbone, student, data), parameters=num_parameters(student))
     return run.finish(folder, student, cfg.sources, metrics)
 

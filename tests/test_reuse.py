@@ -1,0 +1,125 @@
+"""`reuse`: teachers and the distilled prompt copied from another run when trained under the same settings,
+scored again by the run they join; anything else trained; bad directories refused before anything is written."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from mptune import stages
+from mptune.config import DataArgs, PromptArgs, RunConfig, TrainArgs, unit_diff, with_overrides
+from mptune.errors import MptuneError
+from mptune.files import read_yaml
+from mptune.rundir import open_run
+
+from test_cli import assert_user_error, cli, flags
+
+SMALL = TrainArgs(steps=2, batch_size=2, warmup_steps=0)
+
+
+def base(tmp_path: Path, data_dir: Path, name: str, **changes) -> RunConfig:
+    cfg = RunConfig(sources=["rte", "mrpc"], targets=["cola"], out_dir=str(tmp_path / name), eval_split="dev",
+                    data=DataArgs(data_dir=str(data_dir), eval_examples=6), prompt=PromptArgs(length=3),
+                    teach=SMALL, distill=SMALL, adapt=SMALL)
+    return replace(cfg, **changes)
+
+
+def metrics(folder: Path) -> dict:
+    return json.loads((folder / "metrics.json").read_text())
+
+
+def train_then(cfg: RunConfig, backbone) -> None:
+    run = open_run(cfg)
+    stages.teach(cfg, backbone, run)
+    stages.distill(cfg, backbone, run)
+    run.close()
+
+
+def test_units_trained_the_same_way_are_copied_and_scored_on_the_new_split(llama_backbone, data_dir, tmp_path):
+    first = base(tmp_path, data_dir, "first")
+    train_then(first, llama_backbone)
+    # the same training settings, scored on fewer examples: nothing is trained, everything is scored again
+    second = base(tmp_path, data_dir, "second", reuse=[first.out_dir],
+                  data=replace(first.data, eval_examples=4))
+    train_then(second, llama_backbone)
+    for unit in ("teach/rte", "teach/mrpc", "distill"):
+        old, new = Path(first.out_dir) / unit, Path(second.out_dir) / unit
+        assert metrics(new)["reused_from"] == str(old)
+        assert metrics(new)["train_seconds"] == metrics(old)["train_seconds"]  # not trained again
+        assert (new / "log.jsonl").read_bytes() == (old / "log.jsonl").read_bytes()
+        saved, copied = load_file(old / "prompt.safetensors"), load_file(new / "prompt.safetensors")
+        assert saved.keys() == copied.keys() and all((saved[k] == copied[k]).all() for k in saved)
+        preds = json.loads((new / "predictions.json").read_text())
+        assert {len(p["predictions"]) for p in preds.values()} == {4}  # scored here, on this run's examples
+    assert (Path(second.out_dir) / "config.yaml").is_file()
+    assert read_yaml(Path(second.out_dir) / "config.yaml", "config")["reuse"] == [first.out_dir]
+
+
+def test_a_unit_whose_settings_differ_is_trained(llama_backbone, data_dir, tmp_path):
+    first = base(tmp_path, data_dir, "first")
+    train_then(first, llama_backbone)
+    # teachers trained the same way, a distillation that is not: teachers copied, P* trained
+    other = base(tmp_path, data_dir, "other", reuse=[first.out_dir], distill=replace(SMALL, lr=0.1))
+    train_then(other, llama_backbone)
+    assert "reused_from" in metrics(Path(other.out_dir) / "teach" / "rte")
+    assert "reused_from" not in metrics(Path(other.out_dir) / "distill")
+    # another prompt length changes every unit
+    longer = base(tmp_path, data_dir, "longer", reuse=[first.out_dir], prompt=PromptArgs(length=4))
+    train_then(longer, llama_backbone)
+    for unit in ("teach/rte", "teach/mrpc", "distill"):
+        assert "reused_from" not in metrics(Path(longer.out_dir) / unit)
+
+
+def test_unit_settings_cover_what_trains_a_unit_and_not_what_scores_it(tmp_path):
+    cfg = RunConfig(out_dir=str(tmp_path / "run"))
+    saved = read_yaml_of(cfg, tmp_path)
+    assert unit_diff(saved, cfg, "teach") == []
+    for key, teach, distill in (("teach.lr", True, True), ("seed", True, True), ("prompt.length", True, True),
+                                ("data.dev_examples", True, True), ("distill.steps", False, True),
+                                ("loss.temperature", False, True), ("sources", False, True),
+                                ("prompt.rank", False, True), ("adapt.lr", False, False),
+                                ("data.eval_examples", False, False), ("eval_split", False, False),
+                                ("compare.methods", False, False), ("targets", False, False)):
+        value = {"sources": "rte,mrpc", "targets": "rte", "eval_split": "dev", "compare.methods": "pt",
+                 "prompt.rank": "2", "seed": "3"}.get(key, "7")
+        changed = with_overrides(cfg, {key: value})
+        assert bool(unit_diff(saved, changed, "teach")) == teach, key
+        assert bool(unit_diff(saved, changed, "distill")) == distill, key
+
+
+def read_yaml_of(cfg: RunConfig, tmp_path: Path) -> dict:
+    from mptune.config import save_yaml
+
+    save_yaml(cfg, tmp_path / "saved.yaml")
+    return read_yaml(tmp_path / "saved.yaml", "config")
+
+
+@pytest.mark.parametrize("make", ["missing", "no config", "damaged config"])
+def test_a_reuse_directory_that_holds_no_run_is_refused_before_anything_is_written(tmp_path, data_dir, make):
+    other = tmp_path / "other"
+    if make != "missing":
+        other.mkdir()
+    if make == "damaged config":
+        (other / "config.yaml").write_text("model: [unclosed\n")
+    cfg = base(tmp_path, data_dir, "run", reuse=[str(other)])
+    with pytest.raises(MptuneError, match="other"):
+        open_run(cfg)
+    assert not (tmp_path / "run" / "config.yaml").exists()
+
+
+def test_the_cli_reuses_a_finished_run_and_refuses_a_bad_one(tmp_path, capsys, llama_dir, data_dir):
+    first, second = tmp_path / "first", tmp_path / "second"
+    code, _, err = cli(capsys, "teach", *flags(first, llama_dir, data_dir))
+    assert code == 0, err
+    code, out, err = cli(capsys, "teach", *flags(second, llama_dir, data_dir, "--reuse", str(first)))
+    assert code == 0, err
+    assert "copied from" in out
+    assert metrics(second / "teach" / "rte")["reused_from"] == str(first / "teach" / "rte")
+    code, _, err = cli(capsys, "teach", *flags(tmp_path / "third", llama_dir, data_dir, "--reuse",
+                                                str(tmp_path / "nowhere")))
+    assert_user_error(code, err, "nowhere", "reuse")
+    assert not (tmp_path / "third" / "config.yaml").exists()
