@@ -15,8 +15,9 @@ here looks at test. The sweep is coordinate-wise, in the order the pipeline trai
    `adapt.factor_lr` over --factor-lrs for MPT at its best lr. Chosen per method on the targets'
    mean dev score.
 
-Each setting trains in its own run directory under benchmarks/runs/sweep/ (a stage's finished
-units are copied in, as ablations.py does: a unit's result depends only on its own settings);
+Each setting trains in its own run directory under benchmarks/runs/sweep/; the teachers and P*
+it needs come from the earlier stages' directories through the `reuse` setting (copied with their
+scores: a unit's result depends only on its own settings, `config.UNIT_SETTINGS`);
 a rerun resumes at the first unfinished unit. With one seed per setting and dev splits of 100-200
 examples, differences of 2-3 points are within noise: the table says how many examples each
 score rests on, and the choice is only as good as that.
@@ -47,14 +48,6 @@ TARGETS = ["rte", "mrpc", "boolq"]
 METHODS = ["pt", "spot", "mpt"]
 
 
-def copy_units(source: RunDir, run: RunDir, units: list[str]) -> None:
-    """Copy the finished units of another run directory that this one lacks (`common.copy_unit`)."""
-    run.save_config()  # units arrive here without the stages, which would record the settings first
-    for unit in units:
-        if run.done(run.root / unit) is None:
-            common.copy_unit(source.root / unit, run.root / unit)
-
-
 def mean_score(metrics: dict, names: list[str]) -> float:
     return round(statistics.mean(metrics["scores"][n][get_task(n).metric] for n in names), 2)
 
@@ -81,9 +74,10 @@ class Sweep:
 
     def distill(self, teach_lr: str, lr: str, positions: str) -> float:
         name = f"distill/lr{lr}-{positions}"
-        cfg = self.config(name, {"teach.lr": teach_lr, "distill.lr": lr, "loss.hidden_positions": positions})
+        cfg = self.config(name, {"teach.lr": teach_lr, "distill.lr": lr, "loss.hidden_positions": positions,
+                                 "reuse": str(self.root / f"teach/lr{teach_lr}")})
         run = open_run(cfg)
-        copy_units(RunDir(self.root / f"teach/lr{teach_lr}"), run, [f"teach/{s}" for s in cfg.sources])
+        stages.teach(cfg, self.backbone, run)  # copied, with their scores
         metrics = stages.distill(cfg, self.backbone, run)
         targets = self.adapt_targets(cfg, run, "mpt")
         run.close()
@@ -96,11 +90,13 @@ class Sweep:
     def adapt(self, teach_lr: str, distill_lr: str, positions: str, method: str, lr: str, factor_lr: str) -> float:
         name = f"adapt/{method}-lr{lr}-f{factor_lr}"
         cfg = self.config(name, {"teach.lr": teach_lr, "distill.lr": distill_lr, "loss.hidden_positions": positions,
-                                 "adapt.lr": lr, "adapt.factor_lr": factor_lr, "compare.methods": method})
+                                 "adapt.lr": lr, "adapt.factor_lr": factor_lr, "compare.methods": method,
+                                 "reuse": f"{self.root / f'teach/lr{teach_lr}'},"
+                                          f"{self.root / f'distill/lr{distill_lr}-{positions}'}"})
         run = open_run(cfg)
-        copy_units(RunDir(self.root / f"teach/lr{teach_lr}"), run, [f"teach/{s}" for s in cfg.sources])
+        stages.teach(cfg, self.backbone, run)  # copied, with their scores
         if method == "mpt":
-            copy_units(RunDir(self.root / f"distill/lr{distill_lr}-{positions}"), run, ["distill"])
+            stages.distill(cfg, self.backbone, run)
         targets = self.adapt_targets(cfg, run, method)
         run.close()
         score = round(statistics.mean(targets.values()), 2)

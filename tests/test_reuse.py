@@ -59,6 +59,26 @@ def test_units_trained_the_same_way_are_copied_and_scored_on_the_new_split(llama
     assert read_yaml(Path(second.out_dir) / "config.yaml", "config")["reuse"] == [first.out_dir]
 
 
+def test_units_scored_on_the_same_examples_keep_their_scores(llama_backbone, data_dir, tmp_path, capsys):
+    first = base(tmp_path, data_dir, "first")
+    train_then(first, llama_backbone)
+    capsys.readouterr()
+    # another adapt.lr only: the teachers and P* are trained and scored as the first run did
+    second = base(tmp_path, data_dir, "second", reuse=[first.out_dir], adapt=replace(SMALL, lr=0.1))
+    train_then(second, llama_backbone)
+    assert capsys.readouterr().out.count("with its scores (the same examples)") == 3
+    for unit in ("teach/rte", "teach/mrpc", "distill"):
+        old, new = Path(first.out_dir) / unit, Path(second.out_dir) / unit
+        assert {**metrics(old), "reused_from": str(old)} == metrics(new)
+        assert (new / "predictions.json").read_bytes() == (old / "predictions.json").read_bytes()
+    # scored on the test split instead: scored again, on that split's examples
+    third = base(tmp_path, data_dir, "third", reuse=[first.out_dir], eval_split="test")
+    train_then(third, llama_backbone)
+    assert "scored again here" in capsys.readouterr().out
+    labels = json.loads((Path(third.out_dir) / "teach/rte/predictions.json").read_text())["rte"]["labels"]
+    assert labels != json.loads((Path(first.out_dir) / "teach/rte/predictions.json").read_text())["rte"]["labels"]
+
+
 def test_a_unit_whose_settings_differ_is_trained(llama_backbone, data_dir, tmp_path):
     first = base(tmp_path, data_dir, "first")
     train_then(first, llama_backbone)

@@ -44,8 +44,11 @@ UNIT_SETTINGS = {"teach": ("seed", "model", "prompt.length", "prompt.init", "pro
                            "data.data_dir", "data.custom_tasks", "data.split_seed", "data.dev_examples")}
 UNIT_SETTINGS["distill"] = (*UNIT_SETTINGS["teach"], "sources", "prompt.rank", "distill", "loss", "data.kappa")
 """What a stage's unit is computed from, as settings or whole sections: two runs equal in these train the same
-teacher (of one task) or the same distilled prompt, so `reuse` may copy it. What scores it (eval_split,
-data.eval_examples) is not among them: a copied unit is scored again by the run it joins."""
+teacher (of one task) or the same distilled prompt, so `reuse` may copy it. What scores it (SCORE_SETTINGS) is
+not among them: a copied unit is scored again by the run it joins, unless that run scores the same examples."""
+SCORE_SETTINGS = ("eval_split", "data.eval_examples")
+"""With a unit's own settings, what decides the examples it is scored on (`reuse` keeps a copied unit's scores and
+predictions when these agree too)."""
 
 
 RENAMED = {**{f"mpt.{k}": f"loss.{k}" for k in ("lam", "temperature", "logits", "hidden", "teacher_ahead")},
@@ -571,11 +574,15 @@ def config_diff(saved: dict, config: RunConfig) -> list[str]:
     return [f"{k}: saved {a[k]!r}, now {b[k]!r}" for k in a if norm[k](a[k]) != norm[k](b.get(k))]
 
 
-def unit_diff(saved: dict, config: RunConfig, stage: str) -> list[str]:
-    """`config_diff` restricted to the settings a unit of `stage` ('teach', 'distill') depends on (UNIT_SETTINGS)."""
-    names = UNIT_SETTINGS[stage]
+def settings_diff(saved: dict, config: RunConfig, names: tuple[str, ...]) -> list[str]:
+    """`config_diff` restricted to `names` (settings, or whole sections such as 'teach')."""
     return [d for d in config_diff(saved, config)
             if any(d.split(":")[0] == n or d.startswith(n + ".") for n in names)]
+
+
+def unit_diff(saved: dict, config: RunConfig, stage: str) -> list[str]:
+    """`settings_diff` over what a unit of `stage` ('teach', 'distill') is computed from (UNIT_SETTINGS)."""
+    return settings_diff(saved, config, UNIT_SETTINGS[stage])
 
 
 def run_identity(config: RunConfig) -> dict:

@@ -38,8 +38,9 @@ Decisions
 - `reuse` names finished runs whose teachers and distilled prompt may stand in for this run's
   (`reusable`): a unit is taken from the first one whose config.yaml agrees with this run in every
   setting the unit is computed from (`config.UNIT_SETTINGS`, compared as `config_diff` does). Its
-  prompt and log are copied, and the stage scores it again on this run's split, so a copied unit's
-  scores are never another run's examples. Target units are never copied: they are what a run
+  prompt and log are copied, and the stage scores it again on this run's split unless that run
+  scored the same examples (`config.SCORE_SETTINGS`; then its scores and predictions are kept),
+  so a copied unit's scores are never another run's examples. Target units are never copied: they are what a run
   compares. Each named directory is checked to hold a run's config before anything is written.
 """
 
@@ -54,7 +55,7 @@ import torch
 
 from mptune import distributed
 from mptune.checkpoint import PROMPT_FILE, load_prompt, save_prompt
-from mptune.config import RunConfig, config_diff, missing_sections, save_yaml, unit_diff
+from mptune.config import SCORE_SETTINGS, RunConfig, config_diff, missing_sections, save_yaml, settings_diff, unit_diff
 from mptune.errors import MptuneError
 from mptune.files import read_bytes, read_json, read_yaml, type_word, write_bytes, write_json
 from mptune.logs import summary_writer_class
@@ -301,19 +302,22 @@ def check_reuse(cfg: RunConfig) -> None:
         distributed.from_main(lambda root=root: _reused_config(Path(root)))
 
 
-def reusable(cfg: RunConfig, stage: str, folder: Path) -> Path | None:
+def reusable(cfg: RunConfig, stage: str, folder: Path) -> tuple[Path, bool] | None:
     """The finished copy of this run's unit `folder` (a teacher, or the distilled prompt: `stage` teach or
     distill) in the first directory of cfg.reuse whose run trained it under the same settings
-    (`config.unit_diff`), or None; read by the main process."""
+    (`config.unit_diff`), and whether that run scored it on the examples this one scores (SCORE_SETTINGS,
+    with predictions kept); None when there is none. Read by the main process."""
     here = Path(cfg.out_dir).resolve()
     unit = Path(folder).resolve().relative_to(here)
 
-    def find() -> Path | None:
+    def find() -> tuple[Path, bool] | None:
         for root in map(Path, cfg.reuse):
             if root.resolve() != here and (root / unit / METRICS_FILE).is_file() \
-                    and not unit_diff(_reused_config(root), cfg, stage):
+                    and not unit_diff(saved := _reused_config(root), cfg, stage):
                 read_metrics(root / unit / METRICS_FILE)  # a damaged unit is one error naming it
-                return root / unit
+                scored_alike = not settings_diff(saved, cfg, SCORE_SETTINGS) \
+                    and (root / unit / PREDICTIONS_FILE).is_file()
+                return root / unit, scored_alike
         return None
 
     return distributed.from_main(find)

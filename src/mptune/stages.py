@@ -11,7 +11,8 @@ a micro-batch and hands both to the one training loop (`train.train`); the unit'
 metrics go where the run directory (`rundir.RunDir`) says. A unit whose metrics.json exists is
 done and is loaded instead of trained again, so an interrupted run resumes at the first
 unfinished unit; with `reuse`, a teacher or P* that another run trained under the same settings
-is copied (`reused`) and scored again here. With `STAGE.eval_every`, a unit keeps the prompt that scores best on the dev
+is copied (`reused`) and scored again here unless it was scored on the same examples. With
+`STAGE.eval_every`, a unit keeps the prompt that scores best on the dev
 split (`dev_score`, `train.Selection`). Each stage takes the command's open `RunDir` (`rundir.open_run`, once per
 command), or opens one itself when called on its own.
 
@@ -142,17 +143,22 @@ def dev_score(cfg: RunConfig, backbone: Backbone, prompt: torch.nn.Module, names
 def reused(cfg: RunConfig, backbone: Backbone, run: RunDir, stage: str, folder: Path
            ) -> tuple[torch.nn.Module, dict] | None:
     """A unit another run trained under this run's settings (cfg.reuse, `rundir.reusable`): its prompt module and
-    training metrics (`reused_from` naming it), its log copied into `folder`; the caller scores it on this run's
-    split. None: train it here."""
-    if not cfg.reuse or (source := reusable(cfg, stage, folder)) is None:
+    metrics (`reused_from` naming it), its log copied into `folder`. The metrics keep its scores and predictions
+    only when that run scored the same examples; otherwise they have no 'scores' and the caller scores it here.
+    None: train it here."""
+    if not cfg.reuse or (found := reusable(cfg, stage, folder)) is None:
         return None
+    source, scored_alike = found
     module = distributed.from_main(lambda: load_prompt(source / PROMPT_FILE, backbone.dim)[0])
     run.start(folder)  # config.yaml before the unit's first file
     copy_log(source, folder)
     if distributed.is_main():
-        print(f"{stage} {folder.name}: copied from {source}, scored again here")
-    kept = {k: v for k, v in RunDir.done(source).items() if k not in ("scores", "eval_examples_per_s")}
-    return module, {**kept, "reused_from": str(source)}
+        print(f"{stage} {folder.name}: copied from {source}, "
+              + ("with its scores (the same examples)" if scored_alike else "scored again here"))
+    metrics = {**RunDir.done(source), "reused_from": str(source)}
+    if scored_alike:
+        return module, {**metrics, PREDICTIONS: distributed.from_main(lambda: RunDir.predictions(source))}
+    return module, {k: v for k, v in metrics.items() if k not in ("scores", "eval_examples_per_s")}
 
 
 # --- stages ------------------------------------------------------------------------------------
@@ -172,8 +178,9 @@ def teach(cfg: RunConfig, backbone: Backbone, run: RunDir | None = None) -> dict
                 select = dev_score(cfg, backbone, prompt, [name], cfg.teach)
                 metrics = train_plm(backbone, prompt, data, cfg.teach, 2, cfg.seed, folder, f"teach {name}", run,
                                     select)
-            metrics.update(eval_tasks(backbone, prompt, data), parameters=num_parameters(prompt))
-            metrics = run.finish(folder, prompt, [name], metrics)
+            if "scores" not in metrics:
+                metrics.update(eval_tasks(backbone, prompt, data))
+            metrics = run.finish(folder, prompt, [name], {**metrics, "parameters": num_parameters(prompt)})
         results[name] = metrics
     return results
 
@@ -208,8 +215,9 @@ def distill(cfg: RunConfig, backbone: Backbone, run: RunDir | None = None) -> di
         student = MultitaskPrompt(initial_prompt(cfg, backbone), len(cfg.sources), cfg.prompt.rank)
         select = dev_score(cfg, backbone, student, cfg.sources, cfg.distill)  # mean dev score over the sources
         metrics = train_distill(cfg, backbone, student, teachers, data, folder, run, select)
-    metrics.update(eval_tasks(backbone, student, data), parameters=num_parameters(student))
-    return run.finish(folder, student, cfg.sources, metrics)
+    if "scores" not in metrics:
+        metrics.update(eval_tasks(backbone, student, data))
+    return run.finish(folder, student, cfg.sources, {**metrics, "parameters": num_parameters(student)})
 
 
 def load_distilled(cfg: RunConfig, backbone: Backbone) -> MultitaskPrompt:
