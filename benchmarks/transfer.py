@@ -6,8 +6,9 @@ every target with every method, once per target learning rate, all on the DEV sp
 step that fixes the target settings before any test run, so nothing here looks at test.
 
 - Teachers: copied from the --reuse run directories (by default sources.py's) with the library's
-  `reuse` setting when one trained them the same way (`config.UNIT_SETTINGS`), then scored again
-  on this run's examples; otherwise trained here by `stages.teach` (~10 min per source).
+  `reuse` setting when one trained them the same way (`config.UNIT_SETTINGS`), scored again on
+  this run's examples unless that run scored the same ones; otherwise trained here by
+  `stages.teach` (~10 min per source).
 - Distillation: --distill-steps, model selection every --distill-eval-every steps on the mean dev
   score over the sources (data.dev_examples each). Trained once (or copied from a --reuse run
   trained the same way); the other lrs' runs reuse the first lr's.
@@ -161,7 +162,8 @@ def main() -> None:
     lrs = args.adapt_lrs.split(",")
     reuse = [] if args.quick else [r for r in args.reuse.split(",") if r.strip()]
     # the first lr's run trains (or copies) the teachers and P*; the other lrs' runs copy them from it
-    cfgs = {lr: config(root, lr, args, reuse + [str(root / f"adapt{lrs[0]}")] * (lr != lrs[0])) for lr in lrs}
+    first_run = str(root / f"adapt{lrs[0]}")
+    cfgs = {lr: config(root, lr, args, reuse if lr == lrs[0] else [*reuse, first_run]) for lr in lrs}
     first = cfgs[lrs[0]]
     budget = common.print_budget("transfer to the targets on dev", first, False)
     budget.append(f"teachers {args.teach_steps} steps (dev every {args.teach_eval_every}), distillation "

@@ -366,7 +366,8 @@ class RunConfig:
     reuse: list[str] = field(default_factory=list)
     """Finished run directories to copy teachers and the distilled prompt from instead of training them: a unit is
     copied when the run that trained it agrees with this one in every setting it depends on (UNIT_SETTINGS), then
-    scored on this run's eval split; the first directory listed that has it wins."""
+    scored on this run's eval split (its scores kept when that run scored the same examples, SCORE_SETTINGS); the
+    first directory listed that has it wins."""
     seed: int = 0
     """Seed of prompt initialisation and data order."""
     eval_split: str = "test"

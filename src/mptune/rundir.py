@@ -314,7 +314,6 @@ def reusable(cfg: RunConfig, stage: str, folder: Path) -> tuple[Path, bool] | No
         for root in map(Path, cfg.reuse):
             if root.resolve() != here and (root / unit / METRICS_FILE).is_file() \
                     and not unit_diff(saved := _reused_config(root), cfg, stage):
-                read_metrics(root / unit / METRICS_FILE)  # a damaged unit is one error naming it
                 scored_alike = not settings_diff(saved, cfg, SCORE_SETTINGS) \
                     and (root / unit / PREDICTIONS_FILE).is_file()
                 return root / unit, scored_alike

@@ -155,7 +155,7 @@ def reused(cfg: RunConfig, backbone: Backbone, run: RunDir, stage: str, folder: 
     if distributed.is_main():
         print(f"{stage} {folder.name}: copied from {source}, "
               + ("with its scores (the same examples)" if scored_alike else "scored again here"))
-    metrics = {**RunDir.done(source), "reused_from": str(source)}
+    metrics = {**RunDir.done(source), "reused_from": str(source)}  # a damaged metrics.json: one error naming it
     if scored_alike:
         return module, {**metrics, PREDICTIONS: distributed.from_main(lambda: RunDir.predictions(source))}
     return module, {k: v for k, v in metrics.items() if k not in ("scores", "eval_examples_per_s")}
