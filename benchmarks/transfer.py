@@ -19,7 +19,8 @@ step that fixes the target settings before any test run, so nothing here looks a
   paired-bootstrap intervals over the seeds and dev examples (`mptune.results.intervals`).
 
 Each target lr trains in benchmarks/runs/transfer/adaptLR with `mptune run`'s code (`stages.run`),
-and its results.md is that run's table; a rerun resumes at the first unfinished unit.
+and its results.md is that run's table; a rerun resumes at the first unfinished unit. Until a run ends,
+the report covers the seeds whose every unit is finished (`results.table_so_far`), marked PARTIAL.
 
     python benchmarks/transfer.py                                 # qnli,qqp,mnli -> rte,mrpc,cb,boolq
     python benchmarks/transfer.py --adapt-lrs 0.03 --seeds 0,1
@@ -27,7 +28,8 @@ and its results.md is that run's table; a rerun resumes at the first unfinished 
         --runs benchmarks/runs/transfer300 --name transfer300 \
         --reuse benchmarks/runs/sources/lr0.3,benchmarks/runs/transfer/adapt0.03
     python benchmarks/transfer.py --quick                         # smoke test (~2 min)
-    python benchmarks/transfer.py --report-only                   # tables of the finished runs
+    python benchmarks/transfer.py --report-only                   # tables of the finished runs, or of
+                                                                  # their finished seeds so far
 
 writes benchmarks/results/transfer.{json,md,png} (--name: another stem; with --quick: under the runs dir).
 """
@@ -39,7 +41,7 @@ from pathlib import Path
 from mptune import stages
 from mptune.config import RunConfig, with_overrides
 from mptune.models import load_backbone
-from mptune.results import METHOD_LABELS, interval_cell, majority_score
+from mptune.results import METHOD_LABELS, interval_cell, majority_score, table_so_far
 from mptune.rundir import RunDir, open_run
 from mptune.tasks import get_task
 
@@ -66,12 +68,13 @@ def config(root: Path, lr: str, args, reuse: list[str]) -> RunConfig:
 
 
 def run_record(cfg: RunConfig) -> dict | None:
-    """The finished run's results.json (scores, intervals, sources) with each target's majority-label
-    score on the same dev examples (`majority`), or None."""
+    """The finished run's results.json (scores, intervals, sources), else the table of the seeds finished
+    so far (`results.table_so_far`, "partial"), with each target's majority-label score on the same dev
+    examples (`majority`); None before a seed is done."""
     run = RunDir(Path(cfg.out_dir), cfg.compare.seeds)
-    found = common.read_json(run.results_json, None)
+    found = common.read_json(run.results_json, None) or table_so_far(cfg, run)
     if found is not None:
-        seed = (cfg.compare.seeds or [None])[0]
+        seed = (found.get("seeds") or cfg.compare.seeds or [None])[0]
         found["majority"] = {t: majority_score(t, RunDir.predictions(run.adapted("pt", t, seed)))
                              for t in cfg.targets}
     return found
@@ -100,11 +103,14 @@ def report(record: dict, cfgs: dict[str, RunConfig], budget: list[str], stem: Pa
             label = " - ".join(METHOD_LABELS[m] for m in name.split(" - "))
             diff_rows.append([lr, label, *(interval_cell(found["targets"].get(t)) for t in targets),
                               interval_cell(found["average"])])
-    seeds = len(first.compare.seeds) or 1
+    planned = len(first.compare.seeds) or 1
+    partial = [f"seed(s) {', '.join(map(str, t['seeds']))} of {planned} at adapt.lr {lr}"
+               for lr, t in record.items() if t.get("partial")]
+    seeds = f"PARTIAL, the run still trains: {'; '.join(partial)}" if partial else f"{planned} seed(s)"
     markdown = (common.md_table(["adapt.lr", "target", "metric", "majority label",
                                  *(METHOD_LABELS[m] for m in methods)], rows)
                 + "\n" + common.md_table(["adapt.lr", "difference", *targets, "average"], diff_rows)
-                + f"\nDev split only (targets: the last step, no selection; {seeds} seed(s); 95% paired-bootstrap "
+                + f"\nDev split only (targets: the last step, no selection; {seeds}; 95% paired-bootstrap "
                   "intervals over the seeds and dev examples). SPoT starts from the teacher best on the target's "
                   "dev split (an oracle), SPoT-fixed from MNLI's. Budget: " + "; ".join(budget) + ".\n")
     fig, axes = common.figure(max(1, 2 * len(record)), width=6.0)

@@ -8,7 +8,8 @@ import pytest
 
 from mptune import stages
 from mptune.config import CompareArgs, DataArgs, PromptArgs, RunConfig, TrainArgs
-from mptune.results import above_majority
+from mptune.results import above_majority, table_so_far
+from mptune.rundir import RunDir
 from mptune.stats import Paired, paired_bootstrap
 
 
@@ -77,6 +78,29 @@ def test_a_run_writes_predictions_and_reports_intervals(llama_backbone, data_dir
     assert "| MPT - PT |" in markdown and "| MPT - SPoT |" in markdown
     assert "2 seed(s) and the test examples" in markdown  # the note names the split the intervals rest on
     assert json.loads((tmp_path / "run" / "results.json").read_text())["intervals"] == table["intervals"]
+
+
+def test_a_run_still_training_reports_its_finished_seeds(llama_backbone, data_dir, tmp_path):
+    """table_so_far: with every unit done it is the run's own table; with one of seed 1's units unfinished
+    it covers seed 0 alone, marked partial, from seed 0's units; with seed 0 unfinished too, there is none."""
+    small = TrainArgs(steps=2, batch_size=2, warmup_steps=0)
+    cfg = RunConfig(sources=["rte", "mrpc"], targets=["rte", "cola"], out_dir=str(tmp_path / "run"),
+                    data=DataArgs(data_dir=str(data_dir), eval_examples=6), prompt=PromptArgs(length=3),
+                    teach=small, distill=small, adapt=small, compare=CompareArgs(methods=["pt", "mpt"], seeds=[0, 1]))
+    table, _ = stages.run(cfg, llama_backbone)
+    run = RunDir(tmp_path / "run", cfg.compare.seeds)
+    whole = table_so_far(cfg, run)
+    assert (whole["seeds"], whole["partial"]) == ([0, 1], False)
+    for key in ("targets", "average", "average_std", "parameters", "intervals"):
+        assert whole[key] == table[key]
+    (run.adapted("mpt", "cola", 1) / "metrics.json").unlink()  # seed 1 is still training
+    part = table_so_far(cfg, run)
+    assert (part["seeds"], part["partial"]) == ([0], True)
+    seed0 = json.loads((run.adapted("pt", "cola", 0) / "metrics.json").read_text())
+    assert part["targets"]["cola"]["pt"] == seed0["scores"]["cola"]["matthews"]
+    assert part["intervals"]["mpt - pt"]["average"]["seeds"] == 1
+    (run.adapted("pt", "rte", 0) / "metrics.json").unlink()
+    assert table_so_far(cfg, run) is None
 
 
 def test_spot_fixed_starts_from_the_named_source_beside_oracle_spot(llama_backbone, data_dir, tmp_path):

@@ -8,7 +8,8 @@ import math
 import statistics
 from collections import Counter
 
-from mptune.config import RunConfig
+from mptune.checkpoint import PROMPT_FILE, load_prompt
+from mptune.config import RunConfig, with_overrides
 from mptune.errors import MptuneError
 from mptune.metrics import score
 from mptune.prompts import mpt_target_parameters
@@ -26,6 +27,58 @@ def aggregate(runs: dict[int, dict], target: str) -> dict:
             "std": {target: {k: spread([s[k] for s in scores]) for k in scores[0]}},
             "train_examples_per_s": statistics.mean(r["train_examples_per_s"] for r in runs.values()),
             "parameters": first["parameters"], "seeds": runs}
+
+
+def over_seeds(per_seed: dict[int, dict[str, dict[str, dict]]], targets: list[str]) -> dict[str, dict[str, dict]]:
+    """per_seed[seed][method][target] = metrics -> results[method][target] = `aggregate` over the seeds."""
+    first = next(iter(per_seed.values()))
+    return {m: {t: aggregate({s: per_seed[s][m][t] for s in per_seed}, t) for t in targets} for m in first}
+
+
+def joint_per_target(joint: dict, targets: list[str]) -> dict[str, dict]:
+    """MPT*'s one unit's metrics as one entry per target, each with that target's scores alone."""
+    return {t: {**joint, "scores": {t: joint["scores"][t]}} for t in targets}
+
+
+def seed_metrics(cfg: RunConfig, run: RunDir, seed: int | None) -> dict[str, dict[str, dict]] | None:
+    """results[method][target] = metrics of one seed's adapt units as their metrics.json hold them, or
+    None while any of them is unfinished (seed None: a run without compare.seeds)."""
+    out = {}
+    for method in cfg.compare.methods:
+        if method == "mpt" and cfg.compare.joint:
+            if (joint := RunDir.done(run.joint(seed))) is None:
+                return None
+            out[method] = joint_per_target(joint, cfg.targets)
+            continue
+        found = {t: RunDir.done(run.adapted(method, t, seed)) for t in cfg.targets}
+        if any(m is None for m in found.values()):
+            return None
+        out[method] = found
+    return out
+
+
+def table_so_far(cfg: RunConfig, run: RunDir) -> dict | None:
+    """The results table (`results_table`, with `intervals`) of the compare.seeds whose every adapt unit
+    is finished, read from the units alone (no model), while the run still trains; None before the first
+    seed is done. "seeds" lists the seeds it covers, "partial" is true while some are still missing.
+
+    The seeds kept need not be a prefix: any seed whose units are all done counts, so a table never mixes
+    a seed's finished targets with its unfinished ones. The backbone's width, for the parameter row,
+    is read from a finished unit's prompt file."""
+    seeds = list(cfg.compare.seeds) or [None]
+    per_seed = {s: found for s in seeds if (found := seed_metrics(cfg, run, s)) is not None}
+    if not per_seed:
+        return None
+    done = [s for s in per_seed if s is not None]
+    part = with_overrides(cfg, {"compare.seeds": ",".join(map(str, done))}) if done else cfg
+    results = over_seeds(per_seed, cfg.targets) if done else per_seed[None]
+    seed, method = next(iter(per_seed)), cfg.compare.methods[0]
+    unit = run.joint(seed) if method == "mpt" and cfg.compare.joint else run.adapted(method, cfg.targets[0], seed)
+    dim = load_prompt(unit / PROMPT_FILE)[0].dim
+    table, _ = results_table(part, results, dim)
+    table["intervals"] = intervals(part, run)
+    table["seeds"], table["partial"] = done, len(per_seed) < len(seeds)
+    return table
 
 
 def results_table(cfg: RunConfig, results: dict[str, dict[str, dict]], backbone_dim: int) -> tuple[dict, str]:

@@ -41,7 +41,15 @@ from mptune.evaluate import evaluate_items, predictions, scores_of
 from mptune.files import read_text, write_json, write_text
 from mptune.losses import distill_kl, hidden_mse, plm_loss
 from mptune.prompts import MultitaskPrompt, SoftPrompt, num_parameters, target_from_source, text_init, vocab_init
-from mptune.results import aggregate, intervals, intervals_markdown, results_table, sources_table, throughput
+from mptune.results import (
+    intervals,
+    intervals_markdown,
+    joint_per_target,
+    over_seeds,
+    results_table,
+    sources_table,
+    throughput,
+)
 from mptune.rundir import METRICS_FILE, PREDICTIONS, RunDir, copy_log, open_run, read_results, reusable
 from mptune.task_data import TaskData, load_tasks, single
 from mptune.tasks.custom import register_custom_tasks
@@ -304,8 +312,7 @@ def adapt_seed(cfg: RunConfig, backbone: Backbone, seed: int, run: RunDir | None
     results: dict[str, dict[str, dict]] = {}
     for method in cfg.compare.methods:
         if method == "mpt" and cfg.compare.joint:
-            joint = adapt_joint(cfg, backbone, targets, seed, run)
-            results["mpt"] = {t: {**joint, "scores": {t: joint["scores"][t]}} for t in cfg.targets}
+            results["mpt"] = joint_per_target(adapt_joint(cfg, backbone, targets, seed, run), cfg.targets)
             continue
         results[method] = {t.task.name: adapt_one(cfg, backbone, method, t, seed, run) for t in targets}
     return results
@@ -316,9 +323,7 @@ def adapt(cfg: RunConfig, backbone: Backbone, run: RunDir | None = None) -> dict
     run = run or open_run(cfg)
     if not cfg.compare.seeds:
         return adapt_seed(cfg, backbone, cfg.seed, run)
-    per_seed = {seed: adapt_seed(cfg, backbone, seed, run) for seed in cfg.compare.seeds}
-    return {m: {t: aggregate({s: per_seed[s][m][t] for s in per_seed}, t) for t in cfg.targets}
-            for m in per_seed[cfg.compare.seeds[0]]}
+    return over_seeds({seed: adapt_seed(cfg, backbone, seed, run) for seed in cfg.compare.seeds}, cfg.targets)
 
 
 def evaluate_prompt(cfg: RunConfig, backbone: Backbone, prompt_path: str, task_name: str,
