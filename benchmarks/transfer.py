@@ -17,6 +17,11 @@ step that fixes the target settings before any test run, so nothing here looks a
   teacher best on the target's dev split (an oracle), SPoT-fixed from MNLI's (chosen a priori).
 - Statistics: MPT - PT, MPT - SPoT and MPT - SPoT-fixed per target and on the average, with 95%
   paired-bootstrap intervals over the seeds and dev examples (`mptune.results.intervals`).
+- Source runs (--source-seeds S0,S1,...): the teachers and P* depend on the run seed, and a second
+  source run moves MPT as much as the effect measured. Each further source seed S trains its own
+  teachers and P* in adaptLR-sourcesS and adapts with the methods that use them (PT's units are the
+  same in every source run and are not trained again); the report adds a table pooled over the
+  source runs with two-level bootstrap intervals (`mptune.results.pooled`).
 
 Each target lr trains in benchmarks/runs/transfer/adaptLR with `mptune run`'s code (`stages.run`),
 and its results.md is that run's table; a rerun resumes at the first unfinished unit. Until a run ends,
@@ -27,6 +32,8 @@ the report covers the seeds whose every unit is finished (`results.table_so_far`
     python benchmarks/transfer.py --adapt-steps 300 --adapt-lrs 0.03 --set compare.methods=pt,mpt \
         --runs benchmarks/runs/transfer300 --name transfer300 \
         --reuse benchmarks/runs/sources/lr0.3,benchmarks/runs/transfer/adapt0.03
+    python benchmarks/transfer.py --adapt-steps 300 --adapt-lrs 0.03 --seeds 0,1,2 --source-seeds 0,1,2 \
+        --set compare.methods=pt,mpt --runs benchmarks/kept/transfer300 --name transfer300x3s --reuse ''
     python benchmarks/transfer.py --quick                         # smoke test (~2 min)
     python benchmarks/transfer.py --report-only                   # tables of the finished runs, or of
                                                                   # their finished seeds so far
@@ -41,7 +48,7 @@ from pathlib import Path
 from mptune import stages
 from mptune.config import RunConfig, with_overrides
 from mptune.models import load_backbone
-from mptune.results import METHOD_LABELS, interval_cell, majority_score, table_so_far
+from mptune.results import METHOD_LABELS, SOURCE_FREE, interval_cell, majority_score, pooled, table_so_far
 from mptune.rundir import RunDir, open_run
 from mptune.tasks import get_task
 
@@ -52,11 +59,18 @@ TARGETS = ["rte", "mrpc", "cb", "boolq"]
 METHODS = ["pt", "spot", "spot-fixed", "mpt"]
 
 
-def config(root: Path, lr: str, args, reuse: list[str]) -> RunConfig:
+def run_folder(root: Path, lr: str, source_seed: int, first_source_seed: int) -> Path:
+    """adaptLR for the first source seed (the study's run), adaptLR-sourcesS for each other one."""
+    return root / (f"adapt{lr}" if source_seed == first_source_seed else f"adapt{lr}-sources{source_seed}")
+
+
+def config(folder: Path, lr: str, args, reuse: list[str], source_seed: int, other_run: bool) -> RunConfig:
+    """One run's settings: teachers and P* from `source_seed`; `other_run` (not the first source seed):
+    only the methods that use the sources, since PT's units are the same in every source run."""
     # the smoke budget first, then this script's settings, then --set
     overrides = {**common.config_overrides(args.quick, False, []),
                  "sources": args.sources, "targets": args.targets, "eval_split": "dev",
-                 "seed": args.seeds.split(",")[0], "compare.seeds": args.seeds,
+                 "seed": str(source_seed), "compare.seeds": args.seeds,
                  "compare.methods": ",".join(METHODS), "compare.spot_fixed": "mnli",
                  "teach.lr": "0.3", "teach.steps": str(args.teach_steps),
                  "teach.eval_every": str(args.teach_eval_every),
@@ -64,7 +78,10 @@ def config(root: Path, lr: str, args, reuse: list[str]) -> RunConfig:
                  "distill.steps": str(args.distill_steps), "distill.eval_every": str(args.distill_eval_every),
                  "adapt.steps": str(args.adapt_steps), "adapt.lr": lr, "reuse": ",".join(reuse),
                  **common.config_overrides(False, False, args.set)}
-    return with_overrides(RunConfig(), {**overrides, "out_dir": str(root / f"adapt{lr}")})
+    cfg = with_overrides(RunConfig(), {**overrides, "out_dir": str(folder)})
+    if other_run:
+        cfg = with_overrides(cfg, {"compare.methods": ",".join(m for m in cfg.compare.methods if m not in SOURCE_FREE)})
+    return cfg
 
 
 def run_record(cfg: RunConfig) -> dict | None:
@@ -86,6 +103,29 @@ def bar(table: dict, group: str, method: str) -> dict:
         return {"mean": table["average"][method], "std": table.get("average_std", {}).get(method, 0.0), "n": 1}
     row = table["targets"][group]
     return {"mean": row[method], "std": row.get("std", {}).get(method, 0.0), "n": 1}
+
+
+def pooled_markdown(record: dict, targets: list[str]) -> str:
+    """The tables over several source runs (`results.pooled`), one pair per adapt.lr that has them."""
+    out = ""
+    for lr, table in record.items():
+        if not (found := table.get("pooled")):
+            continue
+        methods = [m for m in METHODS if m in found["average"]]
+        rows = [[t, *(f"{found['targets'][t][m]:.1f}" for m in methods)] for t in targets]
+        rows.append(["average", *(f"{found['average'][m]:.1f}" for m in methods)])
+        diffs = [[" - ".join(METHOD_LABELS[m] for m in name.split(" - ")),
+                  *(interval_cell(pair["targets"].get(t)) for t in targets), interval_cell(pair["average"])]
+                 for name, pair in found["intervals"].items()]
+        runs = ", ".join(map(str, found["source_seeds"]))
+        out += (f"\nadapt.lr {lr}, pooled over the source runs with seeds {runs} (teachers and P* trained once per "
+                f"seed) and adaptation seeds {', '.join(map(str, found['seeds']))}: each method's mean over every "
+                "(source run, adaptation seed); PT uses no source and is the same in every run.\n\n"
+                + common.md_table(["target", *(METHOD_LABELS[m] for m in methods)], rows) + "\n"
+                + common.md_table(["difference", *targets, "average"], diffs)
+                + "\n95% two-level bootstrap intervals: the source runs, then their adaptation seeds, then the dev "
+                  "examples (`mptune.stats`).\n")
+    return out
 
 
 def report(record: dict, cfgs: dict[str, RunConfig], budget: list[str], stem: Path) -> str:
@@ -113,6 +153,7 @@ def report(record: dict, cfgs: dict[str, RunConfig], budget: list[str], stem: Pa
                 + f"\nDev split only (targets: the last step, no selection; {seeds}; 95% paired-bootstrap "
                   "intervals over the seeds and dev examples). SPoT starts from the teacher best on the target's "
                   "dev split (an oracle), SPoT-fixed from MNLI's. Budget: " + "; ".join(budget) + ".\n")
+    markdown += pooled_markdown(record, targets)
     fig, axes = common.figure(max(1, 2 * len(record)), width=6.0)
     groups = [*targets, "average"]
     for (score_ax, diff_ax), (lr, table) in zip(zip(axes[::2], axes[1::2]), record.items()):
@@ -157,7 +198,10 @@ def main() -> None:
     parser.add_argument("--adapt-lrs", default="0.03,0.3", help="comma-separated target prompt learning rates")
     parser.add_argument("--eval-examples", type=int, default=500,
                         help="dev examples each target and source is scored on (data.eval_examples; 0 = all)")
-    parser.add_argument("--seeds", default="0", help="comma-separated run seeds (compare.seeds)")
+    parser.add_argument("--seeds", default="0", help="comma-separated adaptation seeds (compare.seeds)")
+    parser.add_argument("--source-seeds", default="",
+                        help="comma-separated seeds of the teachers and P*, one source run each (default: the first "
+                             "of --seeds); with several, MPT is pooled over them with two-level intervals")
     common.add_run_arguments(parser, "transfer", "the finished runs")
     args = parser.parse_args()
     if args.quick:
@@ -167,28 +211,37 @@ def main() -> None:
     root, stem = common.run_paths(args, "transfer")
     lrs = args.adapt_lrs.split(",")
     reuse = [] if args.quick else [r for r in args.reuse.split(",") if r.strip()]
-    # the first lr's run trains (or copies) the teachers and P*; the other lrs' runs copy them from it
-    first_run = str(root / f"adapt{lrs[0]}")
-    cfgs = {lr: config(root, lr, args, reuse if lr == lrs[0] else [*reuse, first_run]) for lr in lrs}
+    source_seeds = [int(x) for x in (args.source_seeds or args.seeds.split(",")[0]).split(",")]
+    # per source seed, the first lr's run trains (or copies) the teachers and P*; the other lrs' runs copy them
+    runs = {lr: {s: config(run_folder(root, lr, s, source_seeds[0]), lr, args,
+                           reuse if lr == lrs[0] else [*reuse, str(run_folder(root, lrs[0], s, source_seeds[0]))],
+                           s, s != source_seeds[0]) for s in source_seeds} for lr in lrs}
+    cfgs = {lr: by_seed[source_seeds[0]] for lr, by_seed in runs.items()}
     first = cfgs[lrs[0]]
     budget = common.print_budget("transfer to the targets on dev", first, False)
     budget.append(f"teachers {args.teach_steps} steps (dev every {args.teach_eval_every}), distillation "
                   f"{args.distill_steps} (dev every {args.distill_eval_every}) on {args.dev_examples} dev examples "
-                  f"per source; targets {args.adapt_steps} steps at adapt.lr {', '.join(lrs)}; seeds {args.seeds}")
+                  f"per source; targets {args.adapt_steps} steps at adapt.lr {', '.join(lrs)}; seeds {args.seeds}"
+                  + (f"; source runs with seeds {', '.join(map(str, source_seeds))}" if len(source_seeds) > 1 else ""))
     print("   " + budget[-1])
     record: dict[str, dict] = {}
     backbone = None
-    for lr, cfg in cfgs.items():
-        if not args.report_only:
-            if backbone is None:
-                backbone = load_backbone(cfg.model.name, cfg.model.precision, cfg.model.device,
-                                         cfg.model.attention, cfg.model.compile)
-            run = open_run(cfg)
-            stages.run(cfg, backbone, run)
-            run.close()
-        if (found := run_record(cfg)) is not None:
-            record[lr] = found
-            report(record, cfgs, budget, stem)
+    for lr, by_seed in runs.items():
+        for cfg in by_seed.values():
+            if not args.report_only:
+                if backbone is None:
+                    backbone = load_backbone(cfg.model.name, cfg.model.precision, cfg.model.device,
+                                             cfg.model.attention, cfg.model.compile)
+                run = open_run(cfg)
+                stages.run(cfg, backbone, run)
+                run.close()
+            if cfg is cfgs[lr] and (found := run_record(cfg)) is not None:
+                record[lr] = found
+            if len(by_seed) > 1 and lr in record and (across := pooled(
+                    {s: (c, RunDir(Path(c.out_dir), c.compare.seeds)) for s, c in by_seed.items()})) is not None:
+                record[lr]["pooled"] = across
+            if record:
+                report(record, cfgs, budget, stem)
     print(report(record, cfgs, budget, stem))
     print(f"written: {stem}.json, .md, .png")
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 
 from mptune import stages
 from mptune.config import CompareArgs, DataArgs, PromptArgs, RunConfig, TrainArgs
-from mptune.results import above_majority, table_so_far
+from mptune.errors import MptuneError
+from mptune.results import above_majority, paired_intervals, pooled, table_so_far
 from mptune.rundir import RunDir
-from mptune.stats import Paired, paired_bootstrap
+from mptune.stats import Paired, draw_seeds, paired_bootstrap
 
 
 def accuracy(preds, labels):
@@ -46,6 +48,30 @@ def test_seeds_are_resampled_too():
     assert (r["diff"], r["low"], r["high"], r["seeds"]) == (0.0, -10.0, 10.0, 2)
 
 
+def test_source_runs_are_drawn_before_their_adaptation_seeds():
+    """Two source runs with 8 adaptation seeds each: a wins by 10 on every seed of run 0, b on every seed
+    of run 1. Drawn by level, both drawn runs are the same one half the time, so the interval is
+    [-10, +10]; drawn flat, 16 seeds average out and the interval would be about +-5."""
+    labels = [1] * 4
+    metric = lambda preds, _labels: float(preds[0])  # noqa: E731 - the score is the prediction itself
+    a = {(r, k): [10 if r == 0 else 0] * 4 for r in (0, 1) for k in range(8)}
+    b = {(r, k): [0 if r == 0 else 10] * 4 for r in (0, 1) for k in range(8)}
+    r = paired_bootstrap([Paired(a, b, labels, metric)], replicates=1000)
+    assert (r["diff"], r["low"], r["high"], r["seeds"], r["source_runs"]) == (0.0, -10.0, 10.0, 16, 2)
+    flat = paired_bootstrap([Paired(dict(enumerate(a.values())), dict(enumerate(b.values())), labels, metric)],
+                            replicates=1000)
+    assert -7.5 < flat["low"] < -2.5 and 2.5 < flat["high"] < 7.5 and "source_runs" not in flat
+
+
+def test_a_level_draw_keeps_each_source_runs_own_seeds():
+    rng = random.Random(0)
+    seeds = [(0, 0), (0, 1), (3, 5), (3, 6)]
+    for _ in range(50):
+        drawn = draw_seeds(rng, seeds)
+        assert len(drawn) == 4 and all(d in seeds for d in drawn)
+        assert {d[0] for d in drawn[:2]} in ({0}, {3}) and {d[0] for d in drawn[2:]} in ({0}, {3})
+
+
 def test_the_average_over_targets_pairs_targets_by_seed():
     one = Paired({0: [1, 1]}, {0: [0, 0]}, [1, 1], accuracy)  # +100 points
     other = Paired({0: [0, 0]}, {0: [0, 0]}, [1, 1], accuracy)  # 0
@@ -53,7 +79,8 @@ def test_the_average_over_targets_pairs_targets_by_seed():
                                                               "replicates": 100, "seeds": 1}
 
 
-@pytest.mark.parametrize("a,b,labels", [({0: [1]}, {1: [1]}, [1]), ({0: [1, 1]}, {0: [1]}, [1, 1]), ({}, {}, [])])
+@pytest.mark.parametrize("a,b,labels", [({0: [1]}, {1: [1]}, [1]), ({0: [1, 1]}, {0: [1]}, [1, 1]), ({}, {}, []),
+                                          ({0: [1], (1, 0): [1]}, {0: [1], (1, 0): [1]}, [1])])
 def test_unpaired_results_are_refused(a, b, labels):
     with pytest.raises(ValueError):
         Paired(a, b, labels, accuracy)
@@ -101,6 +128,46 @@ def test_a_run_still_training_reports_its_finished_seeds(llama_backbone, data_di
     assert part["intervals"]["mpt - pt"]["average"]["seeds"] == 1
     (run.adapted("pt", "rte", 0) / "metrics.json").unlink()
     assert table_so_far(cfg, run) is None
+
+
+def test_source_runs_pool_into_one_table_with_two_level_intervals(llama_backbone, data_dir, tmp_path):
+    """Two source runs (seed 0 with PT and MPT, seed 1 with MPT alone), two adaptation seeds each: PT's
+    units pair with both runs, each method's score is its mean over the four (run, seed) units, and the
+    intervals draw the runs first (source_runs 2)."""
+    small = TrainArgs(steps=2, batch_size=2, warmup_steps=0)
+
+    def config(seed: int, methods: list[str]) -> RunConfig:
+        return RunConfig(sources=["rte", "mrpc"], targets=["rte", "cola"], out_dir=str(tmp_path / f"s{seed}"),
+                         seed=seed, data=DataArgs(data_dir=str(data_dir), eval_examples=6), prompt=PromptArgs(length=3),
+                         teach=small, distill=small, adapt=small, compare=CompareArgs(methods=methods, seeds=[0, 1]))
+
+    cfgs = {0: config(0, ["pt", "mpt"]), 1: config(1, ["mpt"])}
+    tables = {s: stages.run(c, llama_backbone)[0] for s, c in cfgs.items()}
+    runs = {s: (c, RunDir(tmp_path / f"s{s}", c.compare.seeds)) for s, c in cfgs.items()}
+    found = pooled(runs)
+    assert (found["source_seeds"], found["seeds"]) == ([0, 1], [0, 1])
+    for t in ("rte", "cola"):
+        assert found["targets"][t]["pt"] == pytest.approx(tables[0]["targets"][t]["pt"])
+        assert found["targets"][t]["mpt"] == pytest.approx((tables[0]["targets"][t]["mpt"] +
+                                                            tables[1]["targets"][t]["mpt"]) / 2)
+        diff = found["intervals"]["mpt - pt"]["targets"][t]
+        assert diff["diff"] == pytest.approx(found["targets"][t]["mpt"] - found["targets"][t]["pt"])
+        assert (diff["seeds"], diff["source_runs"]) == (4, 2) and diff["low"] <= diff["diff"] <= diff["high"]
+    (runs[1][1].adapted("mpt", "rte", 1) / "metrics.json").unlink()  # run 1's seed 1 still training
+    assert pooled(runs)["seeds"] == [0]
+    with pytest.raises(MptuneError, match=r"missing: mpt \(source run 1\)"):
+        pooled({0: runs[0], 1: (config(1, ["pt"]), runs[1][1])})
+
+
+def test_units_scored_on_different_examples_are_not_paired():
+    """paired_intervals pairs units by example: a source run that scored other examples is refused."""
+    def fetch(method, target, seed):
+        return {"predictions": [1, 0], "labels": [1, 0] if seed == (0, 0) else [0, 1]}
+
+    with pytest.raises(MptuneError, match="scored on different examples"):
+        paired_intervals(["pt", "mpt"], ["rte"], [(0, 0), (1, 0)], fetch, replicates=10)
+    same = paired_intervals(["pt", "mpt"], ["rte"], [(0, 0)], fetch, replicates=10)
+    assert same["mpt - pt"]["average"]["diff"] == 0.0
 
 
 def test_spot_fixed_starts_from_the_named_source_beside_oracle_spot(llama_backbone, data_dir, tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import Counter
+from typing import Callable, Sequence
 
 from mptune.checkpoint import PROMPT_FILE, load_prompt
 from mptune.config import RunConfig, with_overrides
@@ -14,7 +15,7 @@ from mptune.errors import MptuneError
 from mptune.metrics import score
 from mptune.prompts import mpt_target_parameters
 from mptune.rundir import RunDir
-from mptune.stats import Paired, paired_bootstrap
+from mptune.stats import Paired, Seed, paired_bootstrap
 from mptune.tasks import get_task
 
 
@@ -144,18 +145,29 @@ def intervals(cfg: RunConfig, run: RunDir, replicates: int = REPLICATES) -> dict
     """MPT - PT and MPT - SPoT per target and on the average, with 95% paired-bootstrap intervals over
     the seeds and test examples (`mptune.stats`), from the units' predictions.json. A pair is left
     out when a method did not run or a unit has no predictions (made by an earlier version)."""
-    seeds = cfg.compare.seeds or [cfg.seed]
+    return paired_intervals(cfg.compare.methods, cfg.targets, cfg.compare.seeds or [cfg.seed],
+                            lambda m, t, s: unit_predictions(cfg, run, m, t, s), replicates)
+
+
+def paired_intervals(methods: Sequence[str], targets: Sequence[str], seeds: Sequence[Seed],
+                     fetch: Callable[[str, str, Seed], dict | None], replicates: int = REPLICATES) -> dict:
+    """The PAIRS among `methods`, per target and on the average, with 95% paired-bootstrap intervals;
+    fetch(method, target, seed) -> that unit's {"predictions", "labels"} or None (the pair's target is
+    left out). Every unit of a target must have scored the same examples."""
     out = {}
     for a, b in PAIRS:
-        if a not in cfg.compare.methods or b not in cfg.compare.methods:
+        if a not in methods or b not in methods:
             continue
         paired = {}
-        for target in cfg.targets:
+        for target in targets:
             task = get_task(target)
-            preds = {m: {s: unit_predictions(cfg, run, m, target, s) for s in seeds} for m in (a, b)}
+            preds = {m: {s: fetch(m, target, s) for s in seeds} for m in (a, b)}
             if any(p is None for by_seed in preds.values() for p in by_seed.values()):
                 continue
             labels = preds[a][seeds[0]]["labels"]
+            if any(p["labels"] != labels for by_seed in preds.values() for p in by_seed.values()):
+                raise MptuneError(f"the units of {target} to compare ({a}, {b}; seeds {', '.join(map(str, seeds))}) "
+                                  "were scored on different examples: they cannot be paired")
             paired[target] = Paired({s: p["predictions"] for s, p in preds[a].items()},
                                     {s: p["predictions"] for s, p in preds[b].items()}, labels,
                                     lambda p, lab, task=task: score(task, p, lab)[task.metric])
@@ -163,8 +175,59 @@ def intervals(cfg: RunConfig, run: RunDir, replicates: int = REPLICATES) -> dict
             continue
         out[f"{a} - {b}"] = {
             "targets": {t: paired_bootstrap([p], replicates) for t, p in paired.items()},
-            "average": paired_bootstrap(list(paired.values()), replicates) if len(paired) == len(cfg.targets) else None}
+            "average": paired_bootstrap(list(paired.values()), replicates) if len(paired) == len(targets) else None}
     return out
+
+
+SOURCE_FREE = ("pt",)
+"""Methods whose target units use neither the teachers nor P*: a unit of one of them is the same in every
+source run, so `pooled` pairs one run's with every source run's."""
+
+
+def finished_seeds(cfg: RunConfig, run: RunDir) -> list[int]:
+    """The compare.seeds whose every adapt unit is finished, in order."""
+    return [s for s in cfg.compare.seeds if seed_metrics(cfg, run, s) is not None]
+
+
+def pooled(runs: dict[int, tuple[RunConfig, RunDir]], replicates: int = REPLICATES) -> dict | None:
+    """Scores and intervals over several source runs: source seed -> (settings, directory) of a run whose
+    teachers and P* were trained with that seed, all with the same targets and evaluation examples.
+    Each method's mean score per target and on the average over every (source run, adaptation seed), and
+    MPT - PT (...) with 95% intervals from the two-level bootstrap (`mptune.stats`: the source runs, then
+    their adaptation seeds, then the examples). A SOURCE_FREE method (PT) needs to run in one of them
+    only. Only the adaptation seeds finished in every run count ("seeds"); None when there is none."""
+    first = next(iter(runs.values()))[0]
+    if any(c.targets != first.targets for c, _ in runs.values()):
+        raise MptuneError("the source runs to pool must adapt the same targets")
+    methods = [m for m in METHOD_LABELS if any(m in c.compare.methods for c, _ in runs.values())]
+    home = {m: next((source, c, r) for source, (c, r) in runs.items() if m in c.compare.methods) for m in methods}
+    missing = [f"{m} (source run {s})" for m in methods if m not in SOURCE_FREE
+               for s, (c, _) in runs.items() if m not in c.compare.methods]
+    if missing:
+        raise MptuneError("every source run must adapt with the methods that use the sources; missing: "
+                          + ", ".join(missing))
+    done = set.intersection(*(set(finished_seeds(c, r)) for c, r in runs.values()))
+    seeds = [s for s in first.compare.seeds if s in done]
+    if not seeds:
+        return None
+
+    def fetch(method: str, target: str, seed: tuple[int, int]) -> dict | None:
+        source, adapt_seed = seed
+        cfg, run = runs[source] if method in runs[source][0].compare.methods else home[method][1:]
+        return unit_predictions(cfg, run, method, target, adapt_seed)
+
+    keys = [(source, s) for source in runs for s in seeds]
+    def unit_metric(method: str, target: str, seed: tuple[int, int]) -> float:
+        task, found = get_task(target), fetch(method, target, seed)
+        if found is None:
+            raise MptuneError(f"the {method} unit of {target} (source run {seed[0]}, seed {seed[1]}) has no "
+                              "predictions.json (made by an earlier version): it cannot be pooled")
+        return score(task, found["predictions"], found["labels"])[task.metric]
+
+    scores = {t: {m: statistics.mean(unit_metric(m, t, k) for k in keys) for m in methods} for t in first.targets}
+    return {"source_seeds": list(runs), "seeds": seeds, "targets": scores,
+            "average": {m: statistics.mean(scores[t][m] for t in first.targets) for m in methods},
+            "intervals": paired_intervals(methods, first.targets, keys, fetch, replicates)}
 
 
 def unit_predictions(cfg: RunConfig, run: RunDir, method: str, target: str, seed: int) -> dict | None:
