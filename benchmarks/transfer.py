@@ -89,7 +89,7 @@ def run_record(cfg: RunConfig) -> dict | None:
     so far (`results.table_so_far`, "partial"), with each target's majority-label score on the same dev
     examples (`majority`); None before a seed is done."""
     run = RunDir(Path(cfg.out_dir), cfg.compare.seeds)
-    found = common.read_json(run.results_json, None) or table_so_far(cfg, run)
+    found = common.read_json(run.results_json, None) or (table_so_far(cfg, run) or (None, ""))[0]
     if found is not None:
         seed = (found.get("seeds") or cfg.compare.seeds or [None])[0]
         found["majority"] = {t: majority_score(t, RunDir.predictions(run.adapted("pt", t, seed)))
@@ -158,7 +158,8 @@ def report(record: dict, cfgs: dict[str, RunConfig], budget: list[str], stem: Pa
     groups = [*targets, "average"]
     for (score_ax, diff_ax), (lr, table) in zip(zip(axes[::2], axes[1::2]), record.items()):
         series = {METHOD_LABELS[m]: [bar(table, g, m) for g in groups] for m in methods}
-        common.bar_plot(score_ax, groups, series, "dev score", f"targets at adapt.lr {lr} (dev)")
+        so_far = f", PARTIAL: seeds {', '.join(map(str, table['seeds']))}" if table.get("partial") else ""
+        common.bar_plot(score_ax, groups, series, "dev score", f"targets at adapt.lr {lr} (dev{so_far})")
         majority = [*(table["majority"][t] for t in targets), None]
         if None not in majority[:-1]:
             majority[-1] = sum(majority[:-1]) / len(targets)

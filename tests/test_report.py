@@ -178,3 +178,10 @@ def test_report_of_a_run_with_target_seeds(tmp_path, capsys, llama_dir, data_dir
         assert f"| adapt/pt/seed{seed}/cola | done | 3 |" in markdown
     assert (out / "results.md").read_text().strip() in markdown and " ± " in markdown
     assert (out / "report" / "results.png").is_file() and (out / "report" / "adapt.png").is_file()
+    # before results.json, with seed 4 unfinished: seed 3's table and intervals, not seed 4's scores
+    (out / "results.json").unlink()
+    (out / "adapt" / "mpt" / "seed4" / "cola" / "metrics.json").unlink()
+    markdown = write_report(out).read_text()
+    pt = json.loads((out / "adapt" / "pt" / "seed3" / "cola" / "metrics.json").read_text())["scores"]["cola"]
+    assert "The seeds finished so far (1 of 2; no results.json yet)" in markdown and "| MPT - PT |" in markdown
+    assert f"| cola | matthews | {pt['matthews']:.1f} |" in markdown and "1 seed(s)" in markdown

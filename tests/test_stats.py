@@ -116,12 +116,14 @@ def test_a_run_still_training_reports_its_finished_seeds(llama_backbone, data_di
                     teach=small, distill=small, adapt=small, compare=CompareArgs(methods=["pt", "mpt"], seeds=[0, 1]))
     table, _ = stages.run(cfg, llama_backbone)
     run = RunDir(tmp_path / "run", cfg.compare.seeds)
-    whole = table_so_far(cfg, run)
+    whole, markdown = table_so_far(cfg, run)
+    assert "| MPT - PT |" in markdown and "2 seed(s)" in markdown
     assert (whole["seeds"], whole["partial"]) == ([0, 1], False)
     for key in ("targets", "average", "average_std", "parameters", "intervals"):
         assert whole[key] == table[key]
     (run.adapted("mpt", "cola", 1) / "metrics.json").unlink()  # seed 1 is still training
-    part = table_so_far(cfg, run)
+    part, markdown = table_so_far(cfg, run)
+    assert "1 seed(s)" in markdown
     assert (part["seeds"], part["partial"]) == ([0], True)
     seed0 = json.loads((run.adapted("pt", "cola", 0) / "metrics.json").read_text())
     assert part["targets"]["cola"]["pt"] == seed0["scores"]["cola"]["matthews"]

@@ -6,8 +6,10 @@ and writes RUN_DIR/report/:
     teach.png     training loss of each teacher, per step
     distill.png   the distillation terms ce (L_PLM), kl (L_logits) and mse (L_hidden), per step
     adapt.png     training loss of each method, one panel per target
-    results.png   PT / SPoT / MPT scores per target (results.json, else the finished adapt units)
-    report.md     the plots, the results table, time, throughput, parameters and scores of every
+    results.png   PT / SPoT / MPT scores per target (results.json, else the finished adapt units'
+                  mean over their seeds)
+    report.md     the plots, the results table (before results.json: the table and intervals of
+                  the seeds finished so far), time, throughput, parameters and scores of every
                   unit, and what is missing
 
 Decisions
@@ -31,10 +33,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mptune.config import missing_sections, upgrade
+from mptune.config import load_yaml, missing_sections, upgrade
 from mptune.errors import MptuneError
 from mptune.files import atomic_write, read_text, read_yaml, type_word, write_text
 from mptune.logs import read_log, steps_missing
+from mptune.results import table_so_far
 from mptune.rundir import CONFIG_FILE, LOG_FILE, RESULTS_JSON, RESULTS_MD, STAGES, RunDir, UnitInfo, read_results
 
 REPORT_DIR = "report"
@@ -141,18 +144,36 @@ def primary_metric(target: str, scores: dict) -> str:
 
 
 def comparison(units: list[Unit], results: dict | None) -> dict[str, dict[str, float]]:
-    """scores[target][method] of the finished adapt units (results.json's table when present)."""
+    """scores[target][method] of the finished adapt units, the mean over the seeds finished of each
+    (results.json's table when present)."""
     if results is not None:
         return {t: {m: v for m, v in row.items() if m not in ("metric", "std")}
                 for t, row in results["targets"].items()}
-    scores: dict[str, dict[str, float]] = {}
+    found: dict[str, dict[str, list[float]]] = {}
     for unit in units:
         if unit.stage != "adapt" or unit.metrics is None or "scores" not in unit.metrics:
             continue
         method = "mpt" if unit.name.startswith("mpt-joint") else unit.name.split("/")[0]
         for target, values in unit.metrics["scores"].items():
-            scores.setdefault(target, {})[method] = values[primary_metric(target, values)]
-    return scores
+            found.setdefault(target, {}).setdefault(method, []).append(values[primary_metric(target, values)])
+    return {t: {m: sum(v) / len(v) for m, v in row.items()} for t, row in found.items()}
+
+
+def seeds_so_far(run_dir: Path) -> str | None:
+    """The results table and intervals of the compare.seeds whose every adapt unit is finished
+    (`results.table_so_far`), for a run with no results.json yet; None before a seed is done, or
+    when config.yaml does not validate under this version (the unit means are shown instead)."""
+    try:
+        cfg = load_yaml(run_dir / CONFIG_FILE)
+        found = table_so_far(cfg, RunDir(run_dir, cfg.compare.seeds))
+    except MptuneError:
+        return None
+    if found is None:
+        return None
+    table, markdown = found
+    planned = len(cfg.compare.seeds) or 1
+    return (f"The seeds finished so far ({len(table['seeds']) or 1} of {planned}; no results.json yet):\n\n"
+            + markdown.rstrip())
 
 
 # --- plots -------------------------------------------------------------------------------------
@@ -357,8 +378,11 @@ def write_report(run_dir: str | Path) -> Path:
     lines += ["## Results", ""]
     if table_md is not None:
         lines += [table_md, ""]
+    elif (so_far := seeds_so_far(run_dir)) is not None:
+        lines += [so_far, ""]
     elif scores:
-        lines += ["From the finished adapt units (no results.json yet):", ""] + score_table(scores, methods) + [""]
+        lines += ["From the finished adapt units, the mean over each one's finished seeds (no results.json yet):",
+                  ""] + score_table(scores, methods) + [""]
     else:
         lines += ["No target is finished yet.", ""]
     for key, (title, drawn) in plots.items():

@@ -58,10 +58,11 @@ def seed_metrics(cfg: RunConfig, run: RunDir, seed: int | None) -> dict[str, dic
     return out
 
 
-def table_so_far(cfg: RunConfig, run: RunDir) -> dict | None:
-    """The results table (`results_table`, with `intervals`) of the compare.seeds whose every adapt unit
-    is finished, read from the units alone (no model), while the run still trains; None before the first
-    seed is done. "seeds" lists the seeds it covers, "partial" is true while some are still missing.
+def table_so_far(cfg: RunConfig, run: RunDir) -> tuple[dict, str] | None:
+    """The results table (`results_table`, with `intervals`; a dict and its markdown) of the compare.seeds
+    whose every adapt unit is finished, read from the units alone (no model), while the run still trains;
+    None before the first seed is done. "seeds" lists the seeds it covers, "partial" is true while some
+    are still missing.
 
     The seeds kept need not be a prefix: any seed whose units are all done counts, so a table never mixes
     a seed's finished targets with its unfinished ones. The backbone's width, for the parameter row,
@@ -72,14 +73,16 @@ def table_so_far(cfg: RunConfig, run: RunDir) -> dict | None:
         return None
     done = [s for s in per_seed if s is not None]
     part = with_overrides(cfg, {"compare.seeds": ",".join(map(str, done))}) if done else cfg
-    results = over_seeds(per_seed, cfg.targets) if done else per_seed[None]
+    results = over_seeds(per_seed, cfg.targets) if len(done) > 1 else next(iter(per_seed.values()))  # no std of one
     seed, method = next(iter(per_seed)), cfg.compare.methods[0]
     unit = run.joint(seed) if method == "mpt" and cfg.compare.joint else run.adapted(method, cfg.targets[0], seed)
     dim = load_prompt(unit / PROMPT_FILE)[0].dim
-    table, _ = results_table(part, results, dim)
+    table, markdown = results_table(part, results, dim)
     table["intervals"] = intervals(part, run)
     table["seeds"], table["partial"] = done, len(per_seed) < len(seeds)
-    return table
+    if table["intervals"]:
+        markdown += "\n" + intervals_markdown(part, table["intervals"])
+    return table, markdown
 
 
 def results_table(cfg: RunConfig, results: dict[str, dict[str, dict]], backbone_dim: int) -> tuple[dict, str]:
