@@ -89,7 +89,9 @@ def run_record(cfg: RunConfig) -> dict | None:
     so far (`results.table_so_far`, "partial"), with each target's majority-label score on the same dev
     examples (`majority`); None before a seed is done."""
     run = RunDir(Path(cfg.out_dir), cfg.compare.seeds)
-    found = common.read_json(run.results_json, None) or (table_so_far(cfg, run) or (None, ""))[0]
+    found = common.read_json(run.results_json, None)
+    if found is None and (so_far := table_so_far(cfg, run)) is not None:
+        found = so_far[0]
     if found is not None:
         seed = (found.get("seeds") or cfg.compare.seeds or [None])[0]
         found["majority"] = {t: majority_score(t, RunDir.predictions(run.adapted("pt", t, seed)))
@@ -238,11 +240,11 @@ def main() -> None:
                 run.close()
             if cfg is cfgs[lr] and (found := run_record(cfg)) is not None:
                 record[lr] = found
-            if len(by_seed) > 1 and lr in record and (across := pooled(
-                    {s: (c, RunDir(Path(c.out_dir), c.compare.seeds)) for s, c in by_seed.items()})) is not None:
-                record[lr]["pooled"] = across
-            if record:
                 report(record, cfgs, budget, stem)
+        if len(by_seed) > 1 and lr in record and (across := pooled(
+                {s: (c, RunDir(Path(c.out_dir), c.compare.seeds)) for s, c in by_seed.items()})) is not None:
+            record[lr]["pooled"] = across  # once per lr, after its last source run
+            report(record, cfgs, budget, stem)
     print(report(record, cfgs, budget, stem))
     print(f"written: {stem}.json, .md, .png")
 

@@ -4,6 +4,7 @@ trainable parameters of each method, and MPT - PT, MPT - SPoT with paired-bootst
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from collections import Counter
@@ -203,7 +204,7 @@ def pooled(runs: dict[int, tuple[RunConfig, RunDir]], replicates: int = REPLICAT
     if any(c.targets != first.targets for c, _ in runs.values()):
         raise MptuneError("the source runs to pool must adapt the same targets")
     methods = [m for m in METHOD_LABELS if any(m in c.compare.methods for c, _ in runs.values())]
-    home = {m: next((source, c, r) for source, (c, r) in runs.items() if m in c.compare.methods) for m in methods}
+    home = {m: next((c, r) for c, r in runs.values() if m in c.compare.methods) for m in methods}
     missing = [f"{m} (source run {s})" for m in methods if m not in SOURCE_FREE
                for s, (c, _) in runs.items() if m not in c.compare.methods]
     if missing:
@@ -214,12 +215,14 @@ def pooled(runs: dict[int, tuple[RunConfig, RunDir]], replicates: int = REPLICAT
     if not seeds:
         return None
 
+    @functools.cache  # the scores and the intervals read the same predictions.json
     def fetch(method: str, target: str, seed: tuple[int, int]) -> dict | None:
         source, adapt_seed = seed
-        cfg, run = runs[source] if method in runs[source][0].compare.methods else home[method][1:]
+        cfg, run = runs[source] if method in runs[source][0].compare.methods else home[method]
         return unit_predictions(cfg, run, method, target, adapt_seed)
 
     keys = [(source, s) for source in runs for s in seeds]
+
     def unit_metric(method: str, target: str, seed: tuple[int, int]) -> float:
         task, found = get_task(target), fetch(method, target, seed)
         if found is None:
