@@ -22,6 +22,9 @@ step that fixes the target settings before any test run, so nothing here looks a
   teachers and P* in adaptLR-sourcesS and adapts with the methods that use them (PT's units are the
   same in every source run and are not trained again); the report adds a table pooled over the
   source runs with two-level bootstrap intervals (`mptune.results.pooled`).
+- A source-side variant (--distill-steps, --set loss.*): --pt-from copies PT's finished units from a
+  run that trained them the same way (`PT_SETTINGS`), so only MPT trains again; the comparison is
+  then against the very PT prompts of that run.
 
 Each target lr trains in benchmarks/runs/transfer/adaptLR with `mptune run`'s code (`stages.run`),
 and its results.md is that run's table; a rerun resumes at the first unfinished unit. Until a run ends,
@@ -34,6 +37,9 @@ the report covers the seeds whose every unit is finished (`results.table_so_far`
         --reuse benchmarks/runs/sources/lr0.3,benchmarks/runs/transfer/adapt0.03
     python benchmarks/transfer.py --adapt-steps 300 --adapt-lrs 0.03 --seeds 0,1,2 --source-seeds 0,1,2 \
         --set compare.methods=pt,mpt --runs benchmarks/kept/transfer300 --name transfer300x3s --reuse ''
+    python benchmarks/transfer.py --adapt-steps 300 --adapt-lrs 0.03 --seeds 0,1,2 --distill-steps 900 \
+        --set compare.methods=pt,mpt --runs benchmarks/kept/distill900 --name transfer300d900 \
+        --reuse benchmarks/kept/transfer300/adapt0.03 --pt-from benchmarks/kept/transfer300/adapt0.03
     python benchmarks/transfer.py --quick                         # smoke test (~2 min)
     python benchmarks/transfer.py --report-only                   # tables of the finished runs, or of
                                                                   # their finished seeds so far
@@ -46,7 +52,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from mptune import stages
-from mptune.config import RunConfig, with_overrides
+from mptune.config import RunConfig, settings_diff, with_overrides
+from mptune.files import read_yaml
 from mptune.models import load_backbone
 from mptune.results import METHOD_LABELS, SOURCE_FREE, interval_cell, majority_score, pooled, table_so_far
 from mptune.rundir import RunDir, open_run
@@ -57,6 +64,27 @@ import common
 SOURCES = ["qnli", "qqp", "mnli"]
 TARGETS = ["rte", "mrpc", "cb", "boolq"]
 METHODS = ["pt", "spot", "spot-fixed", "mpt"]
+
+
+PT_SETTINGS = ("eval_split", "model", "data", "prompt", "adapt", "compare.seeds")
+"""What a PT unit is computed from besides its target and adaptation seed: no source, teacher, distillation or
+run-seed setting (PT starts from `prompt.init` drawn with the adaptation seed)."""
+
+
+def copy_pt(run: RunDir, cfg: RunConfig, source: Path) -> None:
+    """PT's finished units of the run in `source` copied into `run` when that run trained them with the same
+    PT_SETTINGS; otherwise (or for units it lacks) PT trains here."""
+    saved = read_yaml(source / "config.yaml", "the --pt-from run's config", fix="name a run directory")
+    if differ := settings_diff(saved, cfg, PT_SETTINGS):
+        print(f"   --pt-from {source}: PT trains here, its settings differ ({'; '.join(differ)})")
+        return
+    other = RunDir(source, cfg.compare.seeds)
+    for seed in cfg.compare.seeds or [None]:
+        for target in cfg.targets:
+            folder, found = run.adapted("pt", target, seed), other.adapted("pt", target, seed)
+            if RunDir.done(folder) is None and RunDir.done(found) is not None:
+                common.copy_unit(found, folder)
+                print(f"   PT {target}" + ("" if seed is None else f" seed {seed}") + f": copied from {found}")
 
 
 def run_folder(root: Path, lr: str, source_seed: int, first_source_seed: int) -> Path:
@@ -205,6 +233,9 @@ def main() -> None:
     parser.add_argument("--source-seeds", default="",
                         help="comma-separated seeds of the teachers and P*, one source run each (default: the first "
                              "of --seeds); with several, MPT is pooled over them with two-level intervals")
+    parser.add_argument("--pt-from", default="",
+                        help="a run directory whose finished PT units are copied when it trained them with the same "
+                             "settings (PT_SETTINGS): for variants on the source side (--distill-steps, --set loss.*)")
     common.add_run_arguments(parser, "transfer", "the finished runs")
     args = parser.parse_args()
     if args.quick:
@@ -236,6 +267,9 @@ def main() -> None:
                     backbone = load_backbone(cfg.model.name, cfg.model.precision, cfg.model.device,
                                              cfg.model.attention, cfg.model.compile)
                 run = open_run(cfg)
+                if args.pt_from and "pt" in cfg.compare.methods:
+                    run.save_config()  # PT's units are written here before the stages run
+                    copy_pt(run, cfg, Path(args.pt_from))
                 stages.run(cfg, backbone, run)
                 run.close()
             if cfg is cfgs[lr] and (found := run_record(cfg)) is not None:
