@@ -196,15 +196,24 @@ def report(record: dict, cfgs: dict[str, RunConfig], budget: list[str], stem: Pa
             score_ax.scatter(range(len(groups)), majority, marker="_", s=400, color="black", zorder=3,
                              label="majority label")
         score_ax.legend(fontsize=8)
-        pairs = list(table.get("intervals", {}).items())
+        # this source run's intervals, then those pooled over every source run (when there are several)
+        pooled_table = table.get("pooled")
+        seeds = pooled_table["source_seeds"] if pooled_table else []
+        this_run = f", source run {seeds[0]}" if seeds else ""
+        pairs = [(" - ".join(METHOD_LABELS[m] for m in name.split(" - ")) + this_run, found)
+                 for name, found in table.get("intervals", {}).items()]
+        if pooled_table:
+            pairs += [(" - ".join(METHOD_LABELS[m] for m in name.split(" - "))
+                       + f", source runs {', '.join(map(str, seeds))}", found)
+                      for name, found in pooled_table["intervals"].items()]
         width = 0.8 / max(1, len(pairs))
-        for i, (name, found) in enumerate(pairs):
+        for i, (label, found) in enumerate(pairs):
             rows = [found["targets"].get(t) for t in targets] + [found["average"]]
             xs = [g + (i - (len(pairs) - 1) / 2) * width for g in range(len(groups))]
             ok = [(x, r) for x, r in zip(xs, rows) if r]
             diff_ax.errorbar([x for x, _ in ok], [r["diff"] for _, r in ok], capsize=3, fmt="o",
                              yerr=[[r["diff"] - r["low"] for _, r in ok], [r["high"] - r["diff"] for _, r in ok]],
-                             label=" - ".join(METHOD_LABELS[m] for m in name.split(" - ")))
+                             label=label)
         diff_ax.axhline(0, color="gray", linewidth=1)
         diff_ax.set_xticks(range(len(groups)), groups, rotation=30, ha="right")
         diff_ax.set(ylabel="difference (points), 95% interval", title=f"MPT minus each method, adapt.lr {lr}")
