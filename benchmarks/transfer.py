@@ -247,6 +247,8 @@ def main() -> None:
                              "settings (PT_SETTINGS): for variants on the source side (--distill-steps, --set loss.*)")
     common.add_run_arguments(parser, "transfer", "the finished runs")
     args = parser.parse_args()
+    if args.pt_from and not (Path(args.pt_from) / "config.yaml").is_file():
+        parser.error(f"--pt-from {args.pt_from} holds no run (no config.yaml); name a run directory")
     if args.quick:
         args.teach_steps, args.teach_eval_every, args.distill_steps, args.distill_eval_every = 4, 2, 4, 2
         args.adapt_steps, args.dev_examples, args.eval_examples = 2, 8, 8
