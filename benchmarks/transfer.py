@@ -74,7 +74,7 @@ run-seed setting (PT starts from `prompt.init` drawn with the adaptation seed)."
 def copy_pt(run: RunDir, cfg: RunConfig, source: Path) -> None:
     """PT's finished units of the run in `source` copied into `run` when that run trained them with the same
     PT_SETTINGS; otherwise (or for units it lacks) PT trains here."""
-    saved = read_yaml(source / "config.yaml", "the --pt-from run's config", fix="name a run directory")
+    saved = read_yaml(RunDir(source).config_file, "the --pt-from run's config", fix="name a run directory")
     if differ := settings_diff(saved, cfg, PT_SETTINGS):
         print(f"   --pt-from {source}: PT trains here, its settings differ ({'; '.join(differ)})")
         return
@@ -85,6 +85,11 @@ def copy_pt(run: RunDir, cfg: RunConfig, source: Path) -> None:
             if RunDir.done(folder) is None and RunDir.done(found) is not None:
                 common.copy_unit(found, folder)
                 print(f"   PT {target}" + ("" if seed is None else f" seed {seed}") + f": copied from {found}")
+
+
+def pair_label(name: str) -> str:
+    """An interval's name ('mpt - pt') as the tables and plots print it ('MPT - PT')."""
+    return " - ".join(METHOD_LABELS[m] for m in name.split(" - "))
 
 
 def run_folder(root: Path, lr: str, source_seed: int, first_source_seed: int) -> Path:
@@ -144,7 +149,7 @@ def pooled_markdown(record: dict, targets: list[str]) -> str:
         methods = [m for m in METHODS if m in found["average"]]
         rows = [[t, *(f"{found['targets'][t][m]:.1f}" for m in methods)] for t in targets]
         rows.append(["average", *(f"{found['average'][m]:.1f}" for m in methods)])
-        diffs = [[" - ".join(METHOD_LABELS[m] for m in name.split(" - ")),
+        diffs = [[pair_label(name),
                   *(interval_cell(pair["targets"].get(t)) for t in targets), interval_cell(pair["average"])]
                  for name, pair in found["intervals"].items()]
         runs = ", ".join(map(str, found["source_seeds"]))
@@ -170,7 +175,7 @@ def report(record: dict, cfgs: dict[str, RunConfig], budget: list[str], stem: Pa
             shown = f"{sum(majority) / len(majority):.1f}" if None not in majority else "n/a"
             rows.append([lr, t, metric, shown, *(f"{scores[m]:.1f}" for m in methods)])
         for name, found in table.get("intervals", {}).items():
-            label = " - ".join(METHOD_LABELS[m] for m in name.split(" - "))
+            label = pair_label(name)
             diff_rows.append([lr, label, *(interval_cell(found["targets"].get(t)) for t in targets),
                               interval_cell(found["average"])])
     planned = len(first.compare.seeds) or 1
@@ -200,10 +205,10 @@ def report(record: dict, cfgs: dict[str, RunConfig], budget: list[str], stem: Pa
         pooled_table = table.get("pooled")
         seeds = pooled_table["source_seeds"] if pooled_table else []
         this_run = f", source run {seeds[0]}" if seeds else ""
-        pairs = [(" - ".join(METHOD_LABELS[m] for m in name.split(" - ")) + this_run, found)
+        pairs = [(pair_label(name) + this_run, found)
                  for name, found in table.get("intervals", {}).items()]
         if pooled_table:
-            pairs += [(" - ".join(METHOD_LABELS[m] for m in name.split(" - "))
+            pairs += [(pair_label(name)
                        + f", source runs {', '.join(map(str, seeds))}", found)
                       for name, found in pooled_table["intervals"].items()]
         width = 0.8 / max(1, len(pairs))
@@ -247,7 +252,7 @@ def main() -> None:
                              "settings (PT_SETTINGS): for variants on the source side (--distill-steps, --set loss.*)")
     common.add_run_arguments(parser, "transfer", "the finished runs")
     args = parser.parse_args()
-    if args.pt_from and not (Path(args.pt_from) / "config.yaml").is_file():
+    if args.pt_from and not RunDir(Path(args.pt_from)).config_file.is_file():
         parser.error(f"--pt-from {args.pt_from} holds no run (no config.yaml); name a run directory")
     if args.quick:
         args.teach_steps, args.teach_eval_every, args.distill_steps, args.distill_eval_every = 4, 2, 4, 2
