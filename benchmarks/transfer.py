@@ -24,7 +24,8 @@ step that fixes the target settings before any test run, so nothing here looks a
   source runs with two-level bootstrap intervals (`mptune.results.pooled`).
 - A source-side variant (--distill-steps, --set loss.*): --pt-from copies PT's finished units from a
   run that trained them the same way (`PT_SETTINGS`), so only MPT trains again; the comparison is
-  then against the very PT prompts of that run.
+  then against the very PT prompts of that run. --mpt-against RUN adds the variant's MPT minus
+  RUN's MPT, paired over the seeds and dev examples.
 
 Each target lr trains in benchmarks/runs/transfer/adaptLR with `mptune run`'s code (`stages.run`),
 and its results.md is that run's table; a rerun resumes at the first unfinished unit. Until a run ends,
@@ -39,7 +40,8 @@ the report covers the seeds whose every unit is finished (`results.table_so_far`
         --set compare.methods=pt,mpt --runs benchmarks/kept/transfer300 --name transfer300x3s --reuse ''
     python benchmarks/transfer.py --adapt-steps 300 --adapt-lrs 0.03 --seeds 0,1,2 --distill-steps 900 \
         --set compare.methods=pt,mpt --runs benchmarks/kept/distill900 --name transfer300d900 \
-        --reuse benchmarks/kept/transfer300/adapt0.03 --pt-from benchmarks/kept/transfer300/adapt0.03
+        --reuse benchmarks/kept/transfer300/adapt0.03 --pt-from benchmarks/kept/transfer300/adapt0.03 \
+        --mpt-against benchmarks/kept/transfer300/adapt0.03
     python benchmarks/transfer.py --quick                         # smoke test (~2 min)
     python benchmarks/transfer.py --report-only                   # tables of the finished runs, or of
                                                                   # their finished seeds so far
@@ -55,7 +57,15 @@ from mptune import stages
 from mptune.config import RunConfig, settings_diff, with_overrides
 from mptune.files import read_yaml
 from mptune.models import load_backbone
-from mptune.results import METHOD_LABELS, SOURCE_FREE, interval_cell, majority_score, pooled, table_so_far
+from mptune.results import (
+    METHOD_LABELS,
+    SOURCE_FREE,
+    interval_cell,
+    majority_score,
+    paired_intervals,
+    pooled,
+    table_so_far,
+)
 from mptune.rundir import RunDir, open_run
 from mptune.tasks import get_task
 
@@ -85,6 +95,20 @@ def copy_pt(run: RunDir, cfg: RunConfig, source: Path) -> None:
             if RunDir.done(folder) is None and RunDir.done(found) is not None:
                 common.copy_unit(found, folder)
                 print(f"   PT {target}" + ("" if seed is None else f" seed {seed}") + f": copied from {found}")
+
+
+def mpt_against(cfg: RunConfig, other: Path) -> dict | None:
+    """This run's MPT minus the MPT of the run in `other` (the same targets, seeds and dev examples, e.g. the same
+    teachers distilled for another budget), per target and on the average, with paired-bootstrap intervals over
+    the seeds and dev examples; None until both runs have every MPT unit. `paired_intervals` pairs methods by
+    name: here this run's MPT stands as "mpt" and the other run's MPT as "pt"."""
+    runs = {"mpt": RunDir(Path(cfg.out_dir), cfg.compare.seeds), "pt": RunDir(other, cfg.compare.seeds)}
+
+    def fetch(method: str, target: str, seed: int | None) -> dict | None:
+        return (RunDir.predictions(runs[method].adapted("mpt", target, seed)) or {}).get(target)
+
+    found = paired_intervals(["pt", "mpt"], cfg.targets, cfg.compare.seeds or [None], fetch).get("mpt - pt")
+    return {"run": str(other), **found} if found and found["average"] else None
 
 
 def pair_label(name: str) -> str:
@@ -174,8 +198,10 @@ def report(record: dict, cfgs: dict[str, RunConfig], budget: list[str], stem: Pa
             majority = table["majority"].values() if t == "average" else [table["majority"][t]]
             shown = f"{sum(majority) / len(majority):.1f}" if None not in majority else "n/a"
             rows.append([lr, t, metric, shown, *(f"{scores[m]:.1f}" for m in methods)])
-        for name, found in table.get("intervals", {}).items():
-            label = pair_label(name)
+        pairs = [(pair_label(name), found) for name, found in table.get("intervals", {}).items()]
+        if against := table.get("against"):
+            pairs.append((f"MPT - MPT of {against['run']}", against))
+        for label, found in pairs:
             diff_rows.append([lr, label, *(interval_cell(found["targets"].get(t)) for t in targets),
                               interval_cell(found["average"])])
     planned = len(first.compare.seeds) or 1
@@ -211,6 +237,8 @@ def report(record: dict, cfgs: dict[str, RunConfig], budget: list[str], stem: Pa
             pairs += [(pair_label(name)
                        + f", source runs {', '.join(map(str, seeds))}", found)
                       for name, found in pooled_table["intervals"].items()]
+        if against := table.get("against"):
+            pairs.append((f"MPT - MPT of {Path(against['run']).parent.name}", against))
         width = 0.8 / max(1, len(pairs))
         for i, (label, found) in enumerate(pairs):
             rows = [found["targets"].get(t) for t in targets] + [found["average"]]
@@ -247,6 +275,9 @@ def main() -> None:
     parser.add_argument("--source-seeds", default="",
                         help="comma-separated seeds of the teachers and P*, one source run each (default: the first "
                              "of --seeds); with several, MPT is pooled over them with two-level intervals")
+    parser.add_argument("--mpt-against", default="",
+                        help="a run directory with MPT units of the same targets, seeds and dev examples (e.g. the "
+                             "same teachers at another --distill-steps): adds this run's MPT minus that run's, paired")
     parser.add_argument("--pt-from", default="",
                         help="a run directory whose finished PT units are copied when it trained them with the same "
                              "settings (PT_SETTINGS): for variants on the source side (--distill-steps, --set loss.*)")
@@ -254,6 +285,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.pt_from and not RunDir(Path(args.pt_from)).config_file.is_file():
         parser.error(f"--pt-from {args.pt_from} holds no run (no config.yaml); name a run directory")
+    if args.mpt_against and not RunDir(Path(args.mpt_against)).config_file.is_file():
+        parser.error(f"--mpt-against {args.mpt_against} holds no run (no config.yaml); name a run directory")
     if args.quick:
         args.teach_steps, args.teach_eval_every, args.distill_steps, args.distill_eval_every = 4, 2, 4, 2
         args.adapt_steps, args.dev_examples, args.eval_examples = 2, 8, 8
@@ -290,6 +323,8 @@ def main() -> None:
                 run.close()
             if cfg is cfgs[lr] and (found := run_record(cfg)) is not None:
                 record[lr] = found
+                if args.mpt_against and (against := mpt_against(cfg, Path(args.mpt_against))):
+                    record[lr]["against"] = against
                 report(record, cfgs, budget, stem)
         if len(by_seed) > 1 and lr in record and (across := pooled(
                 {s: (c, RunDir(Path(c.out_dir), c.compare.seeds)) for s, c in by_seed.items()})) is not None:
