@@ -159,6 +159,26 @@ def test_checkpoint_restores_the_rng_states(llama_backbone, tmp_path):
     assert torch.equal(torch.rand(4), expected[0]) and random.random() == expected[1]
 
 
+def test_an_interrupted_checkpoint_write_leaves_the_last_checkpoint_and_no_tmp(llama_backbone, tmp_path, monkeypatch):
+    """SIGTERM or Ctrl-C while state.pt.tmp is written: the exception propagates, the half-written file is
+    removed, and state.pt still holds the last finished checkpoint."""
+    prompt = _prompt(llama_backbone)
+    opt, sched = train_loop.make_optimizer(prompt, ARGS)
+    save_state(tmp_path, 3, prompt, opt, sched)
+    before = (tmp_path / STATE_FILE).read_bytes()
+
+    def interrupted(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("mptune.resume.os.fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_state(tmp_path, 4, prompt, opt, sched)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [STATE_FILE]
+    assert (tmp_path / STATE_FILE).read_bytes() == before
+    monkeypatch.undo()
+    assert restore_state(tmp_path, prompt, opt, sched) == 3
+
+
 DAMAGE = {
     "truncated": lambda data: data[: len(data) // 2],
     "flipped_byte": lambda data: data[:999] + bytes([data[999] ^ 0xFF]) + data[1000:],  # one byte inside the payload

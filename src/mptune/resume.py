@@ -13,7 +13,8 @@ Integrity
 - `state.pt` is one header line `mptune-state/1 sha256=<hex>` and then the bytes of
   `torch.save(state)`; the hash covers those bytes, so a truncated or corrupted file is detected
   before anything is loaded from it.
-- A new checkpoint is written to `state.pt.tmp` and flushed to disk; then the current `state.pt`
+- A new checkpoint is written to `state.pt.tmp` (removed again if the write fails or is
+  interrupted) and flushed to disk; then the current `state.pt`
   becomes `state.prev.pt` and the new file becomes `state.pt` (two renames, then the folder is
   synced). A kill at any moment leaves an intact checkpoint: `state.pt`, or `state.prev.pt`
   between the two renames.
@@ -61,10 +62,14 @@ def save_state(folder: Path, step: int, module: torch.nn.Module, opt, sched, ext
     payload = buffer.getvalue()
     path = folder / STATE_FILE
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(HEADER + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            f.write(HEADER + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:  # a failed or interrupted write (Ctrl-C, SIGTERM) leaves no half-written file behind
+        tmp.unlink(missing_ok=True)
+        raise
     if path.exists():
         os.replace(path, folder / PREV_STATE_FILE)
     os.replace(tmp, path)
