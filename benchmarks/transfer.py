@@ -1,4 +1,5 @@
-"""Does transfer help once the sources learn? PT, SPoT, SPoT-fixed and MPT on the targets' dev splits (issue 14).
+"""Does transfer help once the sources learn? PT, SPoT, SPoT-fixed and MPT on the targets' dev splits (issue 14),
+then, with the settings fixed, on test.
 
 The sources' teachers that `benchmarks/sources.py` trained for 300 steps are above the majority
 label on dev (QNLI, QQP, MNLI at lr 0.3). This script distils them into P* o u_k v_k^T and adapts
@@ -22,10 +23,14 @@ step that fixes the target settings before any test run, so nothing here looks a
   teachers and P* in adaptLR-sourcesS and adapts with the methods that use them (PT's units are the
   same in every source run and are not trained again); the report adds a table pooled over the
   source runs with two-level bootstrap intervals (`mptune.results.pooled`).
-- A source-side variant (--distill-steps, --set loss.*): --pt-from copies PT's finished units from a
-  run that trained them the same way (`PT_SETTINGS`), so only MPT trains again; the comparison is
-  then against the very PT prompts of that run. --mpt-against RUN adds the variant's MPT minus
-  RUN's MPT, paired over the seeds and dev examples.
+- A source-side variant (--distill-steps, --set loss.*): --reuse RUN copies every unit RUN trained
+  the same way (`config.UNIT_SETTINGS`: PT's units depend on no source setting), so only what the
+  variant changes trains again and the comparison is against the very PT prompts of RUN.
+  --mpt-against RUN adds the variant's MPT minus RUN's MPT, paired over the seeds and dev examples.
+- The test run (--split test): once the dev runs have fixed the settings, the same command with
+  --split test, --reuse naming the dev runs and more --seeds scores the prompts the dev runs trained
+  on the test split (training never reads the eval split, so they are the prompts a test run would
+  train) and trains only the seeds they lack.
 
 Each target lr trains in benchmarks/runs/transfer/adaptLR with `mptune run`'s code (`stages.run`),
 and its results.md is that run's table; a rerun resumes at the first unfinished unit. Until a run ends,
@@ -40,13 +45,13 @@ the report covers the seeds whose every unit is finished (`results.table_so_far`
         --set compare.methods=pt,mpt --runs benchmarks/kept/transfer300 --name transfer300x3s --reuse ''
     python benchmarks/transfer.py --adapt-steps 300 --adapt-lrs 0.03 --seeds 0,1,2 --distill-steps 900 \
         --set compare.methods=pt,mpt --runs benchmarks/kept/distill900 --name transfer300d900 \
-        --reuse benchmarks/kept/transfer300/adapt0.03 --pt-from benchmarks/kept/transfer300/adapt0.03 \
-        --mpt-against benchmarks/kept/transfer300/adapt0.03
+        --reuse benchmarks/kept/transfer300/adapt0.03 --mpt-against benchmarks/kept/transfer300/adapt0.03
     python benchmarks/transfer.py --quick                         # smoke test (~2 min)
     python benchmarks/transfer.py --report-only                   # tables of the finished runs, or of
                                                                   # their finished seeds so far
 
 writes benchmarks/results/transfer.{json,md,png} (--name: another stem; with --quick: under the runs dir).
+With --split test the tables and plots say so; nothing in this script chooses anything on test.
 """
 
 from __future__ import annotations
@@ -54,8 +59,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mptune import stages
-from mptune.config import RunConfig, settings_diff, with_overrides
-from mptune.files import read_yaml
+from mptune.config import RunConfig, with_overrides
 from mptune.models import load_backbone
 from mptune.results import (
     METHOD_LABELS,
@@ -76,31 +80,10 @@ TARGETS = ["rte", "mrpc", "cb", "boolq"]
 METHODS = ["pt", "spot", "spot-fixed", "mpt"]
 
 
-PT_SETTINGS = ("eval_split", "model", "data", "prompt", "adapt", "compare.seeds")
-"""What a PT unit is computed from besides its target and adaptation seed: no source, teacher, distillation or
-run-seed setting (PT starts from `prompt.init` drawn with the adaptation seed)."""
-
-
-def copy_pt(run: RunDir, cfg: RunConfig, source: Path) -> None:
-    """PT's finished units of the run in `source` copied into `run` when that run trained them with the same
-    PT_SETTINGS; otherwise (or for units it lacks) PT trains here."""
-    saved = read_yaml(RunDir(source).config_file, "the --pt-from run's config", fix="name a run directory")
-    if differ := settings_diff(saved, cfg, PT_SETTINGS):
-        print(f"   --pt-from {source}: PT trains here, its settings differ ({'; '.join(differ)})")
-        return
-    other = RunDir(source, cfg.compare.seeds)
-    for seed in cfg.compare.seeds or [None]:
-        for target in cfg.targets:
-            folder, found = run.adapted("pt", target, seed), other.adapted("pt", target, seed)
-            if RunDir.done(folder) is None and RunDir.done(found) is not None:
-                common.copy_unit(found, folder)
-                print(f"   PT {target}" + ("" if seed is None else f" seed {seed}") + f": copied from {found}")
-
-
 def mpt_against(cfg: RunConfig, other: Path) -> dict | None:
-    """This run's MPT minus the MPT of the run in `other` (the same targets, seeds and dev examples, e.g. the same
+    """This run's MPT minus the MPT of the run in `other` (the same targets, seeds and eval examples, e.g. the same
     teachers distilled for another budget), per target and on the average, with paired-bootstrap intervals over
-    the seeds and dev examples; None until both runs have every MPT unit. `paired_intervals` pairs methods by
+    the seeds and eval examples; None until both runs have every MPT unit. `paired_intervals` pairs methods by
     name: here this run's MPT stands as "mpt" and the other run's MPT as "pt"."""
     runs = {"mpt": RunDir(Path(cfg.out_dir), cfg.compare.seeds), "pt": RunDir(other, cfg.compare.seeds)}
 
@@ -126,7 +109,7 @@ def config(folder: Path, lr: str, args, reuse: list[str], source_seed: int, othe
     only the methods that use the sources, since PT's units are the same in every source run."""
     # the smoke budget first, then this script's settings, then --set
     overrides = {**common.config_overrides(args.quick, False, []),
-                 "sources": args.sources, "targets": args.targets, "eval_split": "dev",
+                 "sources": args.sources, "targets": args.targets, "eval_split": args.split,
                  "seed": str(source_seed), "compare.seeds": args.seeds,
                  "compare.methods": ",".join(METHODS), "compare.spot_fixed": "mnli",
                  "teach.lr": "0.3", "teach.steps": str(args.teach_steps),
@@ -157,14 +140,14 @@ def run_record(cfg: RunConfig) -> dict | None:
 
 
 def bar(table: dict, group: str, method: str) -> dict:
-    """One bar of the plot: a method's dev score on a target (or the average), its std over seeds."""
+    """One bar of the plot: a method's score on a target (or the average), its std over seeds."""
     if group == "average":
         return {"mean": table["average"][method], "std": table.get("average_std", {}).get(method, 0.0), "n": 1}
     row = table["targets"][group]
     return {"mean": row[method], "std": row.get("std", {}).get(method, 0.0), "n": 1}
 
 
-def pooled_markdown(record: dict, targets: list[str]) -> str:
+def pooled_markdown(record: dict, targets: list[str], split: str) -> str:
     """The tables over several source runs (`results.pooled`), one pair per adapt.lr that has them."""
     out = ""
     for lr, table in record.items():
@@ -182,13 +165,14 @@ def pooled_markdown(record: dict, targets: list[str]) -> str:
                 "(source run, adaptation seed); PT uses no source and is the same in every run.\n\n"
                 + common.md_table(["target", *(METHOD_LABELS[m] for m in methods)], rows) + "\n"
                 + common.md_table(["difference", *targets, "average"], diffs)
-                + "\n95% two-level bootstrap intervals: the source runs, then their adaptation seeds, then the dev "
-                  "examples (`mptune.stats`).\n")
+                + "\n95% two-level bootstrap intervals: the source runs, then their adaptation seeds, then the "
+                  f"{split} examples (`mptune.stats`).\n")
     return out
 
 
 def report(record: dict, cfgs: dict[str, RunConfig], budget: list[str], stem: Path) -> str:
     first = next(iter(cfgs.values()))
+    split = first.eval_split
     targets, methods = first.targets, [m for m in METHODS if m in first.compare.methods]
     rows, diff_rows = [], []
     for lr, table in record.items():
@@ -211,16 +195,17 @@ def report(record: dict, cfgs: dict[str, RunConfig], budget: list[str], stem: Pa
     markdown = (common.md_table(["adapt.lr", "target", "metric", "majority label",
                                  *(METHOD_LABELS[m] for m in methods)], rows)
                 + "\n" + common.md_table(["adapt.lr", "difference", *targets, "average"], diff_rows)
-                + f"\nDev split only (targets: the last step, no selection; {seeds}; 95% paired-bootstrap "
-                  "intervals over the seeds and dev examples). SPoT starts from the teacher best on the target's "
-                  "dev split (an oracle), SPoT-fixed from MNLI's. Budget: " + "; ".join(budget) + ".\n")
-    markdown += pooled_markdown(record, targets)
+                + f"\n{split.capitalize()} split (targets: the last step, no selection; {seeds}; 95% "
+                  f"paired-bootstrap intervals over the seeds and {split} examples). SPoT starts from the teacher "
+                  "best on the target's dev split (an oracle), SPoT-fixed from MNLI's. Budget: "
+                  + "; ".join(budget) + ".\n")
+    markdown += pooled_markdown(record, targets, split)
     fig, axes = common.figure(max(1, 2 * len(record)), width=6.0)
     groups = [*targets, "average"]
     for (score_ax, diff_ax), (lr, table) in zip(zip(axes[::2], axes[1::2]), record.items()):
         series = {METHOD_LABELS[m]: [bar(table, g, m) for g in groups] for m in methods}
         so_far = f", PARTIAL: seeds {', '.join(map(str, table['seeds']))}" if table.get("partial") else ""
-        common.bar_plot(score_ax, groups, series, "dev score", f"targets at adapt.lr {lr} (dev{so_far})")
+        common.bar_plot(score_ax, groups, series, f"{split} score", f"targets at adapt.lr {lr} ({split}{so_far})")
         majority = [*(table["majority"][t] for t in targets), None]
         if None not in majority[:-1]:
             majority[-1] = sum(majority[:-1]) / len(targets)
@@ -270,7 +255,7 @@ def main() -> None:
     parser.add_argument("--adapt-steps", type=int, default=100, help="target steps per method (adapt.steps)")
     parser.add_argument("--adapt-lrs", default="0.03,0.3", help="comma-separated target prompt learning rates")
     parser.add_argument("--eval-examples", type=int, default=500,
-                        help="dev examples each target and source is scored on (data.eval_examples; 0 = all)")
+                        help="examples of --split each target and source is scored on (data.eval_examples; 0 = all)")
     parser.add_argument("--seeds", default="0", help="comma-separated adaptation seeds (compare.seeds)")
     parser.add_argument("--source-seeds", default="",
                         help="comma-separated seeds of the teachers and P*, one source run each (default: the first "
@@ -278,13 +263,11 @@ def main() -> None:
     parser.add_argument("--mpt-against", default="",
                         help="a run directory with MPT units of the same targets, seeds and dev examples (e.g. the "
                              "same teachers at another --distill-steps): adds this run's MPT minus that run's, paired")
-    parser.add_argument("--pt-from", default="",
-                        help="a run directory whose finished PT units are copied when it trained them with the same "
-                             "settings (PT_SETTINGS): for variants on the source side (--distill-steps, --set loss.*)")
+    parser.add_argument("--split", choices=("dev", "test"), default="dev",
+                        help="the split targets and sources are scored on (eval_split): dev to fix the settings, then "
+                             "test, with --reuse naming the dev runs, to score the prompts they trained")
     common.add_run_arguments(parser, "transfer", "the finished runs")
     args = parser.parse_args()
-    if args.pt_from and not RunDir(Path(args.pt_from)).config_file.is_file():
-        parser.error(f"--pt-from {args.pt_from} holds no run (no config.yaml); name a run directory")
     if args.mpt_against and not RunDir(Path(args.mpt_against)).config_file.is_file():
         parser.error(f"--mpt-against {args.mpt_against} holds no run (no config.yaml); name a run directory")
     if args.quick:
@@ -301,7 +284,7 @@ def main() -> None:
                            s, s != source_seeds[0]) for s in source_seeds} for lr in lrs}
     cfgs = {lr: by_seed[source_seeds[0]] for lr, by_seed in runs.items()}
     first = cfgs[lrs[0]]
-    budget = common.print_budget("transfer to the targets on dev", first, False)
+    budget = common.print_budget(f"transfer to the targets on {args.split}", first, False)
     budget.append(f"teachers {args.teach_steps} steps (dev every {args.teach_eval_every}), distillation "
                   f"{args.distill_steps} (dev every {args.distill_eval_every}) on {args.dev_examples} dev examples "
                   f"per source; targets {args.adapt_steps} steps at adapt.lr {', '.join(lrs)}; seeds {args.seeds}"
@@ -316,9 +299,6 @@ def main() -> None:
                     backbone = load_backbone(cfg.model.name, cfg.model.precision, cfg.model.device,
                                              cfg.model.attention, cfg.model.compile)
                 run = open_run(cfg)
-                if args.pt_from and "pt" in cfg.compare.methods:
-                    run.save_config()  # PT's units are written here before the stages run
-                    copy_pt(run, cfg, Path(args.pt_from))
                 stages.run(cfg, backbone, run)
                 run.close()
             if cfg is cfgs[lr] and (found := run_record(cfg)) is not None:

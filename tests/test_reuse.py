@@ -1,5 +1,6 @@
-"""`reuse`: teachers and the distilled prompt copied from another run when trained under the same settings,
-scored again by the run they join; anything else trained; bad directories refused before anything is written."""
+"""`reuse`: teachers, the distilled prompt and target units copied from another run when trained under the same
+settings, scored again by the run they join; anything else trained; bad directories refused before anything is
+written."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from safetensors.torch import load_file
 
 from mptune import stages
-from mptune.config import DataArgs, PromptArgs, RunConfig, TrainArgs, unit_diff, with_overrides
+from mptune.config import CompareArgs, DataArgs, PromptArgs, RunConfig, TrainArgs, unit_diff, with_overrides
 from mptune.errors import MptuneError
 from mptune.files import read_yaml
 from mptune.rundir import open_run
@@ -94,21 +95,81 @@ def test_a_unit_whose_settings_differ_is_trained(llama_backbone, data_dir, tmp_p
         assert "reused_from" not in metrics(Path(longer.out_dir) / unit)
 
 
+METHODS = ["pt", "spot", "spot-fixed", "mpt"]
+
+
+def run_all(cfg: RunConfig, backbone) -> None:
+    run = open_run(cfg)
+    stages.run(cfg, backbone, run)
+    run.close()
+
+
+def same_prompt(old: Path, new: Path) -> bool:
+    saved, copied = load_file(old / "prompt.safetensors"), load_file(new / "prompt.safetensors")
+    return saved.keys() == copied.keys() and all((saved[k] == copied[k]).all() for k in saved)
+
+
+def test_a_test_run_scores_the_target_prompts_its_dev_run_trained_and_trains_the_other_seeds(
+        llama_backbone, data_dir, tmp_path):
+    compare = CompareArgs(methods=METHODS, spot_fixed="rte", seeds=[0])
+    dev = base(tmp_path, data_dir, "dev", compare=compare)
+    run_all(dev, llama_backbone)
+    test = base(tmp_path, data_dir, "test", compare=replace(compare, seeds=[0, 1]), eval_split="test",
+                reuse=[dev.out_dir])
+    run_all(test, llama_backbone)
+    for method in METHODS:
+        old, new = (Path(cfg.out_dir) / "adapt" / method / "seed0" / "cola" for cfg in (dev, test))
+        assert metrics(new)["reused_from"] == str(old), method
+        assert metrics(new)["train_seconds"] == metrics(old)["train_seconds"]  # not trained again
+        assert same_prompt(old, new)
+        dev_labels, test_labels = (json.loads((f / "predictions.json").read_text())["cola"]["labels"]
+                                   for f in (old, new))
+        assert dev_labels != test_labels  # scored here, on the test split
+        assert "reused_from" not in metrics(Path(test.out_dir) / "adapt" / method / "seed1" / "cola"), method
+    assert metrics(Path(test.out_dir) / "adapt/spot/seed0/cola")["spot_source"] in ("rte", "mrpc")
+    assert metrics(Path(test.out_dir) / "adapt/spot-fixed/seed0/cola")["spot_source"] == "rte"
+    results = json.loads((Path(test.out_dir) / "results.json").read_text())  # the comparison over both seeds
+    assert {"mpt - pt", "mpt - spot", "mpt - spot-fixed"} <= set(results["intervals"])
+
+
+def test_a_source_side_variant_copies_pt_and_trains_what_depends_on_the_sources(llama_backbone, data_dir, tmp_path):
+    compare = CompareArgs(methods=METHODS, spot_fixed="rte", seeds=[0])
+    first = base(tmp_path, data_dir, "first", compare=compare)
+    run_all(first, llama_backbone)
+    # another distillation: PT and both SPoTs start from what the first run had, MPT from a new P*
+    variant = base(tmp_path, data_dir, "variant", compare=compare, distill=replace(SMALL, lr=0.1),
+                   reuse=[first.out_dir])
+    run_all(variant, llama_backbone)
+    unit = Path("adapt") / "{}" / "seed0" / "cola"
+    for method, copied in (("pt", True), ("spot", True), ("spot-fixed", True), ("mpt", False)):
+        assert ("reused_from" in metrics(Path(variant.out_dir) / str(unit).format(method))) == copied, method
+    # another teacher budget: only PT is the same
+    teachers = base(tmp_path, data_dir, "teachers", compare=compare, teach=replace(SMALL, lr=0.1),
+                    reuse=[first.out_dir])
+    run_all(teachers, llama_backbone)
+    for method in METHODS:
+        assert ("reused_from" in metrics(Path(teachers.out_dir) / str(unit).format(method))) == (method == "pt")
+
+
 def test_unit_settings_cover_what_trains_a_unit_and_not_what_scores_it(tmp_path):
     cfg = RunConfig(out_dir=str(tmp_path / "run"))
     saved = read_yaml_of(cfg, tmp_path)
-    assert unit_diff(saved, cfg, "teach") == []
-    for key, teach, distill in (("teach.lr", True, True), ("seed", True, True), ("prompt.length", True, True),
-                                ("data.dev_examples", True, True), ("distill.steps", False, True),
-                                ("loss.temperature", False, True), ("sources", False, True),
-                                ("prompt.rank", False, True), ("adapt.lr", False, False),
-                                ("data.eval_examples", False, False), ("eval_split", False, False),
-                                ("compare.methods", False, False), ("targets", False, False)):
-        value = {"sources": "rte,mrpc", "targets": "rte", "eval_split": "dev", "compare.methods": "pt",
-                 "prompt.rank": "2", "seed": "3"}.get(key, "7")
-        changed = with_overrides(cfg, {key: value})
-        assert bool(unit_diff(saved, changed, "teach")) == teach, key
-        assert bool(unit_diff(saved, changed, "distill")) == distill, key
+    kinds = ("teach", "distill", *METHODS)
+    assert all(unit_diff(saved, cfg, kind) == [] for kind in kinds)
+    everything, sourced = set(kinds), {"distill", "spot", "spot-fixed", "mpt"}
+    changes = {"teach.lr": {"teach", *sourced}, "seed": everything, "prompt.length": everything,
+               "data.dev_examples": everything, "data.split_seed": everything,
+               "distill.steps": {"distill", "mpt"}, "loss.temperature": {"distill", "mpt"}, "sources": sourced,
+               "prompt.rank": {"distill", "mpt"}, "adapt.lr": set(METHODS), "compare.spot_source": {"spot"},
+               "compare.spot_fixed": {"spot-fixed"}, "prompt.target_factors": {"mpt"},
+               "data.eval_examples": set(), "eval_split": set(), "compare.methods": set(), "targets": set(),
+               "compare.seeds": set()}
+    values = {"sources": "rte,mrpc", "targets": "rte", "eval_split": "dev", "compare.methods": "pt",
+              "prompt.rank": "2", "seed": "3", "compare.spot_source": "qqp", "compare.spot_fixed": "qqp",
+              "prompt.target_factors": "fresh", "compare.seeds": "0,1"}
+    for key, changed_kinds in changes.items():
+        changed = with_overrides(cfg, {key: values.get(key, "7")})
+        assert {kind for kind in kinds if unit_diff(saved, changed, kind)} == changed_kinds, key
 
 
 def read_yaml_of(cfg: RunConfig, tmp_path: Path) -> dict:

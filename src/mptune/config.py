@@ -40,12 +40,20 @@ attention kernel, compilation, the batches teachers run in and the micro-batches
 run in only change rounding, as another machine would; `mptune predict` and `mptune serve` only read
 a run; `reuse` only says where finished units may be copied from)."""
 
-UNIT_SETTINGS = {"teach": ("seed", "model", "prompt.length", "prompt.init", "prompt.init_text", "teach",
-                           "data.data_dir", "data.custom_tasks", "data.split_seed", "data.dev_examples")}
+_EVERY_UNIT = ("seed", "model", "prompt.length", "prompt.init", "prompt.init_text", "data.data_dir",
+               "data.custom_tasks", "data.split_seed", "data.dev_examples")
+UNIT_SETTINGS = {"teach": (*_EVERY_UNIT, "teach")}
 UNIT_SETTINGS["distill"] = (*UNIT_SETTINGS["teach"], "sources", "prompt.rank", "distill", "loss", "data.kappa")
-"""What a stage's unit is computed from, as settings or whole sections: two runs equal in these train the same
-teacher (of one task) or the same distilled prompt, so `reuse` may copy it. What scores it (SCORE_SETTINGS) is
-not among them: a copied unit is scored again by the run it joins, unless that run scores the same examples."""
+UNIT_SETTINGS["pt"] = (*_EVERY_UNIT, "adapt")
+UNIT_SETTINGS["spot"] = (*UNIT_SETTINGS["pt"], "teach", "sources", "compare.spot_source")
+UNIT_SETTINGS["spot-fixed"] = (*UNIT_SETTINGS["pt"], "teach", "sources", "compare.spot_fixed")
+UNIT_SETTINGS["mpt"] = (*UNIT_SETTINGS["pt"], *UNIT_SETTINGS["distill"], "prompt.target_factors")
+"""What a unit is computed from, as settings or whole sections: two runs equal in these train the same teacher (of
+one task), the same distilled prompt or the same target prompt of a method (keys 'teach', 'distill' and the
+methods), so `reuse` may copy it. A target unit's task and adaptation seed are in its path; PT depends on no
+source, SPoT on the teachers, MPT on P*. What scores a unit (SCORE_SETTINGS) is not among them: a copied unit is
+scored again by the run it joins, unless that run scores the same examples. A superset errs on the safe side: it
+only trains again what could have been copied."""
 SCORE_SETTINGS = ("eval_split", "data.eval_examples")
 """With a unit's own settings, what decides the examples it is scored on (`reuse` keeps a copied unit's scores and
 predictions when these agree too)."""
@@ -364,10 +372,10 @@ class RunConfig:
     out_dir: str = "runs/default"
     """Run directory: every stage writes its prompts, config and metrics under it."""
     reuse: list[str] = field(default_factory=list)
-    """Finished run directories to copy teachers and the distilled prompt from instead of training them: a unit is
-    copied when the run that trained it agrees with this one in every setting it depends on (UNIT_SETTINGS), then
-    scored on this run's eval split (its scores kept when that run scored the same examples, SCORE_SETTINGS); the
-    first directory listed that has it wins."""
+    """Finished run directories to copy teachers, the distilled prompt and target prompts (single-target units)
+    from instead of training them: a unit is copied when the run that trained it agrees with this one in every
+    setting it depends on (UNIT_SETTINGS), then scored on this run's eval split (its scores kept when that run
+    scored the same examples, SCORE_SETTINGS); the first directory listed that has it wins."""
     seed: int = 0
     """Seed of prompt initialisation and data order."""
     eval_split: str = "test"
@@ -581,9 +589,10 @@ def settings_diff(saved: dict, config: RunConfig, names: tuple[str, ...]) -> lis
             if any(d.split(":")[0] == n or d.startswith(n + ".") for n in names)]
 
 
-def unit_diff(saved: dict, config: RunConfig, stage: str) -> list[str]:
-    """`settings_diff` over what a unit of `stage` ('teach', 'distill') is computed from (UNIT_SETTINGS)."""
-    return settings_diff(saved, config, UNIT_SETTINGS[stage])
+def unit_diff(saved: dict, config: RunConfig, kind: str) -> list[str]:
+    """`settings_diff` over what a unit of `kind` ('teach', 'distill' or a target method) is computed from
+    (UNIT_SETTINGS)."""
+    return settings_diff(saved, config, UNIT_SETTINGS[kind])
 
 
 def run_identity(config: RunConfig) -> dict:

@@ -35,13 +35,16 @@ Decisions
   and written atomically through it (temp file, fsync, rename).
 - Only the main process of a distributed run writes: `done` and `finish` go through
   `distributed.from_main`.
-- `reuse` names finished runs whose teachers and distilled prompt may stand in for this run's
-  (`reusable`): a unit is taken from the first one whose config.yaml agrees with this run in every
+- `reuse` names finished runs whose units may stand in for this run's (`reusable`): teachers, the
+  distilled prompt and single-target units (a method on a target with a seed; MPT*'s joint unit is
+  always trained). A unit is taken from the first run whose config.yaml agrees with this run in every
   setting the unit is computed from (`config.UNIT_SETTINGS`, compared as `config_diff` does). Its
   prompt and log are copied, and the stage scores it again on this run's split unless that run
   scored the same examples (`config.SCORE_SETTINGS`; then its scores and predictions are kept),
-  so a copied unit's scores are never another run's examples. Target units are never copied: they are what a run
-  compares. Each named directory is checked to hold a run's config before anything is written.
+  so a copied unit's scores are never another run's examples. Copying target units is what lets a
+  test run score the very prompts its dev run trained (training never reads the eval split), and a
+  source-side variant compare against the same PT prompts. Each named directory is checked to hold a
+  run's config before anything is written.
 """
 
 from __future__ import annotations
@@ -302,18 +305,18 @@ def check_reuse(cfg: RunConfig) -> None:
         distributed.from_main(lambda root=root: _reused_config(Path(root)))
 
 
-def reusable(cfg: RunConfig, stage: str, folder: Path) -> tuple[Path, bool] | None:
-    """The finished copy of this run's unit `folder` (a teacher, or the distilled prompt: `stage` teach or
-    distill) in the first directory of cfg.reuse whose run trained it under the same settings
-    (`config.unit_diff`), and whether that run scored it on the examples this one scores (SCORE_SETTINGS,
-    with predictions kept); None when there is none. Read by the main process."""
+def reusable(cfg: RunConfig, kind: str, folder: Path) -> tuple[Path, bool] | None:
+    """The finished copy of this run's unit `folder` (a teacher, the distilled prompt or a target unit: `kind`
+    'teach', 'distill' or the method) in the first directory of cfg.reuse whose run trained it under the same
+    settings (`config.unit_diff`), and whether that run scored it on the examples this one scores
+    (SCORE_SETTINGS, with predictions kept); None when there is none. Read by the main process."""
     here = Path(cfg.out_dir).resolve()
     unit = Path(folder).resolve().relative_to(here)
 
     def find() -> tuple[Path, bool] | None:
         for root in map(Path, cfg.reuse):
             if root.resolve() != here and (root / unit / METRICS_FILE).is_file() \
-                    and not unit_diff(saved := _reused_config(root), cfg, stage):
+                    and not unit_diff(saved := _reused_config(root), cfg, kind):
                 scored_alike = not settings_diff(saved, cfg, SCORE_SETTINGS) \
                     and (root / unit / PREDICTIONS_FILE).is_file()
                 return root / unit, scored_alike

@@ -10,8 +10,8 @@ A recipe loads its tasks (`task_data`), builds its prompt module (`prompts`), de
 a micro-batch and hands both to the one training loop (`train.train`); the unit's prompt and
 metrics go where the run directory (`rundir.RunDir`) says. A unit whose metrics.json exists is
 done and is loaded instead of trained again, so an interrupted run resumes at the first
-unfinished unit; with `reuse`, a teacher or P* that another run trained under the same settings
-is copied (`reused`) and scored again here unless it was scored on the same examples. With
+unfinished unit; with `reuse`, a teacher, P* or target unit that another run trained under the same
+settings is copied (`reused`) and scored again here unless it was scored on the same examples. With
 `STAGE.eval_every`, a unit keeps the prompt that scores best on the dev
 split (`dev_score`, `train.Selection`). Each stage takes the command's open `RunDir` (`rundir.open_run`, once per
 command), or opens one itself when called on its own.
@@ -148,20 +148,20 @@ def dev_score(cfg: RunConfig, backbone: Backbone, prompt: torch.nn.Module, names
                                    for d in dev)
 
 
-def reused(cfg: RunConfig, backbone: Backbone, run: RunDir, stage: str, folder: Path
+def reused(cfg: RunConfig, backbone: Backbone, run: RunDir, kind: str, folder: Path
            ) -> tuple[torch.nn.Module, dict] | None:
     """A unit another run trained under this run's settings (cfg.reuse, `rundir.reusable`): its prompt module and
     metrics (`reused_from` naming it), its log copied into `folder`. The metrics keep its scores and predictions
     only when that run scored the same examples; otherwise they have no 'scores' and the caller scores it here.
     None: train it here."""
-    if not cfg.reuse or (found := reusable(cfg, stage, folder)) is None:
+    if not cfg.reuse or (found := reusable(cfg, kind, folder)) is None:
         return None
     source, scored_alike = found
     module = distributed.from_main(lambda: load_prompt(source / PROMPT_FILE, backbone.dim)[0])
     run.start(folder)  # config.yaml before the unit's first file
     copy_log(source, folder)
     if distributed.is_main():
-        print(f"{stage} {folder.name}: copied from {source}, "
+        print(f"{kind} {folder.name}: copied from {source}, "
               + ("with its scores (the same examples)" if scored_alike else "scored again here"))
     metrics = {**RunDir.done(source), "reused_from": str(source)}  # a damaged metrics.json: one error naming it
     if scored_alike:
@@ -283,13 +283,18 @@ def adapt_one(cfg: RunConfig, backbone: Backbone, method: str, target: TaskData,
     folder = run.adapted(method, target.task.name, seed)
     if (metrics := run.done(folder)) is not None:
         return metrics
-    prompt, info = start_prompt(cfg, backbone, method, target, seed)
     data = [single(target)]
-    select = dev_score(cfg, backbone, prompt, [target.task.name], cfg.adapt, seed)
-    metrics = train_plm(backbone, prompt, data, cfg.adapt, 2, seed, folder, f"{method} {target.task.name}", run,
-                        select)
-    metrics.update(info, **eval_tasks(backbone, prompt, data), parameters=num_parameters(prompt))
-    return run.finish(folder, prompt, [target.task.name], metrics)
+    if (copied := reused(cfg, backbone, run, method, folder)) is not None:
+        prompt, metrics = copied  # SPoT's metrics name the teacher it started from
+    else:
+        prompt, info = start_prompt(cfg, backbone, method, target, seed)
+        select = dev_score(cfg, backbone, prompt, [target.task.name], cfg.adapt, seed)
+        metrics = train_plm(backbone, prompt, data, cfg.adapt, 2, seed, folder, f"{method} {target.task.name}", run,
+                            select)
+        metrics.update(info)
+    if "scores" not in metrics:
+        metrics.update(eval_tasks(backbone, prompt, data))
+    return run.finish(folder, prompt, [target.task.name], {**metrics, "parameters": num_parameters(prompt)})
 
 
 def adapt_joint(cfg: RunConfig, backbone: Backbone, targets: list[TaskData], seed: int,
