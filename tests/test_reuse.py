@@ -204,3 +204,21 @@ def test_the_cli_reuses_a_finished_run_and_refuses_a_bad_one(tmp_path, capsys, l
                                                 str(tmp_path / "nowhere")))
     assert_user_error(code, err, "nowhere", "reuse")
     assert not (tmp_path / "third" / "config.yaml").exists()
+
+
+
+def test_the_documented_test_run_copies_the_dev_runs_target_prompts(tmp_path, capsys, llama_dir, data_dir):
+    """docs/run-directory.md: `mptune run --config DEV/config.yaml --eval_split test --compare.seeds ...
+    --out_dir TEST --reuse DEV` scores the dev run's prompts on test and trains only the seeds it lacks."""
+    dev, test = tmp_path / "dev", tmp_path / "test"
+    code, _, err = cli(capsys, "run", *flags(dev, llama_dir, data_dir, "--eval_split", "dev",
+                                             "--compare.seeds", "0", "--compare.methods", "pt,mpt"))
+    assert code == 0, err
+    code, out, err = cli(capsys, "run", "--config", str(dev / "config.yaml"), "--eval_split", "test",
+                         "--compare.seeds", "0,1", "--out_dir", str(test), "--reuse", str(dev))
+    assert code == 0, err
+    units = {p.parent.relative_to(test): metrics(p.parent) for p in test.glob("adapt/*/*/*/metrics.json")}
+    copied = {u for u, m in units.items() if "reused_from" in m}
+    assert len(units) == 2 * 2 * 2  # methods x seeds x targets
+    assert {u.parts[2] for u in copied} == {"seed0"} and {u.parts[2] for u in set(units) - copied} == {"seed1"}
+    assert len(copied) == 4 and "scored again here" in out
