@@ -33,6 +33,11 @@ def metrics(folder: Path) -> dict:
     return json.loads((folder / "metrics.json").read_text())
 
 
+def same_prompt(old: Path, new: Path) -> bool:
+    saved, copied = load_file(old / "prompt.safetensors"), load_file(new / "prompt.safetensors")
+    return saved.keys() == copied.keys() and all((saved[k] == copied[k]).all() for k in saved)
+
+
 def train_then(cfg: RunConfig, backbone) -> None:
     run = open_run(cfg)
     stages.teach(cfg, backbone, run)
@@ -52,8 +57,7 @@ def test_units_trained_the_same_way_are_copied_and_scored_on_the_new_split(llama
         assert metrics(new)["reused_from"] == str(old)
         assert metrics(new)["train_seconds"] == metrics(old)["train_seconds"]  # not trained again
         assert (new / "log.jsonl").read_bytes() == (old / "log.jsonl").read_bytes()
-        saved, copied = load_file(old / "prompt.safetensors"), load_file(new / "prompt.safetensors")
-        assert saved.keys() == copied.keys() and all((saved[k] == copied[k]).all() for k in saved)
+        assert same_prompt(old, new)
         preds = json.loads((new / "predictions.json").read_text())
         assert {len(p["predictions"]) for p in preds.values()} == {4}  # scored here, on this run's examples
     assert (Path(second.out_dir) / "config.yaml").is_file()
@@ -102,11 +106,6 @@ def run_all(cfg: RunConfig, backbone) -> None:
     run = open_run(cfg)
     stages.run(cfg, backbone, run)
     run.close()
-
-
-def same_prompt(old: Path, new: Path) -> bool:
-    saved, copied = load_file(old / "prompt.safetensors"), load_file(new / "prompt.safetensors")
-    return saved.keys() == copied.keys() and all((saved[k] == copied[k]).all() for k in saved)
 
 
 def test_a_test_run_scores_the_target_prompts_its_dev_run_trained_and_trains_the_other_seeds(
