@@ -168,13 +168,15 @@ def write_outputs(stem: Path, data: dict, markdown: str, fig=None) -> str:
     return markdown
 
 
-def copy_unit(source: Path, folder: Path) -> None:
-    """Copy a finished unit folder in one rename (a killed copy leaves no half-finished unit); runs are
-    bitwise reproducible from their settings, so the copy is what retraining would give."""
+def copy_unit(source: Path, folder: Path, leave: tuple[str, ...] = ()) -> None:
+    """Copy a finished unit folder in one rename (a killed copy leaves no half-finished unit), over what an
+    unfinished unit left in `folder`; runs are bitwise reproducible from their settings, so the copy is what
+    retraining would give. leave: file names not copied (e.g. the scores, for a unit scored again here)."""
     tmp = folder.with_name(folder.name + ".copying")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(source, tmp, ignore=shutil.ignore_patterns(".lock"))
+    shutil.copytree(source, tmp, ignore=shutil.ignore_patterns(".lock", *leave))
+    shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
 
 

@@ -9,23 +9,13 @@ examples for every method. Per seed:
   rows), SPoT (from the teacher that scores best on the target's DEV split) and MPT (from P* and
   the mean source u, v). Finished units are reused, so teach/distill are shared by every target
   of a seed, and a rerun resumes where it stopped.
-- PEFT: `get_peft_model(base, MultitaskPromptTuningConfig(num_tasks=S, ...))` trained on the
-  same sources with PEFT's own loss `model(input_ids, attention_mask, labels, task_ids).loss`
-  (no distillation: PEFT has none), the same multitask batch stream, steps, batch size and
-  optimizer as mptune's distill stage; saved with `save_pretrained`. Each target then gets a new
-  PEFT model with `prompt_tuning_init=AVERAGE_SOURCE_TASKS` from that checkpoint, trained with
-  the adapt budget. Its P* starts from the same sampled vocabulary rows as mptune's (PEFT's own
-  RANDOM init draws N(0, 1) rows, ~7x the embedding scale); u, v keep PEFT's N(0, 0.02) init.
-  The optimizer is mptune's (AdamW, lr for P*, factor_lr for u, v, warm-up + linear decay,
-  gradient clipping 1.0), applied to PEFT's parameters.
+- PEFT: its MultitaskPromptTuning trained on the same sources with its own loss (no distillation:
+  PEFT has none) on the distill stage's batch stream, steps, batch size and optimizer, then one
+  model per target from its AVERAGE_SOURCE_TASKS init with the adapt budget
+  (`benchmarks/peft_mpt.py` says how, and how its prompt is scored).
 - Scoring is identical for all methods: mptune's `evaluate_items` (rank classification) on the
-  same seeded sample of the TEST split; PEFT's prompt enters as the output of its prompt encoder
-  for the task (`model.get_prompt(B, task_ids)`), a function ids -> [B, l, d]; each PEFT unit
-  records `loss_check`, PEFT's own loss and mptune's L_PLM with that prompt on one batch (equal in
-  fp32, within bf16 rounding otherwise). For T5, PEFT is set to prompt the encoder only
-  (`num_transformer_submodules=1`), as the paper and mptune do (PEFT's seq2seq default also
-  prepends prompt rows to the decoder input). Nothing is chosen
-  by looking at test (SPoT picks its teacher on dev).
+  same seeded sample of the TEST split. Nothing is chosen by looking at test (SPoT picks its
+  teacher on dev).
 
     python benchmarks/quality.py                      # targets rte, mrpc, cola, stsb, boolq, cb; seeds 0,1,2
     python benchmarks/quality.py --fewshot            # boolq@K, cb@K, rte@K for K = 4, 16, 32
@@ -43,26 +33,19 @@ from __future__ import annotations
 
 import argparse
 import copy
-import gc
 import shutil
 from pathlib import Path
 
-import torch
-from torch import nn
-
-import mptune.train as train_loop
 from mptune import stages
 from mptune.config import RunConfig, with_overrides
-from mptune.data import collate, label_tokens
 from mptune.errors import MptuneError
-from mptune.losses import plm_loss
 from mptune.models import load_backbone
-from mptune.resume import clear_state
-from mptune.rundir import METRICS_FILE, PREDICTIONS, PREDICTIONS_FILE, RunDir, open_run, write_json
+from mptune.rundir import RunDir, open_run
 from mptune.task_data import load_tasks, single
 from mptune.tasks import get_task, resolve_data_dir
 
 import common
+import peft_mpt
 
 METHODS = {"pt": "PT", "spot": "SPoT", "mpt": "MPT", "peft": "PEFT MPT"}
 SOURCES = ["sst2", "qnli", "qqp"]
@@ -73,99 +56,8 @@ PAPER_FEWSHOT = ["boolq", "cb", "scitail"]
 SHOTS = [4, 16, 32]
 
 
-# --- PEFT's MultitaskPromptTuning -------------------------------------------------------------
-
-class PeftParams(nn.Module):
-    """PEFT's prompt-encoder parameters under mptune's names (P* = shared, u, v).
-
-    The same Parameter objects, so mptune's optimizer (lr for P*, factor_lr for u, v), schedule
-    and step checkpoints (`resume.save_state`) apply to PEFT's model unchanged.
-    """
-
-    def __init__(self, encoder: nn.Module):
-        super().__init__()
-        self.shared = encoder.embedding.weight
-        self.u = encoder.prefix_task_cols
-        self.v = encoder.prefix_task_rows
-
-
-def peft_model(backbone, cfg: RunConfig, num_tasks: int, source: Path | None = None):
-    """A PEFT MPT model on a copy of the frozen model: fresh (P* = mptune's initial prompt) or from a source."""
-    from peft import (
-        MultitaskPromptTuningConfig,
-        MultitaskPromptTuningInit,
-        TaskType,
-        get_peft_model,
-    )
-
-    torch.manual_seed(cfg.seed)  # PEFT draws u, v (and its own P*) from torch's generator
-    init = {} if source is None else {"prompt_tuning_init": MultitaskPromptTuningInit.AVERAGE_SOURCE_TASKS,
-                                      "prompt_tuning_init_state_dict_path": str(source)}
-    config = MultitaskPromptTuningConfig(
-        task_type=TaskType.SEQ_2_SEQ_LM if backbone.is_seq2seq else TaskType.CAUSAL_LM,
-        num_virtual_tokens=cfg.prompt.length, num_tasks=num_tasks, num_ranks=cfg.prompt.rank,
-        num_transformer_submodules=1, **init)  # T5: prompt on the encoder input only, as in the paper and mptune
-    model = get_peft_model(copy.deepcopy(backbone.model), config).eval()
-    if source is None:
-        with torch.no_grad():
-            model.prompt_encoder["default"].embedding.weight.copy_(stages.initial_prompt(cfg, backbone))
-    return model
-
-
-def peft_prompt(model):
-    """PEFT's prompts as mptune's scoring expects them: task ids [B] -> [B, l, d]."""
-    return lambda ids: model.get_prompt(batch_size=len(ids), task_ids=ids)
-
-
-@torch.no_grad()
-def loss_check(backbone, model, items: list) -> dict:
-    """PEFT's own loss and mptune's L_PLM with PEFT's extracted prompt on one batch: equal up to precision."""
-    batch = collate(items, backbone.tokenizer.pad_token_id, backbone.is_seq2seq).to(backbone.device)
-    with backbone.compute():
-        peft_loss = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels,
-                          task_ids=batch.task_ids).loss
-    out = backbone.forward(peft_prompt(model)(batch.task_ids), batch)
-    return {"peft": round(peft_loss.item(), 4), "mptune": round(plm_loss(out.logits, out.targets).item(), 4)}
-
-
-def train_peft(backbone, model, data: list, args, kappa: int, seed: int, folder: Path, desc: str) -> dict:
-    """PEFT's documented training step on mptune's batch stream and loop: model(..., labels, task_ids).loss."""
-    params = PeftParams(model.prompt_encoder["default"])
-
-    def loss_step(part, whole):
-        batch = train_loop.to_batch(part, backbone)
-        with backbone.compute():
-            loss = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels,
-                         task_ids=batch.task_ids).loss  # PEFT's mean over the part's label tokens
-        return loss * (label_tokens(part) / label_tokens(whole)), {}
-
-    train_sets = [d.train for d in data]
-    return train_loop.train(backbone, params, args, folder, desc,
-                            lambda start: train_loop.batch_stream(train_sets, args, kappa, seed, start),
-                            loss_step, [d.task.name for d in data], seed)
-
-
-def peft_unit(backbone, cfg: RunConfig, folder: Path, data: list, source: Path | None) -> dict:
-    """Train, score and save one PEFT unit: the source model (source=None) or one target."""
-    folder.mkdir(parents=True, exist_ok=True)
-    model = peft_model(backbone, cfg, len(data), source)
-    args, kappa = (cfg.distill, cfg.data.kappa) if source is None else (cfg.adapt, 2)
-    name = "source" if source is None else data[0].task.name
-    metrics = train_peft(backbone, model, data, args, kappa, cfg.seed, folder, f"peft {name}")
-    metrics.update(stages.eval_tasks(backbone, peft_prompt(model), data),
-                   parameters=model.get_nb_trainable_parameters()[0],
-                   loss_check=loss_check(backbone, model, data[0].train[:8]))
-    model.save_pretrained(folder)
-    write_json(folder / PREDICTIONS_FILE, metrics.pop(PREDICTIONS))
-    write_json(folder / METRICS_FILE, metrics)  # last: marks the unit done
-    clear_state(folder)
-    del model
-    gc.collect()
-    return metrics
-
-
 def peft_source_file(cfg: RunConfig) -> Path:
-    return Path(cfg.out_dir) / "peft" / "source" / "adapter_model.safetensors"
+    return peft_mpt.source_folder(cfg) / peft_mpt.WEIGHTS
 
 
 # --- units -------------------------------------------------------------------------------------
@@ -183,7 +75,7 @@ def run_target(cfg: RunConfig, backbone, target: str, methods: list[str]) -> Non
     data = load_tasks(cfg, backbone, [target], cfg.eval_split)[0]
     for method in todo:
         if method == "peft":
-            peft_unit(backbone, cfg, unit_folder(cfg, method, target), [single(data)], peft_source_file(cfg))
+            peft_mpt.peft_unit(backbone, cfg, unit_folder(cfg, method, target), [single(data)], peft_source_file(cfg))
         else:
             stages.adapt_one(cfg, backbone, method, data, cfg.seed)
 
@@ -207,7 +99,7 @@ def run_seed(cfg: RunConfig, backbone, targets: list[str], methods: list[str], o
     stages.distill(cfg, backbone, run)
     source = peft_source_file(cfg).parent
     if "peft" in methods and run.done(source) is None:
-        peft_unit(backbone, cfg, source, load_tasks(cfg, backbone, cfg.sources, cfg.eval_split), None)
+        peft_mpt.peft_unit(backbone, cfg, source, load_tasks(cfg, backbone, cfg.sources, cfg.eval_split), None)
     for target in targets:
         run_target(cfg, backbone, target, methods)
         on_target()

@@ -16,8 +16,11 @@ step that fixes the target settings before any test run, so nothing here looks a
 - Targets: --adapt-steps per method and lr, the last step kept (no selection: the scores below are
   on the same dev split, and selecting there would flatter every method). SPoT starts from the
   teacher best on the target's dev split (an oracle), SPoT-fixed from MNLI's (chosen a priori).
-- Statistics: MPT - PT, MPT - SPoT and MPT - SPoT-fixed per target and on the average, with 95%
-  paired-bootstrap intervals over the seeds and dev examples (`mptune.results.intervals`).
+- PEFT's MPT (--peft): PEFT's MultitaskPromptTuning source model on the sources with the distillation's
+  steps and dev selection, then each target and seed from its average source prompt with the targets'
+  budget (`benchmarks/peft_mpt.py`), in RUN/peft/; copied from the --reuse runs like mptune's units.
+- Statistics: MPT - PT, MPT - SPoT and MPT - SPoT-fixed (and MPT - PEFT MPT) per target and on the
+  average, with 95% paired-bootstrap intervals over the seeds and dev examples (`mptune.results.intervals`).
 - Source runs (--source-seeds S0,S1,...): the teachers and P* depend on the run seed, and a second
   source run moves MPT as much as the effect measured. Each further source seed S trains its own
   teachers and P* in adaptLR-sourcesS and adapts with the methods that use them (PT's units are the
@@ -56,6 +59,7 @@ With --split test the tables and plots say so; nothing in this script chooses an
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 from mptune import stages
@@ -74,29 +78,33 @@ from mptune.rundir import RunDir, open_run
 from mptune.tasks import get_task
 
 import common
+import peft_mpt
 
 SOURCES = ["qnli", "qqp", "mnli"]
 TARGETS = ["rte", "mrpc", "cb", "boolq"]
 METHODS = ["pt", "spot", "spot-fixed", "mpt"]
+LABELS = {**METHOD_LABELS, "peft": "PEFT MPT"}
+"""Every method of the tables: mptune's and, with --peft, PEFT's MultitaskPromptTuning."""
 
 
 def mpt_against(cfg: RunConfig, other: Path) -> dict | None:
     """This run's MPT minus the MPT of the run in `other` (the same targets, seeds and eval examples, e.g. the same
     teachers distilled for another budget), per target and on the average, with paired-bootstrap intervals over
     the seeds and eval examples; None until both runs have every MPT unit. `paired_intervals` pairs methods by
-    name: here this run's MPT stands as "mpt" and the other run's MPT as "pt"."""
-    runs = {"mpt": RunDir(Path(cfg.out_dir), cfg.compare.seeds), "pt": RunDir(other, cfg.compare.seeds)}
+    name: here this run's MPT stands as "mpt" and the other run's MPT as "other"."""
+    runs = {"mpt": RunDir(Path(cfg.out_dir), cfg.compare.seeds), "other": RunDir(other, cfg.compare.seeds)}
 
     def fetch(method: str, target: str, seed: int | None) -> dict | None:
         return (RunDir.predictions(runs[method].adapted("mpt", target, seed)) or {}).get(target)
 
-    found = paired_intervals(["pt", "mpt"], cfg.targets, cfg.compare.seeds or [None], fetch).get("mpt - pt")
+    found = paired_intervals(["other", "mpt"], cfg.targets, cfg.compare.seeds or [None], fetch,
+                             pairs=[("mpt", "other")]).get("mpt - other")
     return {"run": str(other), **found} if found and found["average"] else None
 
 
 def pair_label(name: str) -> str:
     """An interval's name ('mpt - pt') as the tables and plots print it ('MPT - PT')."""
-    return " - ".join(METHOD_LABELS[m] for m in name.split(" - "))
+    return " - ".join(LABELS[m] for m in name.split(" - "))
 
 
 def run_folder(root: Path, lr: str, source_seed: int, first_source_seed: int) -> Path:
@@ -139,6 +147,34 @@ def run_record(cfg: RunConfig) -> dict | None:
     return found
 
 
+def with_peft(record: dict, cfg: RunConfig) -> None:
+    """Add PEFT's MPT to a run's record (`run_record`): its mean (and std) over the record's seeds per target
+    and on the average, and MPT - PEFT MPT with paired-bootstrap intervals over those seeds and the eval
+    examples; nothing until each of those units is done."""
+    seeds = record.get("seeds") or cfg.compare.seeds or [cfg.seed]
+    units = {t: {s: RunDir.done(peft_mpt.target_folder(cfg, t, s)) for s in seeds} for t in cfg.targets}
+    if any(m is None for by_seed in units.values() for m in by_seed.values()):
+        return
+    per_seed = {s: {t: units[t][s]["scores"][t][get_task(t).metric] for t in cfg.targets} for s in seeds}
+    for t in cfg.targets:
+        values = [per_seed[s][t] for s in seeds]
+        record["targets"][t]["peft"] = statistics.mean(values)
+        if len(seeds) > 1:
+            record["targets"][t].setdefault("std", {})["peft"] = statistics.stdev(values)
+    averages = [statistics.mean(per_seed[s].values()) for s in seeds]
+    record["average"]["peft"] = statistics.mean(averages)
+    if len(seeds) > 1:
+        record.setdefault("average_std", {})["peft"] = statistics.stdev(averages)
+    run = RunDir(Path(cfg.out_dir), cfg.compare.seeds)
+
+    def fetch(method: str, target: str, seed: int | None) -> dict | None:
+        folder = peft_mpt.target_folder(cfg, target, seed) if method == "peft" else run.adapted(method, target, seed)
+        return (RunDir.predictions(folder) or {}).get(target)
+
+    record.setdefault("intervals", {}).update(
+        paired_intervals(["mpt", "peft"], cfg.targets, seeds, fetch, pairs=[("mpt", "peft")]))
+
+
 def bar(table: dict, group: str, method: str) -> dict:
     """One bar of the plot: a method's score on a target (or the average), its std over seeds."""
     if group == "average":
@@ -163,7 +199,7 @@ def pooled_markdown(record: dict, targets: list[str], split: str) -> str:
         out += (f"\nadapt.lr {lr}, pooled over the source runs with seeds {runs} (teachers and P* trained once per "
                 f"seed) and adaptation seeds {', '.join(map(str, found['seeds']))}: each method's mean over every "
                 "(source run, adaptation seed); PT uses no source and is the same in every run.\n\n"
-                + common.md_table(["target", *(METHOD_LABELS[m] for m in methods)], rows) + "\n"
+                + common.md_table(["target", *(LABELS[m] for m in methods)], rows) + "\n"
                 + common.md_table(["difference", *targets, "average"], diffs)
                 + "\n95% two-level bootstrap intervals: the source runs, then their adaptation seeds, then the "
                   f"{split} examples (`mptune.stats`).\n")
@@ -173,7 +209,9 @@ def pooled_markdown(record: dict, targets: list[str], split: str) -> str:
 def report(record: dict, cfgs: dict[str, RunConfig], budget: list[str], stem: Path) -> str:
     first = next(iter(cfgs.values()))
     split = first.eval_split
-    targets, methods = first.targets, [m for m in METHODS if m in first.compare.methods]
+    targets = first.targets
+    methods = [m for m in METHODS if m in first.compare.methods]
+    methods += ["peft"] if any("peft" in table["average"] for table in record.values()) else []
     rows, diff_rows = [], []
     for lr, table in record.items():
         for t in [*targets, "average"]:
@@ -181,7 +219,7 @@ def report(record: dict, cfgs: dict[str, RunConfig], budget: list[str], stem: Pa
             metric = "" if t == "average" else get_task(t).metric
             majority = table["majority"].values() if t == "average" else [table["majority"][t]]
             shown = f"{sum(majority) / len(majority):.1f}" if None not in majority else "n/a"
-            rows.append([lr, t, metric, shown, *(f"{scores[m]:.1f}" for m in methods)])
+            rows.append([lr, t, metric, shown, *(f"{scores[m]:.1f}" if m in scores else "n/a" for m in methods)])
         pairs = [(pair_label(name), found) for name, found in table.get("intervals", {}).items()]
         if against := table.get("against"):
             pairs.append((f"MPT - MPT of {against['run']}", against))
@@ -193,17 +231,19 @@ def report(record: dict, cfgs: dict[str, RunConfig], budget: list[str], stem: Pa
                for lr, t in record.items() if t.get("partial")]
     seeds = f"PARTIAL, the run still trains: {'; '.join(partial)}" if partial else f"{planned} seed(s)"
     markdown = (common.md_table(["adapt.lr", "target", "metric", "majority label",
-                                 *(METHOD_LABELS[m] for m in methods)], rows)
+                                 *(LABELS[m] for m in methods)], rows)
                 + "\n" + common.md_table(["adapt.lr", "difference", *targets, "average"], diff_rows)
                 + f"\n{split.capitalize()} split (targets: the last step, no selection; {seeds}; 95% "
                   f"paired-bootstrap intervals over the seeds and {split} examples). SPoT starts from the teacher "
-                  "best on the target's dev split (an oracle), SPoT-fixed from MNLI's. Budget: "
+                  "best on the target's dev split (an oracle), SPoT-fixed from MNLI's"
+                + (", PEFT MPT from the average of its source prompts (no distillation)" if "peft" in methods else "")
+                + ". Budget: "
                   + "; ".join(budget) + ".\n")
     markdown += pooled_markdown(record, targets, split)
     fig, axes = common.figure(max(1, 2 * len(record)), width=6.0)
     groups = [*targets, "average"]
     for (score_ax, diff_ax), (lr, table) in zip(zip(axes[::2], axes[1::2]), record.items()):
-        series = {METHOD_LABELS[m]: [bar(table, g, m) for g in groups] for m in methods}
+        series = {LABELS[m]: [bar(table, g, m) for g in groups] for m in methods if m in table["average"]}
         so_far = f", PARTIAL: seeds {', '.join(map(str, table['seeds']))}" if table.get("partial") else ""
         common.bar_plot(score_ax, groups, series, f"{split} score", f"targets at adapt.lr {lr} ({split}{so_far})")
         majority = [*(table["majority"][t] for t in targets), None]
@@ -244,9 +284,10 @@ def main() -> None:
     parser = common.parser(__doc__)
     parser.add_argument("--sources", default=",".join(SOURCES), help="comma-separated source tasks")
     parser.add_argument("--targets", default=",".join(TARGETS), help="comma-separated target tasks")
-    parser.add_argument("--reuse", default=str(common.RUNS / "sources" / "lr0.3"),
-                        help="comma-separated run directories whose teachers and distilled prompt are copied when "
-                             "trained with the same settings (the `reuse` setting; '' for none)")
+    parser.add_argument("--reuse", default=None,
+                        help="comma-separated run directories whose finished units (teachers, P*, target units, "
+                             "PEFT's) are copied when trained with the same settings (the `reuse` setting; '' for "
+                             "none; default: benchmarks/runs/sources/lr0.3, none with --quick)")
     parser.add_argument("--teach-steps", type=int, default=300, help="teacher steps (teach.steps), as sources.py")
     parser.add_argument("--teach-eval-every", type=int, default=75, help="teach.eval_every, as sources.py")
     parser.add_argument("--dev-examples", type=int, default=200, help="dev examples per model-selection score")
@@ -266,6 +307,10 @@ def main() -> None:
     parser.add_argument("--split", choices=("dev", "test"), default="dev",
                         help="the split targets and sources are scored on (eval_split): dev to fix the settings, then "
                              "test, with --reuse naming the dev runs, to score the prompts they trained")
+    parser.add_argument("--peft", action="store_true",
+                        help="also PEFT's MultitaskPromptTuning (benchmarks/peft_mpt.py): its source model on the "
+                             "distillation budget and selection, each target and seed on the target budget, in "
+                             "RUN/peft/; adds MPT - PEFT MPT")
     common.add_run_arguments(parser, "transfer", "the finished runs")
     args = parser.parse_args()
     if args.mpt_against and not RunDir(Path(args.mpt_against)).config_file.is_file():
@@ -276,7 +321,9 @@ def main() -> None:
     common.setup(args.threads)
     root, stem = common.run_paths(args, "transfer")
     lrs = args.adapt_lrs.split(",")
-    reuse = [] if args.quick else [r for r in args.reuse.split(",") if r.strip()]
+    if args.reuse is None:  # sources.py's runs, but not for a smoke test, whose budget they do not share
+        args.reuse = "" if args.quick else str(common.RUNS / "sources" / "lr0.3")
+    reuse = [r for r in args.reuse.split(",") if r.strip()]
     source_seeds = [int(x) for x in (args.source_seeds or args.seeds.split(",")[0]).split(",")]
     # per source seed, the first lr's run trains (or copies) the teachers and P*; the other lrs' runs copy them
     runs = {lr: {s: config(run_folder(root, lr, s, source_seeds[0]), lr, args,
@@ -300,9 +347,13 @@ def main() -> None:
                                              cfg.model.attention, cfg.model.compile)
                 run = open_run(cfg)
                 stages.run(cfg, backbone, run)
+                if args.peft and cfg is cfgs[lr]:
+                    peft_mpt.run_units(cfg, backbone, cfg.targets, cfg.compare.seeds or [cfg.seed])
                 run.close()
             if cfg is cfgs[lr] and (found := run_record(cfg)) is not None:
                 record[lr] = found
+                if args.peft:
+                    with_peft(found, cfg)
                 if args.mpt_against and (against := mpt_against(cfg, Path(args.mpt_against))):
                     record[lr]["against"] = against
                 report(record, cfgs, budget, stem)

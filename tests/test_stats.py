@@ -172,6 +172,23 @@ def test_units_scored_on_different_examples_are_not_paired():
     assert same["mpt - pt"]["average"]["diff"] == 0.0
 
 
+def test_paired_intervals_of_named_pairs():
+    """`pairs` names the differences (a baseline outside mptune, an ablation variant minus its baseline):
+    "a - b" is a's score minus b's on the same examples, and methods outside the pairs are not compared."""
+    labels = [1, 0, 1, 0]
+    preds = {"variant": [1, 0, 1, 1], "baseline": [1, 1, 0, 1], "pt": [1, 0, 1, 0]}
+
+    def fetch(method, target, seed):
+        return {"predictions": preds[method], "labels": labels}
+
+    found = paired_intervals(["variant", "baseline", "pt"], ["rte"], [0], fetch, replicates=20,
+                             pairs=[("variant", "baseline")])
+    assert list(found) == ["variant - baseline"]
+    assert found["variant - baseline"]["targets"]["rte"]["diff"] == pytest.approx(75.0 - 25.0)
+    assert found["variant - baseline"]["average"]["diff"] == pytest.approx(50.0)
+    assert paired_intervals(["variant"], ["rte"], [0], fetch, pairs=[("variant", "baseline")]) == {}
+
+
 def test_spot_fixed_starts_from_the_named_source_beside_oracle_spot(llama_backbone, data_dir, tmp_path):
     """'spot-fixed' starts every target from the teacher named a priori; 'spot' (best on dev) stays, both
     reported, each with its interval against MPT."""

@@ -154,12 +154,13 @@ def intervals(cfg: RunConfig, run: RunDir, replicates: int = REPLICATES) -> dict
 
 
 def paired_intervals(methods: Sequence[str], targets: Sequence[str], seeds: Sequence[Seed],
-                     fetch: Callable[[str, str, Seed], dict | None], replicates: int = REPLICATES) -> dict:
-    """The PAIRS among `methods`, per target and on the average, with 95% paired-bootstrap intervals;
-    fetch(method, target, seed) -> that unit's {"predictions", "labels"} or None (the pair's target is
-    left out). Every unit of a target must have scored the same examples."""
+                     fetch: Callable[[str, str, Seed], dict | None], replicates: int = REPLICATES,
+                     pairs: Sequence[tuple[str, str]] = PAIRS) -> dict:
+    """The `pairs` (a, b) among `methods`, as "a - b", per target and on the average, with 95% paired-bootstrap
+    intervals; fetch(method, target, seed) -> that unit's {"predictions", "labels"} or None (the pair's target
+    is left out). Every unit of a target must have scored the same examples."""
     out = {}
-    for a, b in PAIRS:
+    for a, b in pairs:
         if a not in methods or b not in methods:
             continue
         paired = {}
