@@ -1,7 +1,7 @@
 """The paper's ablations of MPT on the protocol of a finished run, each variant against that run's MPT.
 
 The baseline is a run directory that trained MPT at several adaptation seeds: by default the dev run of
-transfer.py's protocol (--of, benchmarks/kept/full300/adapt0.03). Each variant is its config with one
+transfer.py's protocol (--of, benchmarks/kept/protocol/adapt0.03). Each variant is its config with one
 change, MPT only, in its own run directory benchmarks/runs/ablations/VARIANT. The library's `reuse`
 copies every unit the change leaves alone (`config.UNIT_SETTINGS`: a distillation variant copies the
 teachers, a prompt-length variant trains everything), so a variant trains only what it changes, and
@@ -23,7 +23,7 @@ minus the baseline's gets a 95% paired-bootstrap interval over the adaptation se
 per target and on the average (`mptune.results.paired_intervals`). Without --of (--quick, --full, or
 --of '') the baseline is trained here from RunConfig and the budget flags, scored on dev.
 
-    python benchmarks/ablations.py                    # every variant of full300's dev run, seeds 0,1,2
+    python benchmarks/ablations.py                    # every variant of the dev protocol run, seeds 0,1,2
     python benchmarks/ablations.py --variants no-distillation,hidden-sequence --seeds 0
     python benchmarks/ablations.py --quick --seeds 0,1 --targets rte   # smoke test (trains its baseline)
     python benchmarks/ablations.py --full --dry-run   # the paper's budget on T5-Base (GPU, hub)
@@ -48,8 +48,8 @@ from mptune.tasks import get_task
 
 import common
 
-OF = common.HERE / "kept" / "full300" / "adapt0.03"
-"""The default baseline: transfer.py's 300-step dev run (teachers, P*, MPT at seeds 0, 1, 2)."""
+OF = common.HERE / "kept" / "protocol" / "adapt0.03"
+"""The default baseline: transfer.py's dev protocol run (teachers, the 900-step P*, MPT at seeds 0, 1, 2)."""
 SOURCES = ["qnli", "qqp", "mnli"]
 TARGETS = ["rte", "mrpc", "cb", "boolq"]
 SHARED_DISTILL = "distill-shared"
