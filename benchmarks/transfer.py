@@ -237,8 +237,7 @@ def report(record: dict, cfgs: dict[str, RunConfig], budget: list[str], stem: Pa
                   f"paired-bootstrap intervals over the seeds and {split} examples). SPoT starts from the teacher "
                   "best on the target's dev split (an oracle), SPoT-fixed from MNLI's"
                 + (", PEFT MPT from the average of its source prompts (no distillation)" if "peft" in methods else "")
-                + ". Budget: "
-                  + "; ".join(budget) + ".\n")
+                + ". Budget: " + "; ".join(budget) + ".\n")
     markdown += pooled_markdown(record, targets, split)
     fig, axes = common.figure(max(1, 2 * len(record)), width=6.0)
     groups = [*targets, "average"]
