@@ -182,14 +182,14 @@ def copied(backbone, cfg: RunConfig, folder: Path, data: list[TaskData], setting
         saved = read_yaml(config, "a reused run's config")
         if settings_diff(saved, cfg, settings):
             continue
-        print(f"peft {unit}: copied from {root / unit}")
-        if not settings_diff(saved, cfg, SCORE_SETTINGS):
-            common.copy_unit(root / unit, folder)
-            return True
-        model = load_peft(backbone, cfg, root / unit, len(data))
-        metrics = {**RunDir.done(root / unit), **stages.eval_tasks(backbone, peft_prompt(model), data),
-                   "reused_from": str(root / unit)}
-        common.copy_unit(root / unit, folder, leave=(METRICS_FILE, PREDICTIONS_FILE))  # not done until scored here
+        metrics, model = {**RunDir.done(root / unit), "reused_from": str(root / unit)}, None
+        if settings_diff(saved, cfg, SCORE_SETTINGS):  # that run scored other examples: score it here
+            model = load_peft(backbone, cfg, root / unit, len(data))
+            metrics.update(stages.eval_tasks(backbone, peft_prompt(model), data))
+        else:
+            metrics[PREDICTIONS] = RunDir.predictions(root / unit)
+        print(f"peft {unit}: copied from {root / unit}, " + ("scored again here" if model else "with its scores"))
+        common.copy_unit(root / unit, folder, leave=(METRICS_FILE, PREDICTIONS_FILE))  # done once metrics are in
         _finish(folder, model, metrics)
         return True
     return False
