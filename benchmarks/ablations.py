@@ -41,7 +41,7 @@ from mptune.checkpoint import PROMPT_FILE, load_prompt
 from mptune.config import RunConfig, load_yaml, to_dict, unit_diff, with_overrides
 from mptune.models import load_backbone
 from mptune.prompts import MultitaskPrompt, SoftPrompt, num_parameters
-from mptune.results import paired_intervals
+from mptune.results import interval_cell, paired_intervals
 from mptune.rundir import RunDir, open_run, reusable
 from mptune.task_data import load_tasks, single
 from mptune.tasks import get_task
@@ -232,11 +232,6 @@ def variant_result(cfg: RunConfig, base: RunConfig, variant: str) -> dict:
             "minus_baseline": difference, "paired_seeds": paired, "parameters_per_target": params}
 
 
-def interval(found: dict | None, key: str | None = None) -> str:
-    row = (found or {}).get("average") if key is None else (found or {}).get("targets", {}).get(key)
-    return "—" if not row else f"{row['diff']:+.1f} [{row['low']:+.1f}, {row['high']:+.1f}]"
-
-
 def report(cfgs: dict[str, RunConfig], table: dict, budget: list[str], of: Path | None, stem: Path) -> str:
     """Write stem.json, stem.md and stem.png from the finished units of every variant in `cfgs`."""
     base = cfgs["baseline"]
@@ -250,7 +245,7 @@ def report(cfgs: dict[str, RunConfig], table: dict, budget: list[str], of: Path 
             r = result[variant]
             rows.append([group, setting + (" (baseline)" if variant == "baseline" else ""),
                          *(common.fmt(r["summary"][t]) for t in targets), f"**{common.fmt(r['average'])}**",
-                         interval(r["minus_baseline"]),
+                         interval_cell((r["minus_baseline"] or {}).get("average")),
                          f"{r['parameters_per_target']:,}" if r["parameters_per_target"] else "—"])
     seeds = ", ".join(map(str, base.compare.seeds))
     markdown = (common.md_table(["ablation", "setting", *targets, "average", "minus baseline (average)",
@@ -259,7 +254,7 @@ def report(cfgs: dict[str, RunConfig], table: dict, budget: list[str], of: Path 
                   f"seeds {seeds}; minus baseline: the variant's average minus the baseline's with a 95% "
                   f"paired-bootstrap interval over the seeds and {split} examples. Baseline: "
                   + (f"`{of}`" if of else "trained here") + ". Budget: " + "; ".join(budget) + ".\n")
-    diffs = [[v, *(interval(r["minus_baseline"], t) for t in targets)]
+    diffs = [[v, *(interval_cell((r["minus_baseline"] or {}).get("targets", {}).get(t)) for t in targets)]
              for v, r in result.items() if r["minus_baseline"]]
     if diffs:
         markdown += ("\nVariant minus baseline per target (points, 95% paired-bootstrap interval):\n\n"

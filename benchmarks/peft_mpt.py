@@ -34,12 +34,11 @@ from torch import nn
 
 import mptune.train as train_loop
 from mptune import stages
-from mptune.config import SCORE_SETTINGS, UNIT_SETTINGS, RunConfig, settings_diff
+from mptune.config import UNIT_SETTINGS, RunConfig
 from mptune.data import collate, label_tokens
-from mptune.files import read_yaml
 from mptune.losses import plm_loss
 from mptune.resume import clear_state
-from mptune.rundir import METRICS_FILE, PREDICTIONS, PREDICTIONS_FILE, RunDir, write_json
+from mptune.rundir import METRICS_FILE, PREDICTIONS, PREDICTIONS_FILE, RunDir, reusable, write_json
 from mptune.task_data import TaskData, load_tasks, single
 
 import common
@@ -172,27 +171,23 @@ def target_folder(cfg: RunConfig, target: str, seed: int) -> Path:
 
 
 def copied(backbone, cfg: RunConfig, folder: Path, data: list[TaskData], settings: tuple[str, ...]) -> bool:
-    """Copy `folder`'s unit from the first cfg.reuse run that trained it under the same `settings`; score it
-    again on this run's examples unless that run scored the same ones. False: nothing to copy."""
-    unit = folder.relative_to(cfg.out_dir)
-    for root in map(Path, cfg.reuse):
-        config = RunDir(root).config_file
-        if not (root / unit / METRICS_FILE).is_file() or not config.is_file():
-            continue
-        saved = read_yaml(config, "a reused run's config")
-        if settings_diff(saved, cfg, settings):
-            continue
-        metrics, model = {**RunDir.done(root / unit), "reused_from": str(root / unit)}, None
-        if settings_diff(saved, cfg, SCORE_SETTINGS):  # that run scored other examples: score it here
-            model = load_peft(backbone, cfg, root / unit, len(data))
-            metrics.update(stages.eval_tasks(backbone, peft_prompt(model), data))
-        else:
-            metrics[PREDICTIONS] = RunDir.predictions(root / unit)
-        print(f"peft {unit}: copied from {root / unit}, " + ("scored again here" if model else "with its scores"))
-        common.copy_unit(root / unit, folder, leave=(METRICS_FILE, PREDICTIONS_FILE))  # done once metrics are in
-        _finish(folder, model, metrics)
-        return True
-    return False
+    """Copy `folder`'s unit from the first cfg.reuse run that trained it under the same `settings`
+    (`rundir.reusable`); score it again on this run's examples unless that run scored the same ones. False:
+    nothing to copy."""
+    if (found := reusable(cfg, "peft", folder, settings)) is None:
+        return False
+    source, scored_alike = found
+    metrics, model = {**RunDir.done(source), "reused_from": str(source)}, None
+    if scored_alike:
+        metrics[PREDICTIONS] = RunDir.predictions(source)
+    else:
+        model = load_peft(backbone, cfg, source, len(data))
+        metrics.update(stages.eval_tasks(backbone, peft_prompt(model), data))
+    how = "scored again here" if model else "with its scores"
+    print(f"peft {folder.relative_to(cfg.out_dir)}: copied from {source}, {how}")
+    common.copy_unit(source, folder, leave=(METRICS_FILE, PREDICTIONS_FILE))  # done once metrics are in
+    _finish(folder, model, metrics)
+    return True
 
 
 def run_units(cfg: RunConfig, backbone, targets: list[str], seeds: list[int]) -> None:

@@ -305,18 +305,21 @@ def check_reuse(cfg: RunConfig) -> None:
         distributed.from_main(lambda root=root: _reused_config(Path(root)))
 
 
-def reusable(cfg: RunConfig, kind: str, folder: Path) -> tuple[Path, bool] | None:
+def reusable(cfg: RunConfig, kind: str, folder: Path, settings: tuple[str, ...] = ()) -> tuple[Path, bool] | None:
     """The finished copy of this run's unit `folder` (a teacher, the distilled prompt or a target unit: `kind`
     'teach', 'distill' or the method) in the first directory of cfg.reuse whose run trained it under the same
-    settings (`config.unit_diff`), and whether that run scored it on the examples this one scores
-    (SCORE_SETTINGS, with predictions kept); None when there is none. Read by the main process."""
+    settings (`config.unit_diff`; or `settings`, for a unit mptune does not define, such as a benchmark's), and
+    whether that run scored it on the examples this one scores (SCORE_SETTINGS, with predictions kept); None
+    when there is none. Read by the main process."""
     here = Path(cfg.out_dir).resolve()
     unit = Path(folder).resolve().relative_to(here)
 
     def find() -> tuple[Path, bool] | None:
         for root in map(Path, cfg.reuse):
-            if root.resolve() != here and (root / unit / METRICS_FILE).is_file() \
-                    and not unit_diff(saved := _reused_config(root), cfg, kind):
+            if root.resolve() == here or not (root / unit / METRICS_FILE).is_file():
+                continue
+            saved = _reused_config(root)
+            if not (settings_diff(saved, cfg, settings) if settings else unit_diff(saved, cfg, kind)):
                 scored_alike = not settings_diff(saved, cfg, SCORE_SETTINGS) \
                     and (root / unit / PREDICTIONS_FILE).is_file()
                 return root / unit, scored_alike
